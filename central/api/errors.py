@@ -1,0 +1,64 @@
+"""One JSON shape for every error the API returns::
+
+    {"error": {"code": "invalid_cursor", "message": "cursor is not one this API issued", "field": "cursor"}}
+
+``code`` is machine-readable and stable; ``field`` names the offending parameter when there is one.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, *, field: str | None = None) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        super().__init__(message)
+
+
+def _body(code: str, message: str, field: str | None = None) -> dict[str, object]:
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(_body(exc.code, exc.message, exc.field), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body")]
+        field = ".".join(loc) or None
+        message = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()) if p not in ('query', 'path', 'body'))}: {e.get('msg')}"
+            for e in exc.errors()
+        )
+        return JSONResponse(_body("invalid_request", message, field), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(_body(code, str(exc.detail)), status_code=exc.status_code)
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    422: {"model": ErrorResponse, "description": "A parameter is invalid; `field` names it."},
+}

@@ -1,0 +1,71 @@
+"""``/api/v1/weighings``: completed weighings as the scales delivered them (newest first, cursor-paginated)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from central.api.deps import SessionDep
+from central.api.errors import ERROR_RESPONSES
+from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, keyset_page
+from central.db.models import Weighing
+
+router = APIRouter(prefix="/api/v1/weighings", tags=["weighings"])
+
+
+class WeighingOut(BaseModel):
+    id: int
+    node_id: str
+    device_id: str
+    record_id: str = Field(description="stable id given by the edge node")
+    seq: int = Field(description="sequence number in the node's business stream")
+    gross: str = Field(description="gross weight exactly as the scale delivered it", examples=["24560"])
+    unit: str = Field(examples=["kg"])
+    scale_serial: str | None = None
+    weighed_at: datetime
+    received_at: datetime
+
+
+class WeighingPage(BaseModel):
+    items: list[WeighingOut]
+    next_cursor: str | None = Field(None, description="pass as `cursor` to get the next page; null at the end")
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _out(w: Weighing) -> WeighingOut:
+    gross = w.gross.quantize(Decimal(1).scaleb(-w.decimals)) if w.decimals else w.gross.quantize(Decimal(1))
+    return WeighingOut(
+        id=w.id, node_id=w.node_id, device_id=w.device_id, record_id=w.record_id, seq=w.seq, gross=str(gross),
+        unit=w.unit, scale_serial=w.scale_serial, weighed_at=_utc(w.weighed_at), received_at=_utc(w.received_at),
+    )
+
+
+@router.get("", response_model=WeighingPage, responses=ERROR_RESPONSES, summary="List weighings, newest first")
+def list_weighings(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(description="from `next_cursor` of the previous page")] = None,
+    node_id: str | None = None,
+    device_id: str | None = None,
+    since: Annotated[datetime | None, Query(description="weighed at or after (ISO 8601)")] = None,
+    until: Annotated[datetime | None, Query(description="weighed before (ISO 8601)")] = None,
+) -> WeighingPage:
+    q = select(Weighing)
+    if node_id:
+        q = q.where(Weighing.node_id == node_id)
+    if device_id:
+        q = q.where(Weighing.device_id == device_id)
+    if since:
+        q = q.where(Weighing.weighed_at >= _utc(since))
+    if until:
+        q = q.where(Weighing.weighed_at < _utc(until))
+    rows, next_cursor = keyset_page(session, q, Weighing.id, limit=limit, cursor=cursor)
+    return WeighingPage(items=[_out(w) for w in rows], next_cursor=next_cursor)

@@ -1,0 +1,1 @@
+"""Central's relational store (Postgres in production, SQLite for the demo): models, engine and migrations."""

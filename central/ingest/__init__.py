@@ -1,0 +1,1 @@
+"""MQTT ingest: decode batches, apply them exactly once, write readings, acknowledge."""

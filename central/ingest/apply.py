@@ -1,0 +1,246 @@
+"""Applies one decoded batch to central's database in one transaction — exactly once.
+
+For every record an inbox row keyed by ``(node, epoch, stream, seq)`` is inserted together with the business rows
+it produces. A record whose inbox row exists is a harmless resend (counted as a duplicate); the same seq with a
+different body is an **integrity conflict**: nothing of it is applied, it is reported, never overwritten.
+Readings of new records are written to the metrics store *before* the transaction commits: if the store is down
+the transaction rolls back, no ack is sent and the node sends the batch again later — while business batches,
+which do not touch the metrics store, go on.
+
+The per-stream row in ``ingest_marks`` is locked (``SELECT … FOR UPDATE`` on Postgres) so that several ingest
+workers never interleave the same stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from central.db.models import Device, InboxEntry, Node, QuarantineEntry, StreamMark, Weighing
+from central.metrics import Point
+from sync.envelope import Batch, Record, record_digest
+
+log = logging.getLogger(__name__)
+
+MAX_HELD_REPORTED = 64
+
+
+class RecordRejected(Exception):
+    """A record that decodes but whose business content is unusable (e.g. a weight that is not a number)."""
+
+    def __init__(self, record: Record, reason: str) -> None:
+        self.record = record
+        self.reason = reason
+        super().__init__(f"record seq {record.seq} ({record.kind}, device {record.device}): {reason}")
+
+
+@dataclass
+class ApplyResult:
+    acked_seq: int
+    held: tuple[int, ...] = ()
+    applied: int = 0
+    duplicates: int = 0
+    conflicts: list[int] = field(default_factory=list)
+    rejected: list[int] = field(default_factory=list)
+    points: int = 0
+
+
+def _ts(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC)
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    if dt is not None and dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)  # SQLite hands back naive datetimes; we only ever store UTC
+    return dt
+
+
+def reading_points(node: str, record: Record) -> list[Point]:
+    """One point per value: measurement ``readings``, tags node/device/point/unit, field ``value``."""
+    values = record.data.get("values")
+    units = record.data.get("units") or {}
+    if not isinstance(values, dict):
+        raise RecordRejected(record, "data.values: expected an object of point name → number")
+    points = []
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RecordRejected(record, f"data.values.{name}: expected a number, got {value!r}")
+        tags = {"node": node, "device": record.device, "point": str(name)}
+        unit = units.get(name) if isinstance(units, dict) else None
+        if unit:
+            tags["unit"] = str(unit)
+        points.append(Point("readings", tags, {"value": float(value)}, record.ts_ns))
+    return points
+
+
+def _touch_device(session: Session, node: str, record: Record, seen: datetime) -> Device:
+    dev = session.get(Device, (node, record.device))
+    if dev is None:
+        dev = Device(node_id=node, device_id=record.device)
+        session.add(dev)
+    kind = record.data.get("device_kind")
+    if isinstance(kind, str):
+        dev.kind = kind
+    last = _aware(dev.last_seen)
+    if last is None or seen > last:
+        dev.last_seen = seen
+    return dev
+
+
+def _apply_record(session: Session, batch: Batch, record: Record, now: datetime, points: list[Point]) -> None:
+    node = batch.node
+    data = record.data
+    if record.kind == "weighing":
+        try:
+            gross = Decimal(str(data["gross"]))
+        except (KeyError, InvalidOperation):
+            raise RecordRejected(record, f"data.gross: expected a decimal number, got {data.get('gross')!r}") from None
+        unit = data.get("unit")
+        if not isinstance(unit, str) or not unit:
+            raise RecordRejected(record, "data.unit: expected a unit such as 'kg'")
+        exponent = gross.as_tuple().exponent
+        session.add(
+            Weighing(
+                node_id=node,
+                record_id=record.record_id,
+                epoch=batch.epoch,
+                seq=record.seq,
+                device_id=record.device,
+                gross=gross,
+                decimals=-exponent if isinstance(exponent, int) and exponent < 0 else 0,
+                unit=unit,
+                scale_serial=data.get("scale_serial"),
+                raw=data.get("raw"),
+                weighed_at=_ts(record.ts_ns),
+                received_at=now,
+            )
+        )
+        dev = _touch_device(session, node, record, _ts(record.ts_ns))
+        dev.kind = dev.kind or "scale"
+    elif record.kind == "reading":
+        points.extend(reading_points(node, record))
+        _touch_device(session, node, record, _ts(record.ts_ns))
+    elif record.kind == "device_status":
+        dev = _touch_device(session, node, record, _ts(record.ts_ns))
+        changed = _ts(record.ts_ns)
+        if dev.status_changed_at is None or changed >= _aware(dev.status_changed_at):  # type: ignore[operator]
+            dev.status = str(data.get("status"))
+            dev.status_reason = data.get("reason")
+            dev.status_changed_at = changed
+    elif record.kind == "device_health":
+        dev = _touch_device(session, node, record, _ts(record.ts_ns))
+        counters = data.get("counters")
+        if isinstance(counters, dict):
+            dev.counters = counters
+    else:
+        log.warning("node %s: record seq %d of unknown kind %r kept in the inbox only", node, record.seq, record.kind)
+
+
+def apply_batch(
+    sessions: sessionmaker[Session],
+    batch: Batch,
+    *,
+    write_points: Callable[[Sequence[Point]], None] | None = None,
+    now: datetime | None = None,
+) -> ApplyResult:
+    """Apply ``batch`` exactly once; return the ack to send. Raises the metrics store's error (nothing applied,
+    the node resends later)."""
+    now = now or datetime.now(UTC)
+    key = (batch.node, batch.epoch, batch.stream)
+    with sessions.begin() as session:
+        mark = session.execute(
+            select(StreamMark).where(
+                StreamMark.node_id == batch.node, StreamMark.epoch == batch.epoch, StreamMark.stream == batch.stream
+            ).with_for_update()
+        ).scalar_one_or_none()
+        if mark is None:
+            mark = StreamMark(node_id=batch.node, epoch=batch.epoch, stream=batch.stream, acked_seq=0, records=0,
+                              duplicates=0)
+            session.add(mark)
+            session.flush()
+        node = session.get(Node, batch.node)
+        if node is None:
+            session.add(Node(node_id=batch.node, epoch=batch.epoch, first_seen=now, last_seen=now))
+        else:
+            node.last_seen = now
+            node.epoch = batch.epoch
+
+        existing: dict[int, str] = dict(
+            session.execute(
+                select(InboxEntry.seq, InboxEntry.digest).where(
+                    InboxEntry.node_id == batch.node,
+                    InboxEntry.epoch == batch.epoch,
+                    InboxEntry.stream == batch.stream,
+                    InboxEntry.seq.between(batch.first_seq, batch.last_seq),
+                )
+            ).all()
+        )
+        result = ApplyResult(acked_seq=mark.acked_seq)
+        points: list[Point] = []
+        for record in batch.records:
+            digest = record_digest(record)
+            if record.seq in existing:
+                if existing[record.seq] != digest:
+                    result.conflicts.append(record.seq)
+                else:
+                    result.duplicates += 1
+                continue
+            try:
+                _apply_record(session, batch, record, now, points)
+            except RecordRejected as exc:
+                # keep the record (quarantine) and its seq (inbox), so the stream goes on and nothing is lost
+                result.rejected.append(record.seq)
+                log.error("node %s %s: %s — quarantined", batch.node, batch.stream, exc)
+                session.add(
+                    QuarantineEntry(
+                        received_at=now, topic=f"{batch.node}/{batch.stream}", node_id=batch.node,
+                        reason=f"rejected record: {exc}",
+                        payload=json.dumps(record.to_json(), ensure_ascii=False).encode(),
+                    )
+                )
+            session.add(
+                InboxEntry(
+                    node_id=batch.node, epoch=batch.epoch, stream=batch.stream, seq=record.seq,
+                    record_id=record.record_id, kind=record.kind, digest=digest, received_at=now,
+                )
+            )
+            result.applied += 1
+        if points and write_points is not None:
+            write_points(points)  # raises → rollback → no ack → the node resends
+        result.points = len(points)
+
+        session.flush()
+        acked = mark.acked_seq
+        if batch.first_seq <= acked + 1:
+            acked = max(acked, batch.last_seq)
+        beyond = session.execute(
+            select(InboxEntry.seq)
+            .where(
+                InboxEntry.node_id == batch.node, InboxEntry.epoch == batch.epoch,
+                InboxEntry.stream == batch.stream, InboxEntry.seq > acked,
+            )
+            .order_by(InboxEntry.seq)
+            .limit(10_000)
+        ).scalars().all()
+        held = []
+        for seq in beyond:
+            if seq == acked + 1 and not held:
+                acked = seq
+            else:
+                held.append(seq)
+        mark.acked_seq = acked
+        mark.records += result.applied
+        mark.duplicates += result.duplicates
+        mark.last_batch_at = now
+        result.acked_seq = acked
+        result.held = tuple(held[:MAX_HELD_REPORTED])
+    log.debug("applied %s: %s", key, result)
+    return result

@@ -1,0 +1,78 @@
+"""Runs central: the API (uvicorn) and the ingest consumer in one process (``central run``), or ingest alone
+(``central ingest``, several of which may run side by side)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import uvicorn
+
+from central.api.app import create_app
+from central.config import CentralSettings
+from central.db import migrate
+from central.db.engine import make_engine, make_session_factory
+from central.ingest.service import IngestService
+from central.metrics import MetricsStoreError, open_store
+
+log = logging.getLogger(__name__)
+
+
+class Central:
+    def __init__(self, settings: CentralSettings, *, with_api: bool = True, client_id: str | None = None) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.database_url)
+        if migrate.current_revision(self.engine) is None:
+            raise SystemExit(
+                f"database {self.engine.url.render_as_string(hide_password=True)} has no schema: "
+                "run `floorgate central migrate --config …` first"
+            )
+        self.sessions = make_session_factory(self.engine)
+        self.store = open_store(settings.metrics)
+        try:
+            self.store.ensure_ready()
+        except MetricsStoreError as exc:  # ingest retries; readings wait on the edge meanwhile
+            log.warning("metrics store not ready yet: %s", exc)
+        self.ingest = IngestService(settings.broker, self.sessions, self.store, client_id=client_id)
+        self.app = create_app(settings, sessions=self.sessions, store=self.store, ingest=self.ingest) if with_api else None
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(self.ingest.run(), name="ingest")]
+        server = None
+        if self.app is not None:
+            config = uvicorn.Config(
+                self.app, host=self.settings.api.host, port=self.settings.api.port, log_config=None,
+                access_log=False, lifespan="off",
+            )
+            server = uvicorn.Server(config)
+            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            tasks.append(asyncio.create_task(server.serve(), name="api"))
+            log.info("central API on http://%s:%d (docs at /docs)", self.settings.api.host, self.settings.api.port)
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
+        finally:
+            if server is not None:
+                server.should_exit = True
+            for t in tasks:
+                if t.get_name() == "ingest":
+                    t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(t, 5)
+            self.store.close()
+            self.engine.dispose()
+
+
+async def run_until_signal(central: Central) -> None:
+    loop = asyncio.get_running_loop()
+    main = asyncio.create_task(central.run())
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, main.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await main
+

@@ -1,0 +1,167 @@
+"""The node configuration (YAML), validated on load.
+
+Example (see ``firmware-config/examples/node.yaml``)::
+
+    node_id: mill-01
+    data_dir: /var/lib/floorgate
+    broker: {url: "mqtt://127.0.0.1:1883", protocol: "5"}
+    devices:
+      - {id: bridge-1, type: mtsics-scale, address: "tcp://127.0.0.1:4001", interval_s: 0.5,
+         weighing: {threshold: 500}}
+      - {id: meter-1, type: sdm630, address: "tcp://127.0.0.1:5020", unit_id: 1, interval_s: 5}
+
+Errors name the file, the key path and what was expected (``sync.config_errors``).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sync.config_errors import ConfigError, problems_from_pydantic
+from sync.topics import NODE_ID_RE
+
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_address(value: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        raise ValueError(f"expected an address starting with {' or '.join(s + '://' for s in schemes)}")
+    if parts.scheme == "tcp" and (not parts.hostname or parts.port is None):
+        raise ValueError("expected tcp://HOST:PORT")
+    if parts.scheme == "serial" and not parts.path:
+        raise ValueError("expected serial:///dev/ttyXXX")
+    return value
+
+
+class BrokerConfig(_Model):
+    url: str = Field(description="mqtt://host:port")
+    protocol: Literal["5", "3.1.1"] = "5"
+    username: str | None = None
+    password: str | None = None
+    keepalive_s: int = Field(30, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme != "mqtt" or not parts.hostname:
+            raise ValueError("expected mqtt://HOST[:PORT]")
+        return v
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 1883
+
+
+class UplinkConfig(_Model):
+    batch_max_records: int = Field(200, gt=0, le=10_000)
+    ack_timeout_s: float = Field(10.0, gt=0)
+    max_in_flight: int = Field(4, gt=0, description="unacknowledged batches per stream")
+    retry_min_s: float = Field(0.5, gt=0)
+    retry_max_s: float = Field(30.0, gt=0)
+
+
+class WeighingConfig(_Model):
+    threshold: Decimal = Field(Decimal(200), ge=0, description="stable weight above this after motion = weighing")
+    empty_below: Decimal | None = Field(
+        None, ge=0, description="the bridge counts as empty again below this (default: threshold)"
+    )
+
+
+class _DeviceBase(_Model):
+    id: Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
+    address: str
+    interval_s: float = Field(gt=0)
+    timeout_s: float = Field(2.0, gt=0)
+
+
+class ScaleDevice(_DeviceBase):
+    type: Literal["mtsics-scale"]
+    baudrate: int = Field(9600, gt=0)
+    interval_s: float = Field(0.5, gt=0)
+    weighing: WeighingConfig = WeighingConfig()
+
+    @field_validator("address")
+    @classmethod
+    def _addr(cls, v: str) -> str:
+        return _check_address(v, ("tcp", "serial"))
+
+
+class ModbusDevice(_DeviceBase):
+    type: Literal["sdm630", "th-probe"]
+    unit_id: int = Field(1, ge=0, le=247)
+
+    @field_validator("address")
+    @classmethod
+    def _addr(cls, v: str) -> str:
+        return _check_address(v, ("tcp",))
+
+
+DeviceConfig = Annotated[ScaleDevice | ModbusDevice, Field(discriminator="type")]
+DEVICE_TYPES = frozenset({"mtsics-scale", "sdm630", "th-probe"})
+
+
+class NodeConfig(_Model):
+    node_id: str
+    data_dir: Path = Path("./var/edge")
+    broker: BrokerConfig
+    uplink: UplinkConfig = UplinkConfig()
+    health_interval_s: float = Field(30.0, gt=0)
+    devices: list[DeviceConfig] = Field(default_factory=list)
+
+    @field_validator("node_id")
+    @classmethod
+    def _node(cls, v: str) -> str:
+        if not NODE_ID_RE.match(v):
+            raise ValueError("expected letters, digits, '_', '.', '-' (at most 64, starting with a letter or digit)")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> NodeConfig:
+        seen: dict[str, int] = {}
+        for i, dev in enumerate(self.devices):
+            if dev.id in seen:
+                raise ValueError(f"devices[{i}].id: {dev.id!r} is already used by devices[{seen[dev.id]}]")
+            seen[dev.id] = i
+        return self
+
+
+def parse_config(data: object, *, source: str) -> NodeConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["(top level): expected a mapping of keys (node_id, broker, devices, …)"])
+    try:
+        return NodeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, problems_from_pydantic(exc.errors(), tags=DEVICE_TYPES)) from None
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    """Read and validate a node config; relative ``data_dir`` is taken relative to the file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), [f"cannot read: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(p), [f"not valid YAML: {exc}"]) from None
+    cfg = parse_config(data, source=str(p))
+    if not cfg.data_dir.is_absolute():
+        cfg = cfg.model_copy(update={"data_dir": (p.parent / cfg.data_dir).resolve()})
+    return cfg

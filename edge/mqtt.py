@@ -1,0 +1,45 @@
+"""Builds the agent's MQTT client: a persistent session (never Clean Start after the first connect — see
+``shared/reference/mqtt-and-sync.md``), MQTT 5 or 3.1.1 as configured."""
+
+from __future__ import annotations
+
+import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge.config import BrokerConfig
+
+SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+def make_client(broker: BrokerConfig, *, client_id: str) -> aiomqtt.Client:
+    if broker.protocol == "5":
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        return aiomqtt.Client(
+            broker.host,
+            broker.port,
+            identifier=client_id,
+            username=broker.username,
+            password=broker.password,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=props,
+            keepalive=broker.keepalive_s,
+            timeout=10,
+        )
+    return aiomqtt.Client(
+        broker.host,
+        broker.port,
+        identifier=client_id,
+        username=broker.username,
+        password=broker.password,
+        protocol=aiomqtt.ProtocolVersion.V311,
+        clean_session=False,
+        keepalive=broker.keepalive_s,
+        timeout=10,
+    )
+
+
+__all__ = ["make_client", "paho"]

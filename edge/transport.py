@@ -1,0 +1,130 @@
+"""Line-oriented transports for serial scales: TCP (a serial device server or the simulator) and a real serial
+line (``serial:///dev/ttyUSB0``, pseudo-terminals included).
+
+Both feed received bytes through ``protocols.mtsics.LineFramer`` into a queue; ``request`` discards stale lines
+(a scale sends ``I4 A "…"`` at power-up), writes the command and waits for the next line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from urllib.parse import parse_qs, urlsplit
+
+import serial
+
+from edge.errors import DeviceIOError
+from protocols.errors import FrameError
+from protocols.mtsics import LineFramer
+
+
+class LineTransport:
+    """One connection to one line-based device. ``request`` is not re-entrant: one bus task owns it."""
+
+    def __init__(self, device: str, address: str, *, baudrate: int = 9600) -> None:
+        self.device = device
+        self.address = address
+        self.baudrate = baudrate
+        self._lines: asyncio.Queue[bytes | FrameError] = asyncio.Queue()
+        self._framer = LineFramer()
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._serial: serial.Serial | None = None
+        self.last_frames: list[bytes] = []
+
+    @property
+    def is_open(self) -> bool:
+        return self._writer is not None or self._serial is not None
+
+    async def open(self, *, timeout_s: float) -> None:
+        parts = urlsplit(self.address)
+        try:
+            if parts.scheme == "tcp":
+                reader, self._writer = await asyncio.wait_for(
+                    asyncio.open_connection(parts.hostname, parts.port), timeout_s
+                )
+                self._reader_task = asyncio.create_task(self._read_tcp(reader))
+            else:
+                query = parse_qs(parts.query)
+                baud = int(query.get("baudrate", [self.baudrate])[0])
+                self._serial = serial.Serial(parts.path, baudrate=baud, timeout=0, write_timeout=timeout_s)
+                asyncio.get_running_loop().add_reader(self._serial.fileno(), self._read_serial)
+        except (OSError, TimeoutError, serial.SerialException, ValueError) as exc:
+            await self.close()
+            raise DeviceIOError(self.device, f"cannot open {self.address}: {exc or type(exc).__name__}") from exc
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            lines = self._framer.feed(data)
+        except FrameError as exc:
+            self._lines.put_nowait(exc)
+            return
+        for line in lines:
+            self._lines.put_nowait(line)
+
+    async def _read_tcp(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            data = await reader.read(4096)
+            if not data:
+                self._lines.put_nowait(FrameError(b"", "connection closed by the device"))
+                return
+            self._feed(data)
+
+    def _read_serial(self) -> None:
+        assert self._serial is not None
+        try:
+            data = self._serial.read(self._serial.in_waiting or 1)
+        except (OSError, serial.SerialException) as exc:
+            self._lines.put_nowait(FrameError(b"", f"serial read failed: {exc}"))
+            return
+        if data:
+            self._feed(data)
+
+    async def request(self, command: bytes, *, timeout_s: float, skip: tuple[bytes, ...] = ()) -> bytes:
+        """Send ``command`` and return the next complete line; FrameError for an overlong / broken frame.
+
+        Lines starting with one of ``skip`` are unsolicited (a power-up identification) and passed over."""
+        if not self.is_open:
+            raise DeviceIOError(self.device, "not connected")
+        while not self._lines.empty():  # stale output (power-up identification, late answers)
+            self._lines.get_nowait()
+        try:
+            if self._writer is not None:
+                self._writer.write(command)
+                await self._writer.drain()
+            else:
+                assert self._serial is not None
+                await asyncio.to_thread(self._serial.write, command)
+        except (OSError, serial.SerialException) as exc:
+            raise DeviceIOError(self.device, f"write failed: {exc}") from exc
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                line = await asyncio.wait_for(self._lines.get(), max(remaining, 0))
+            except TimeoutError:
+                raise DeviceIOError(self.device, f"no answer to {command!r} within {timeout_s} s") from None
+            if isinstance(line, FrameError):
+                raise line
+            if not (skip and line.startswith(skip)):
+                break
+        self.last_frames = [*self.last_frames[-19:], line]
+        return line
+
+    async def close(self) -> None:
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader_task
+            self._reader_task = None
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()
+            self._writer = None
+        if self._serial is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._serial.fileno())
+            self._serial.close()
+            self._serial = None
+        self._framer = LineFramer()

@@ -1,0 +1,95 @@
+"""The ``floorgate`` command: one entry point, sub-commands from each package.
+
+    floorgate demo                       the whole system on this machine (edge.demo)
+    floorgate edge run --config F        the edge agent (edge.cli)
+    floorgate central migrate|run|ingest the central service (central.cli)
+    floorgate simulate DEVICE …          a device simulator (protocols.cli)
+
+This module is the composition root: the only place besides tests that imports both ``edge`` and ``central``.
+Logs are structured: ``--log-format json`` writes one JSON object per line (for journald / Loki), the default
+is ``key=value`` text for people.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from sync.config_errors import ConfigError
+
+_STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        out.update({k: v for k, v in vars(record).items() if k not in _STD_ATTRS})
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
+        extra = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in _STD_ATTRS)
+        line = f"{ts} {record.levelname:<7} {record.name}: {record.getMessage()}" + (f"  [{extra}]" if extra else "")
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("pymodbus", "httpx", "amqtt", "transitions", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from central.cli import register as register_central
+    from edge.cli import register as register_edge
+    from edge.demo import register as register_demo
+    from protocols.cli import register as register_simulate
+
+    parser = argparse.ArgumentParser(
+        prog="floorgate",
+        description="Shop-floor gateway: scales, sensors and TSE → edge outbox → MQTT → central (Postgres, InfluxDB).",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default="text", choices=["text", "json"], help="json: one object per line")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register_demo(sub)
+    register_edge(sub)
+    register_central(sub)
+    register_simulate(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,484 @@
+"""Weighbridge simulator speaking MT-SICS: a state machine with an injectable clock, and two line servers.
+
+One truck per cycle; every phase duration is multiplied by ``time_scale`` (0.01 makes a cycle last 0.11 s)::
+
+    weight
+      ^            ______________________
+      |           /        settled       \\            S S      24560 kg   (stable at the truck's gross weight)
+      |          / drive_on     drive_off \\           S D      13720 kg   (rising / falling, noisy, dynamic)
+      |_________/                          \\_________  S S          0 kg   (empty, stable)
+      +--------------------------------------------------> time
+        empty_s   ramp_s     stable_s     ramp_s   (next truck)
+
+Commands answered (replies exactly as in the device reference, weight field 10 characters right-aligned)::
+
+    S      stable weight        S S <net> <unit>  | S I while moving  | S + overload
+    SI     immediate weight     S S / S D <net> <unit>               | S + overload
+    Z      zero                 Z A (stable, within the zero range; clears the tare) | Z I moving | Z + outside range
+    T      tare                 T S <tare> <unit> (stable; net = gross - tare afterwards) | T I moving | T + overload
+    TA     tare memory          TA A <tare> <unit>; ``TA <value> <unit>`` presets the tare
+    TAC    clear tare           TAC A
+    I2/I3/I4, @                 I2 A "<model>" / I3 A "<software>" / I4 A "<serial>"; @ also clears the tare
+    other                       ES (syntax error); bytes that are not printable ASCII: ET
+
+A truck heavier than ``capacity_kg`` answers ``S +`` while the load on the bridge exceeds the capacity (the whole
+settled phase, and the part of the ramps above capacity). ``garbage_every=N`` replaces every Nth reply line with
+``GARBAGE_LINE`` so that clients exercise their error handling.
+
+At power-up a scale sends ``I4 A "<serial>"`` once, unasked. ``serve_tcp`` sends it to each client when it
+connects. ``PtyServer`` writes it when it starts; since serial libraries flush the input when they open a port
+(pyserial does), it writes it once more right after the first such flush, which it sees on the master side of the
+pseudo-terminal (packet mode, ``TIOCPKT_FLUSHREAD``) - so the first program to open the port reads it, as it
+would from a scale switched on together with the host. Later flushes send nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import fcntl
+import functools
+import logging
+import os
+import random
+import struct
+import termios
+import time
+import tty
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Final
+
+from protocols import mtsics
+from protocols.errors import FrameError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INCREMENT_KG: Final = 20
+DEFAULT_CAPACITY_KG: Final = 60_000
+DEFAULT_UNIT: Final = "kg"
+DEFAULT_EMPTY_S: Final = 3.0
+DEFAULT_RAMP_S: Final = 2.0
+DEFAULT_STABLE_S: Final = 4.0
+DEFAULT_SERIAL: Final = "0123456789"
+DEFAULT_MODEL: Final = "floorgate SIM-WB 60t"
+SOFTWARE_VERSION: Final = "floorgate-sim 1.0"
+RANDOM_TRUCK_MIN_KG: Final = 8_000
+RANDOM_TRUCK_MAX_KG: Final = 40_000
+ZERO_RANGE_FRACTION: Final = Decimal("0.02")  # Z works within +-2 % of capacity
+RAMP_NOISE_FRACTION: Final = 0.03  # noise while driving on / off, fraction of the truck's weight
+RAMP_NOISE_MIN_INCREMENTS: Final = 5
+GARBAGE_LINE: Final = b"\x15#?!garbage\r\n"
+DEFAULT_HOST: Final = "127.0.0.1"
+READ_CHUNK_BYTES: Final = 4096
+
+_UNIT_PER_KG: Final[dict[str, Decimal]] = {"g": Decimal(1000), "kg": Decimal(1), "t": Decimal("0.001")}
+
+
+class Phase(enum.StrEnum):
+    EMPTY = "empty"
+    DRIVE_ON = "drive_on"
+    SETTLED = "settled"
+    DRIVE_OFF = "drive_off"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the load cells say at one moment (gross, in kg)."""
+
+    phase: Phase
+    truck_index: int
+    gross_kg: Decimal
+    stable: bool
+    overload: bool
+
+
+class Weighbridge:
+    """Pure MT-SICS weighbridge: ``handle_line(b"SI")`` -> ``[b"S S      24560 kg\\r\\n"]``; time from ``clock``.
+
+    ``trucks`` are gross weights in kg, used in order; after them come random trucks of 8,000-40,000 kg from
+    ``random.Random(seed)``. All weights are rounded to ``increment_kg`` (the display resolution). ``unit`` is the
+    display unit: ``kg`` (default), ``t`` or ``g``.
+    """
+
+    def __init__(
+        self,
+        *,
+        trucks: Sequence[int | Decimal] | None = None,
+        seed: int | None = None,
+        increment_kg: int | Decimal = DEFAULT_INCREMENT_KG,
+        capacity_kg: int | Decimal = DEFAULT_CAPACITY_KG,
+        unit: str = DEFAULT_UNIT,
+        time_scale: float = 1.0,
+        empty_s: float = DEFAULT_EMPTY_S,
+        ramp_s: float = DEFAULT_RAMP_S,
+        stable_s: float = DEFAULT_STABLE_S,
+        serial: str = DEFAULT_SERIAL,
+        model: str = DEFAULT_MODEL,
+        garbage_every: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if Decimal(increment_kg) <= 0:
+            raise ValueError(f"weighbridge: increment_kg must be > 0, got {increment_kg}")
+        if Decimal(capacity_kg) <= 0:
+            raise ValueError(f"weighbridge: capacity_kg must be > 0, got {capacity_kg}")
+        if unit not in _UNIT_PER_KG:
+            raise ValueError(f"weighbridge: unit {unit!r}, expected one of {sorted(_UNIT_PER_KG)}")
+        if time_scale <= 0:
+            raise ValueError(f"weighbridge: time_scale must be > 0, got {time_scale}")
+        for name, duration in (("empty_s", empty_s), ("ramp_s", ramp_s), ("stable_s", stable_s)):
+            if duration <= 0:
+                raise ValueError(f"weighbridge: {name} must be > 0, got {duration}")
+        if garbage_every < 0:
+            raise ValueError(f"weighbridge: garbage_every must be >= 0, got {garbage_every}")
+        for text in (serial, model):
+            mtsics.encode_ident_response("I4", text)  # raises ValueError for text MT-SICS cannot carry
+        self.increment_kg = Decimal(increment_kg)
+        self.capacity_kg = Decimal(capacity_kg)
+        self.unit = unit
+        self.time_scale = time_scale
+        self.empty_s = empty_s * time_scale
+        self.ramp_s = ramp_s * time_scale
+        self.stable_s = stable_s * time_scale
+        self.serial = serial
+        self.model = model
+        self.garbage_every = garbage_every
+        self._clock = clock
+        self._t0 = clock()
+        self._trucks = [self._round(Decimal(weight)) for weight in trucks or ()]
+        if any(weight <= 0 for weight in self._trucks):
+            raise ValueError(f"weighbridge: truck weights must be > 0 kg, got {list(trucks or ())}")
+        self._truck_rng = random.Random(seed)
+        self._noise_rng = random.Random(None if seed is None else f"noise-{seed}")
+        self._tare_kg = Decimal(0)
+        self._reply_count = 0
+        factor = _UNIT_PER_KG[unit]
+        self._factor = factor
+        exponent = (self.increment_kg * factor).normalize().as_tuple().exponent
+        self._display_quantum = Decimal(1).scaleb(min(0, exponent if isinstance(exponent, int) else 0))
+        self._handlers: dict[str, Callable[[list[str]], list[bytes]]] = {
+            "S": self._cmd_s,
+            "SI": self._cmd_si,
+            "Z": self._cmd_z,
+            "T": self._cmd_t,
+            "TA": self._cmd_ta,
+            "TAC": self._cmd_tac,
+            "@": self._cmd_reset,
+            "I2": functools.partial(self._cmd_ident, "I2"),
+            "I3": functools.partial(self._cmd_ident, "I3"),
+            "I4": functools.partial(self._cmd_ident, "I4"),
+        }
+
+    # ---------------------------------------------------------------------------------------------- state
+    @property
+    def cycle_s(self) -> float:
+        """Seconds one truck takes (after ``time_scale``)."""
+        return self.empty_s + 2 * self.ramp_s + self.stable_s
+
+    def _elapsed(self) -> float:
+        return max(0.0, self._clock() - self._t0)
+
+    @property
+    def completed_trucks(self) -> int:
+        """Trucks that have fully driven off the bridge."""
+        return int(self._elapsed() // self.cycle_s)
+
+    @property
+    def current_phase(self) -> Phase:
+        return self.reading().phase
+
+    @property
+    def tare_kg(self) -> Decimal:
+        return self._tare_kg
+
+    def truck_weight(self, index: int) -> Decimal:
+        """Gross weight in kg of truck ``index`` (0-based), rounded to the increment."""
+        while len(self._trucks) <= index:
+            kg = self._truck_rng.uniform(RANDOM_TRUCK_MIN_KG, RANDOM_TRUCK_MAX_KG)
+            self._trucks.append(self._round(Decimal(repr(kg))))
+        return self._trucks[index]
+
+    def _round(self, kg: Decimal) -> Decimal:
+        steps = (kg / self.increment_kg).to_integral_value(rounding=ROUND_HALF_EVEN)
+        return steps * self.increment_kg
+
+    def reading(self) -> Reading:
+        """The load on the bridge now."""
+        index, position = divmod(self._elapsed(), self.cycle_s)
+        truck = self.truck_weight(int(index))
+        on_end = self.empty_s + self.ramp_s
+        settled_end = on_end + self.stable_s
+        if position < self.empty_s:
+            phase, gross, stable = Phase.EMPTY, Decimal(0), True
+        elif position < on_end:
+            phase, stable = Phase.DRIVE_ON, False
+            gross = self._noisy(truck, (position - self.empty_s) / self.ramp_s)
+        elif position < settled_end:
+            phase, gross, stable = Phase.SETTLED, truck, True
+        else:
+            phase, stable = Phase.DRIVE_OFF, False
+            gross = self._noisy(truck, 1.0 - (position - settled_end) / self.ramp_s)
+        return Reading(phase, int(index), gross, stable, overload=gross > self.capacity_kg)
+
+    def _noisy(self, truck: Decimal, fraction: float) -> Decimal:
+        amplitude = max(float(truck) * RAMP_NOISE_FRACTION, float(self.increment_kg) * RAMP_NOISE_MIN_INCREMENTS)
+        kg = float(truck) * fraction + self._noise_rng.uniform(-amplitude, amplitude)
+        return max(Decimal(0), self._round(Decimal(repr(kg))))
+
+    def _display(self, kg: Decimal) -> Decimal:
+        return (kg * self._factor).quantize(self._display_quantum, rounding=ROUND_HALF_EVEN)
+
+    # ---------------------------------------------------------------------------------------------- lines
+    def power_up_line(self) -> bytes:
+        """``I4 A "<serial>"`` CR LF, sent unasked at power-up (never replaced by garbage)."""
+        return mtsics.encode_ident_response("I4", self.serial)
+
+    def handle_line(self, line: bytes) -> list[bytes]:
+        """Complete reply lines (with CR LF) for one command line (with or without its CR LF)."""
+        body = line.rstrip(b"\r\n")
+        if any(byte < 0x20 or byte > 0x7E for byte in body):
+            replies = [mtsics.encode_error("ET")]
+        else:
+            tokens = body.decode("ascii").split()
+            if not tokens:
+                return []
+            handler = self._handlers.get(tokens[0])
+            replies = handler(tokens[1:]) if handler else [mtsics.encode_error("ES")]
+        return [self._count_reply(reply) for reply in replies]
+
+    def _count_reply(self, reply: bytes) -> bytes:
+        self._reply_count += 1
+        if self.garbage_every and self._reply_count % self.garbage_every == 0:
+            return GARBAGE_LINE
+        return reply
+
+    def _weight(self, command: str, status: str, kg: Decimal) -> bytes:
+        return mtsics.encode_weight_response(command, status, self._display(kg), self.unit)
+
+    def _cmd_s(self, args: list[str]) -> list[bytes]:
+        if args:
+            return [mtsics.encode_error("ES")]
+        now = self.reading()
+        if now.overload:
+            return [mtsics.encode_status_response("S", "+")]
+        if not now.stable:
+            return [mtsics.encode_status_response("S", "I")]
+        return [self._weight("S", "S", now.gross_kg - self._tare_kg)]
+
+    def _cmd_si(self, args: list[str]) -> list[bytes]:
+        if args:
+            return [mtsics.encode_error("ES")]
+        now = self.reading()
+        if now.overload:
+            return [mtsics.encode_status_response("S", "+")]
+        return [self._weight("S", "S" if now.stable else "D", now.gross_kg - self._tare_kg)]
+
+    def _cmd_z(self, args: list[str]) -> list[bytes]:
+        if args:
+            return [mtsics.encode_error("ES")]
+        now = self.reading()
+        if not now.stable:
+            return [mtsics.encode_status_response("Z", "I")]
+        if now.overload or now.gross_kg > self.capacity_kg * ZERO_RANGE_FRACTION:
+            return [mtsics.encode_status_response("Z", "+")]
+        self._tare_kg = Decimal(0)
+        return [mtsics.encode_status_response("Z", "A")]
+
+    def _cmd_t(self, args: list[str]) -> list[bytes]:
+        if args:
+            return [mtsics.encode_error("ES")]
+        now = self.reading()
+        if now.overload:
+            return [mtsics.encode_status_response("T", "+")]
+        if not now.stable:
+            return [mtsics.encode_status_response("T", "I")]
+        self._tare_kg = now.gross_kg
+        return [self._weight("T", "S", self._tare_kg)]
+
+    def _cmd_ta(self, args: list[str]) -> list[bytes]:
+        if args:
+            if len(args) != 2:
+                return [mtsics.encode_error("ES")]
+            try:
+                value = Decimal(args[0])
+            except InvalidOperation:
+                return [mtsics.encode_error("ES")]
+            if not value.is_finite() or args[1] != self.unit:
+                return [mtsics.encode_error("ES")]
+            kg = self._round(value / self._factor)
+            if not 0 <= kg <= self.capacity_kg:
+                return [mtsics.encode_status_response("TA", "L")]
+            self._tare_kg = kg
+        return [self._weight("TA", "A", self._tare_kg)]
+
+    def _cmd_tac(self, args: list[str]) -> list[bytes]:
+        if args:
+            return [mtsics.encode_error("ES")]
+        self._tare_kg = Decimal(0)
+        return [mtsics.encode_status_response("TAC", "A")]
+
+    def _cmd_reset(self, args: list[str]) -> list[bytes]:
+        if args:
+            return [mtsics.encode_error("ES")]
+        self._tare_kg = Decimal(0)
+        return [self.power_up_line()]
+
+    def _cmd_ident(self, command: str, args: list[str]) -> list[bytes]:
+        if args:
+            return [mtsics.encode_error("ES")]
+        texts = {"I2": self.model, "I3": SOFTWARE_VERSION, "I4": self.serial}
+        return [mtsics.encode_ident_response(command, texts[command])]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Line servers (the I/O)
+# --------------------------------------------------------------------------------------------------------------
+def _replies_for(bridge: Weighbridge, framer: mtsics.LineFramer, data: bytes, *, peer: str) -> list[bytes]:
+    """Feed received bytes; the replies to every complete command line. An overlong line is answered ``ES``."""
+    replies: list[bytes] = []
+    while True:
+        try:
+            lines = framer.feed(data)
+        except FrameError as exc:
+            log.warning("weighbridge simulator, %s: %s", peer, exc)
+            replies.append(mtsics.encode_error("ES"))
+            data = b""
+            continue
+        break
+    for line in lines:
+        replies.extend(bridge.handle_line(line))
+    return replies
+
+
+async def serve_tcp(bridge: Weighbridge, *, host: str = DEFAULT_HOST, port: int = 0) -> asyncio.Server:
+    """Serve ``bridge`` over TCP, one MT-SICS line per command; several clients share the one bridge.
+
+    Each client first receives the power-up line. ``port=0`` binds a free port: read it from
+    ``server.sockets[0].getsockname()[1]``. Close with ``server.close(); await server.wait_closed()``.
+    """
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = "tcp client {}".format(writer.get_extra_info("peername"))
+        framer = mtsics.LineFramer()
+        try:
+            writer.write(bridge.power_up_line())
+            await writer.drain()
+            while data := await reader.read(READ_CHUNK_BYTES):
+                writer.write(b"".join(_replies_for(bridge, framer, data, peer=peer)))
+                await writer.drain()
+        except ConnectionError as exc:
+            log.debug("weighbridge simulator, %s: connection lost: %s", peer, exc)
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    return await asyncio.start_server(handle, host, port)
+
+
+class PtyServer:
+    """Serve ``bridge`` on a pseudo-terminal: ``path = await server.start()`` then ``serial.Serial(path, 9600)``.
+
+    The slave side is put into raw mode (CR LF pass unchanged, no echo); the master side is read with
+    ``loop.add_reader`` in packet mode, which also reports when the host flushes its input (see the module
+    docstring for the power-up line). The server keeps the slave open itself, so hosts may open and close the
+    port any number of times. Replies a host does not read pile up in the terminal's buffer; when it is full
+    they are dropped (logged), as a UART would overrun.
+    """
+
+    def __init__(self, bridge: Weighbridge) -> None:
+        self.bridge = bridge
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._master: int | None = None
+        self._slave: int | None = None
+        self._path: str | None = None
+        self._framer = mtsics.LineFramer()
+        self._power_up_resent = False
+
+    @property
+    def path(self) -> str:
+        if self._path is None:
+            raise RuntimeError("PtyServer not started")
+        return self._path
+
+    async def start(self) -> str:
+        """Create the pseudo-terminal and start answering; returns the slave path (``/dev/pts/N``)."""
+        if self._master is not None:
+            raise RuntimeError(f"PtyServer already serving {self._path}")
+        loop = asyncio.get_running_loop()
+        master, slave = os.openpty()
+        try:
+            tty.setraw(slave)  # flushes: do it before packet mode, so this flush is not taken for a host's
+            fcntl.ioctl(master, termios.TIOCPKT, struct.pack("i", 1))
+            os.set_blocking(master, False)
+            path = os.ttyname(slave)
+            loop.add_reader(master, self._on_readable)
+        except BaseException:
+            os.close(master)
+            os.close(slave)
+            raise
+        self._loop, self._master, self._slave, self._path = loop, master, slave, path
+        self._write(self.bridge.power_up_line())
+        log.info("weighbridge simulator on %s", path)
+        return path
+
+    def _on_readable(self) -> None:
+        assert self._master is not None
+        try:
+            packet = os.read(self._master, READ_CHUNK_BYTES + 1)
+        except BlockingIOError:
+            return
+        except OSError as exc:  # EIO cannot happen while we hold the slave; log anything else once per read
+            log.warning("weighbridge simulator on %s: read failed: %s", self._path, exc)
+            return
+        if not packet:
+            return
+        control, data = packet[0], packet[1:]
+        if control == termios.TIOCPKT_DATA:
+            replies = _replies_for(self.bridge, self._framer, data, peer=f"pty {self._path}")
+            if replies:
+                self._write(b"".join(replies))
+        elif control & termios.TIOCPKT_FLUSHREAD and not self._power_up_resent:
+            self._power_up_resent = True  # a host opened the port and discarded the power-up line
+            self._write(self.bridge.power_up_line())
+
+    def _write(self, data: bytes) -> None:
+        assert self._master is not None
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self._master, view)
+            except BlockingIOError:
+                log.warning("weighbridge simulator on %s: host not reading, dropped %r", self._path, bytes(view))
+                return
+            view = view[written:]
+
+    def close(self) -> None:
+        """Stop answering and remove the pseudo-terminal (hosts still holding it see a hang-up)."""
+        if self._master is None:
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._master)
+        for fd in (self._master, self._slave):
+            if fd is not None:
+                os.close(fd)
+        self._master = self._slave = None
+
+    async def __aenter__(self) -> PtyServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+__all__ = [
+    "GARBAGE_LINE",
+    "Phase",
+    "PtyServer",
+    "Reading",
+    "Weighbridge",
+    "serve_tcp",
+]

@@ -1,0 +1,35 @@
+"""The wire contract between edge and central: topics, envelope, encoding and acknowledgements.
+
+Pure code (stdlib only): both sides import it, neither side's runtime lives here.
+See ``sync.envelope`` for the message layouts and ``sync.topics`` for the topic tree.
+"""
+
+from sync.envelope import (
+    ENVELOPE_VERSION,
+    Ack,
+    Batch,
+    Record,
+    decode_ack,
+    decode_batch,
+    encode_ack,
+    encode_batch,
+    record_digest,
+)
+from sync.errors import DecodeError, SyncError
+from sync.streams import STREAMS, Stream
+
+__all__ = [
+    "ENVELOPE_VERSION",
+    "STREAMS",
+    "Ack",
+    "Batch",
+    "DecodeError",
+    "Record",
+    "Stream",
+    "SyncError",
+    "decode_ack",
+    "decode_batch",
+    "encode_ack",
+    "encode_batch",
+    "record_digest",
+]

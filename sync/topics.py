@@ -1,0 +1,53 @@
+"""MQTT topic tree of the sync protocol.
+
+    floorgate/v1/<node>/up/<stream>   edge → central   a batch of records (QoS 1)
+    floorgate/v1/<node>/ack           central → edge   application acknowledgement (QoS 1)
+
+A node may publish only below its own ``<node>``; central takes the node identity from the topic and checks that
+the payload names the same node.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sync.errors import DecodeError
+from sync.streams import STREAMS
+
+PREFIX = "floorgate/v1"
+NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_node_id(node_id: str) -> str:
+    """Return ``node_id`` if it can be used in a topic, else raise DecodeError."""
+    if not NODE_ID_RE.match(node_id):
+        raise DecodeError(
+            f"{node_id!r} is not a valid node id (letters, digits, '_', '.', '-'; at most 64; no MQTT wildcards)",
+            field="node",
+        )
+    return node_id
+
+
+def batch_topic(node_id: str, stream: str) -> str:
+    return f"{PREFIX}/{check_node_id(node_id)}/up/{stream}"
+
+
+def ack_topic(node_id: str) -> str:
+    return f"{PREFIX}/{check_node_id(node_id)}/ack"
+
+
+def batch_subscription() -> str:
+    """What central subscribes to for batches of every node."""
+    return f"{PREFIX}/+/up/+"
+
+
+def parse_batch_topic(topic: str) -> tuple[str, str]:
+    """Split a batch topic into ``(node, stream)``; raise DecodeError for anything else."""
+    parts = topic.split("/")
+    if len(parts) != 5 or "/".join(parts[:2]) != PREFIX or parts[3] != "up":
+        raise DecodeError(f"not a batch topic: {topic!r}", field="topic")
+    node, stream = parts[2], parts[4]
+    check_node_id(node)
+    if stream not in STREAMS:
+        raise DecodeError(f"unknown stream {stream!r} (expected one of {sorted(STREAMS)})", field="topic")
+    return node, stream
