@@ -54,7 +54,7 @@ def setup_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("pymodbus", "httpx", "amqtt", "transitions", "uvicorn.error"):
+    for noisy in ("pymodbus", "httpx", "amqtt", "transitions", "uvicorn.error", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sync.config_errors import ConfigError, problems_from_pydantic
 from sync.topics import NODE_ID_RE
@@ -131,14 +131,15 @@ class NodeConfig(_Model):
             raise ValueError("expected letters, digits, '_', '.', '-' (at most 64, starting with a letter or digit)")
         return v
 
-    @model_validator(mode="after")
-    def _unique_ids(self) -> NodeConfig:
+    @field_validator("devices")
+    @classmethod
+    def _unique_ids(cls, devices: list[ScaleDevice | ModbusDevice]) -> list[ScaleDevice | ModbusDevice]:
         seen: dict[str, int] = {}
-        for i, dev in enumerate(self.devices):
+        for i, dev in enumerate(devices):
             if dev.id in seen:
-                raise ValueError(f"devices[{i}].id: {dev.id!r} is already used by devices[{seen[dev.id]}]")
+                raise ValueError(f"id {dev.id!r} of devices[{i}] is already used by devices[{seen[dev.id]}]")
             seen[dev.id] = i
-        return self
+        return devices
 
 
 def parse_config(data: object, *, source: str) -> NodeConfig:

@@ -257,6 +257,7 @@ async def _demo(args: argparse.Namespace, data_dir: Path) -> int:
             print(migrate.stdout + migrate.stderr, file=sys.stderr)
             return 1
         central_proc = _spawn(["central", "run", "--config", str(central_cfg)], data_dir / "central.log")
+        await _wait_port(args.api_port, 30)  # central's durable session exists before the first batch
         edge_proc = _spawn(["edge", "run", "--config", str(node_cfg)], data_dir / "edge.log")
         api = f"http://127.0.0.1:{args.api_port}"
         print(

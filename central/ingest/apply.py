@@ -77,7 +77,10 @@ def reading_points(node: str, record: Record) -> list[Point]:
         unit = units.get(name) if isinstance(units, dict) else None
         if unit:
             tags["unit"] = str(unit)
-        points.append(Point("readings", tags, {"value": float(value)}, record.ts_ns))
+        try:
+            points.append(Point("readings", tags, {"value": float(value)}, record.ts_ns))
+        except ValueError as exc:  # a name InfluxDB cannot store, a time out of range
+            raise RecordRejected(record, f"data.values.{name}: {exc}") from None
     return points
 
 

@@ -134,9 +134,9 @@ class Point:
             check_tag_value(f"tag {key!r} value", value)
         if not fields:
             raise ValueError(f"point of {self.measurement!r} has no fields (InfluxDB needs at least one)")
-        for key, value in fields.items():
+        for key, field_value in fields.items():
             check_name("field key", key)
-            _check_field_value(key, value)
+            _check_field_value(key, field_value)
         for key in _RESERVED_KEYS.intersection(tags.keys() | fields.keys()):
             raise ValueError(f"{key!r} is reserved and cannot be a tag or field key")
         both = sorted(set(tags).intersection(fields))

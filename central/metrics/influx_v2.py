@@ -26,13 +26,14 @@ caller (central's writer) retries whole batches, which is safe because writes ar
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import urllib3
-from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.exceptions import InfluxDBError
+from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from central.metrics.base import MetricsStoreError, Point
@@ -43,6 +44,7 @@ __all__ = ["DEFAULT_TIMEOUT_S", "InfluxV2Store"]
 
 DEFAULT_TIMEOUT_S = 5.0
 _T = TypeVar("_T")
+_PRECISION_NS: Any = WritePrecision.NS  # a str constant, though the client annotates its class
 
 
 def _message(exc: InfluxDBError) -> str:
@@ -102,11 +104,16 @@ class InfluxV2Store(InfluxQLStore):
             raise MetricsStoreError(
                 self.kind, f"{action} at {self._url} failed: {type(exc).__name__}: {exc}", retryable=True
             ) from exc
+        except ValueError as exc:  # the client could not make sense of the answer
+            raise MetricsStoreError(self.kind, f"{action}: unexpected answer: {exc}", retryable=False) from exc
 
     def ensure_ready(self) -> None:
         buckets = self._client.buckets_api()
         try:
-            found = self._call("find bucket", lambda: buckets.find_bucket_by_name(self._bucket))
+            found = self._call(
+                f"find bucket {self._bucket!r}",
+                lambda: buckets.find_bucket_by_name(self._bucket),  # type: ignore[no-untyped-call]
+            )
         except MetricsStoreError as exc:
             if exc.status_code == 404:  # no bucket API (InfluxDB 3.x): the database appears on the first write
                 return
@@ -122,13 +129,13 @@ class InfluxV2Store(InfluxQLStore):
         self._call(
             f"write of {len(points)} points",
             lambda: self._write_api.write(
-                bucket=self._bucket, org=self._org, record=records, write_precision=WritePrecision.NS
+                bucket=self._bucket, org=self._org, record=records, write_precision=_PRECISION_NS
             ),
         )
 
     def close(self) -> None:
         try:
-            self._write_api.close()
-            self._client.close()
+            self._write_api.close()  # type: ignore[no-untyped-call]
+            self._client.close()  # type: ignore[no-untyped-call]
         finally:
             self._http.close()

@@ -149,11 +149,9 @@ class InfluxQLReader:
         params = {"q": query, "epoch": "ns"}
         if database is not None:
             params["db"] = database
+        send = self._http.post if post else self._http.get
         try:
-            if post:
-                response = self._http.post("/query", params=params)
-            else:
-                response = self._http.get("/query", params=params)
+            response = send("/query", params=params)
         except httpx.TransportError as exc:
             raise transport_error(self._backend, exc, "query", str(self._http.base_url)) from exc
         raise_for_response(self._backend, response, f"query {query!r}")
@@ -173,7 +171,7 @@ class InfluxQLReader:
 
     def database_exists(self) -> bool:
         (result,) = self.execute(["SHOW DATABASES"])
-        return any(row[0] == self._database for series in result.get("series", []) for row in series["values"])
+        return any(row[0] == self._database for series in result.get("series", []) for row in series.get("values", []))
 
     def _select(self, measurement: str, select: str) -> tuple[list[dict[str, Any]], set[str], dict[str, str]]:
         """Run the schema statements and ``select``; return its series, the tag keys and the field types."""
@@ -181,10 +179,10 @@ class InfluxQLReader:
         tag_result, field_result, select_result = self.execute(
             [f"SHOW TAG KEYS FROM {source}", f"SHOW FIELD KEYS FROM {source}", select], database=self._database
         )
-        tag_keys = {row[0] for series in tag_result.get("series", []) for row in series["values"]}
+        tag_keys = {row[0] for series in tag_result.get("series", []) for row in series.get("values", [])}
         field_types: dict[str, str] = {}
         for series in field_result.get("series", []):
-            for key, kind in series["values"]:
+            for key, kind in series.get("values", []):
                 field_types.setdefault(key, kind)
         return select_result.get("series", []), tag_keys, field_types
 
@@ -194,7 +192,7 @@ class InfluxQLReader:
         group_tags = {k: v for k, v in (series.get("tags") or {}).items() if v}
         columns: list[str] = series["columns"]
         points = []
-        for row in series["values"]:
+        for row in series.get("values", []):
             tags = dict(group_tags)
             fields: dict[str, FieldValue] = {}
             time_ns = 0
@@ -220,7 +218,8 @@ class InfluxQLReader:
         end_ns: int | None,
         limit: int | None,
     ) -> list[Point]:
-        select = f"SELECT * FROM {self.source(measurement)}{_where(tags, start_ns, end_ns)} ORDER BY time ASC"
+        where = _where(tags, start_ns, end_ns)
+        select = f"SELECT * FROM {self.source(measurement)}{where} ORDER BY time ASC"  # noqa: S608 (all quoted)
         if limit is not None:
             select += f" LIMIT {int(limit)}"
         all_series, tag_keys, field_types = self._select(measurement, select)
@@ -228,7 +227,7 @@ class InfluxQLReader:
         return sorted(points, key=lambda p: p.time_ns)
 
     def latest(self, measurement: str, *, group_by: list[str], tags: Mapping[str, str]) -> list[Point]:
-        select = f"SELECT * FROM {self.source(measurement)}{_where(tags)}"
+        select = f"SELECT * FROM {self.source(measurement)}{_where(tags)}"  # noqa: S608 (all quoted)
         if group_by:
             select += " GROUP BY " + ", ".join(quote_ident(k) for k in group_by)
         select += " ORDER BY time DESC LIMIT 1"
