@@ -95,15 +95,35 @@ def encode_command(command: str, *args: str) -> bytes:
 # --------------------------------------------------------------------------------------------------------------
 # Framing
 # --------------------------------------------------------------------------------------------------------------
+class OverlongLine(bytes):
+    """Marker that ``LineFramer.feed`` returns in place of a line longer than its limit.
+
+    Its value is the first ``max_line_bytes`` bytes of the dropped line; ``parse_response`` raises ``FrameError``
+    for it, so the error surfaces where the line would have been parsed, in stream order.
+    """
+
+    max_line_bytes: int
+
+    def __new__(cls, prefix: bytes, max_line_bytes: int) -> OverlongLine:
+        marker = super().__new__(cls, prefix)
+        marker.max_line_bytes = max_line_bytes
+        return marker
+
+    @property
+    def reason(self) -> str:
+        return f"MT-SICS: line longer than {self.max_line_bytes} bytes without LF, dropped up to its LF"
+
+
 class LineFramer:
     """Split a byte stream into lines (without CR LF); keeps partial data between calls.
 
     A line ends at LF; one CR in front of it is removed, so a lone LF is tolerated. Empty lines are skipped.
 
-    A line longer than ``max_line_bytes`` (terminator not counted) is dropped up to its LF and reported by
-    raising ``FrameError`` (``raw`` = its first ``max_line_bytes`` bytes) from the ``feed`` call that sees it
-    overflow, once per such line. Nothing else is lost: lines completed earlier in that call and the bytes after
-    the overflow stay in the framer and come out of the next ``feed`` call (``feed(b"")`` collects them at once).
+    A line longer than ``max_line_bytes`` (terminator not counted) is dropped up to its LF and reported in place,
+    as an ``OverlongLine`` marker in the returned list (a ``bytes`` holding its first ``max_line_bytes`` bytes;
+    ``parse_response`` raises ``FrameError`` for it). ``feed`` itself never raises, holds nothing back but an
+    incomplete line, and keeps the order of the stream; the marker comes as soon as the limit is passed, once per
+    overlong line.
     """
 
     def __init__(self, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
@@ -111,7 +131,6 @@ class LineFramer:
             raise ValueError(f"max_line_bytes must be at least 1, got {max_line_bytes}")
         self.max_line_bytes = max_line_bytes
         self._buffer = bytearray()
-        self._ready: list[bytes] = []
         self._discarding = False  # inside an overlong line, dropping up to its LF
 
     @property
@@ -120,9 +139,9 @@ class LineFramer:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Add ``data``; return every line completed so far (in order)."""
+        """Add ``data``; return every line completed by it, in order (``OverlongLine`` for a dropped one)."""
         self._buffer += data
-        lines, self._ready = self._ready, []
+        lines: list[bytes] = []
         while True:
             end = self._buffer.find(b"\n")
             if self._discarding:
@@ -136,16 +155,13 @@ class LineFramer:
             if line_len > 0 and self._buffer[line_len - 1] == 0x0D:
                 line_len -= 1  # the CR of CR LF (or a CR whose LF has not arrived yet)
             if line_len > self.max_line_bytes:
-                raw = bytes(self._buffer[: self.max_line_bytes])
+                lines.append(OverlongLine(bytes(self._buffer[: self.max_line_bytes]), self.max_line_bytes))
                 if end < 0:
                     self._buffer.clear()
                     self._discarding = True
-                else:
-                    del self._buffer[: end + 1]
-                self._ready = lines
-                raise FrameError(
-                    raw, f"MT-SICS line longer than {self.max_line_bytes} bytes without LF; dropped up to its LF"
-                )
+                    return lines
+                del self._buffer[: end + 1]
+                continue
             if end < 0:
                 return lines
             line = bytes(self._buffer[:line_len])
@@ -231,6 +247,8 @@ Response: TypeAlias = WeightResponse | StatusResponse | IdentResponse | ErrorRes
 
 def parse_response(line: bytes) -> Response:
     """Decode one response line (with or without its CR LF). Raises ``FrameError`` saying what is wrong."""
+    if isinstance(line, OverlongLine):
+        raise FrameError(bytes(line), line.reason)
     body = line[:-1] if line.endswith(b"\n") else line
     body = body[:-1] if body.endswith(b"\r") else body
     for offset, byte in enumerate(body):
@@ -328,6 +346,7 @@ __all__ = [
     "ErrorResponse",
     "IdentResponse",
     "LineFramer",
+    "OverlongLine",
     "Response",
     "StatusResponse",
     "WeightResponse",

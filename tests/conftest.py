@@ -47,7 +47,9 @@ def pg_url(postgres_server: PostgresServer, unique_id: str) -> Iterator[str]:
 
 @pytest.fixture
 def influx_db(influx_server: InfluxServer, unique_id: str) -> Iterator[str]:
-    """Name of a fresh InfluxDB database, dropped after the test."""
+    """Name of a fresh InfluxDB database, dropped after the test (the server is started again if it was stopped)."""
+    if not influx_server.is_running:
+        influx_server.start()
     influx_server.create_database(unique_id)
     yield unique_id
     if influx_server.is_running:

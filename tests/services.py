@@ -212,7 +212,9 @@ class PostgresServer(_TempServer):
         self._running = False
         self._uid: int | None = None
         self._gid: int | None = None
+        self._runuser: str | None = None
         if os.geteuid() == 0:
+            self._runuser = require_binary("runuser", "util-linux")
             import pwd
 
             try:
@@ -233,7 +235,7 @@ class PostgresServer(_TempServer):
         return self.directory / "postgres.log"
 
     def _run(self, args: list[str], *, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
-        command = args if self._uid is None else ["runuser", "-u", "postgres", "--", *args]
+        command = args if self._runuser is None else [self._runuser, "-u", "postgres", "--", *args]
         return subprocess.run(
             command, capture_output=True, text=True, timeout=timeout_s, check=False, cwd=self.directory
         )

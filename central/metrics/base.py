@@ -43,6 +43,7 @@ __all__ = [
     "MetricsStore",
     "MetricsStoreError",
     "Point",
+    "check_key",
     "check_name",
     "check_tag_value",
     "field_type",
@@ -81,6 +82,14 @@ def check_name(what: str, value: object) -> str:
     if name.startswith("_"):
         raise ValueError(f"{what} {name!r} must not start with '_' (reserved by InfluxDB)")
     return name
+
+
+def check_key(what: str, value: object) -> str:
+    """Return ``value`` if it may be used as a tag key or field key (a name, but not ``time``); else ValueError."""
+    key = check_name(what, value)
+    if key in _RESERVED_KEYS:
+        raise ValueError(f"{what} {key!r} is reserved by InfluxDB")
+    return key
 
 
 def field_type(value: FieldValue) -> str:
@@ -130,15 +139,13 @@ class Point:
         tags = dict(self.tags)
         fields = dict(self.fields)
         for key, value in tags.items():
-            check_name("tag key", key)
+            check_key("tag key", key)
             check_tag_value(f"tag {key!r} value", value)
         if not fields:
             raise ValueError(f"point of {self.measurement!r} has no fields (InfluxDB needs at least one)")
         for key, field_value in fields.items():
-            check_name("field key", key)
+            check_key("field key", key)
             _check_field_value(key, field_value)
-        for key in _RESERVED_KEYS.intersection(tags.keys() | fields.keys()):
-            raise ValueError(f"{key!r} is reserved and cannot be a tag or field key")
         both = sorted(set(tags).intersection(fields))
         if both:
             raise ValueError(f"keys {both} are used as tag and as field")
@@ -169,7 +176,7 @@ def _check_tag_filter(tags: Mapping[str, str] | None) -> dict[str, str]:
     if tags is None:
         return {}
     for key, value in tags.items():
-        check_name("tag key", key)
+        check_key("tag key", key)
         check_tag_value(f"tag {key!r} value", value)
     return dict(tags)
 
@@ -223,7 +230,7 @@ class MetricsStore(abc.ABC):
 
         Points without one of the ``group_by`` tags form their own group (value ""), as in InfluxDB.
         """
-        keys = [check_name("group_by tag key", key) for key in group_by]
+        keys = [check_key("group_by tag key", key) for key in group_by]
         if len(set(keys)) != len(keys):
             raise ValueError(f"group_by has duplicates: {keys}")
         points = self._latest(check_name("measurement", measurement), group_by=keys, tags=_check_tag_filter(tags))

@@ -52,7 +52,6 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Final
 
 from protocols import mtsics
-from protocols.errors import FrameError
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +237,9 @@ class Weighbridge:
     def handle_line(self, line: bytes) -> list[bytes]:
         """Complete reply lines (with CR LF) for one command line (with or without its CR LF)."""
         body = line.rstrip(b"\r\n")
-        if any(byte < 0x20 or byte > 0x7E for byte in body):
+        if isinstance(line, mtsics.OverlongLine):  # a command too long to be one: syntax error
+            replies = [mtsics.encode_error("ES")]
+        elif any(byte < 0x20 or byte > 0x7E for byte in body):
             replies = [mtsics.encode_error("ET")]
         else:
             tokens = body.decode("ascii").split()
@@ -336,18 +337,11 @@ class Weighbridge:
 # Line servers (the I/O)
 # --------------------------------------------------------------------------------------------------------------
 def _replies_for(bridge: Weighbridge, framer: mtsics.LineFramer, data: bytes, *, peer: str) -> list[bytes]:
-    """Feed received bytes; the replies to every complete command line. An overlong line is answered ``ES``."""
+    """Feed received bytes; the replies to every complete command line, in order."""
     replies: list[bytes] = []
-    while True:
-        try:
-            lines = framer.feed(data)
-        except FrameError as exc:
-            log.warning("weighbridge simulator, %s: %s", peer, exc)
-            replies.append(mtsics.encode_error("ES"))
-            data = b""
-            continue
-        break
-    for line in lines:
+    for line in framer.feed(data):
+        if isinstance(line, mtsics.OverlongLine):
+            log.warning("weighbridge simulator, %s: %s; raw=%r", peer, line.reason, bytes(line))
         replies.extend(bridge.handle_line(line))
     return replies
 

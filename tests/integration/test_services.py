@@ -1,0 +1,119 @@
+"""Smoke tests of the throwaway servers in ``tests/services.py`` and the fixtures in ``tests/conftest.py``."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+from services import InfluxServer, MosquittoServer, PostgresServer, free_port, require_binary
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT_S = 5.0
+
+
+def test_require_binary_names_the_debian_package() -> None:
+    with pytest.raises(RuntimeError, match=r"install the Debian package `floorgate-nothing`"):
+        require_binary("floorgate-no-such-program", "floorgate-nothing")
+
+
+def test_require_binary_finds_postgres_outside_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    server = PostgresServer()  # raises if initdb / pg_ctl / postgres are not found in /usr/lib/postgresql/*/bin
+    server.close()
+
+
+def test_free_port_is_bindable() -> None:
+    import socket
+
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+
+
+def test_postgres_database_per_test(pg_url: str, postgres_server: PostgresServer) -> None:
+    assert pg_url.startswith(f"postgresql+psycopg://postgres@127.0.0.1:{postgres_server.port}/")
+    database = pg_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_server.dsn(database)) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+        assert conn.execute("select current_database()").fetchone() == (database,)
+
+
+def test_postgres_create_and_drop(postgres_server: PostgresServer, unique_id: str) -> None:
+    def exists() -> bool:
+        with psycopg.connect(postgres_server.admin_url) as conn:
+            row = conn.execute("select count(*) from pg_database where datname = %s", (unique_id,)).fetchone()
+            return row == (1,)
+
+    postgres_server.create_database(unique_id)
+    assert exists()
+    postgres_server.drop_database(unique_id)
+    assert not exists()
+    with pytest.raises(ValueError, match="must match"):
+        postgres_server.create_database('x"; drop database postgres; --')
+
+
+@contextmanager
+def _mqtt_client(broker: MosquittoServer, client_id: str) -> Iterator[mqtt.Client]:
+    """A connected paho 2.x MQTT 5 client with its network loop running."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    connected = threading.Event()
+    client.on_connect = lambda _c, _u, _f, reason, _p: connected.set() if not reason.is_failure else None
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        assert connected.wait(TIMEOUT_S), f"no CONNACK from {broker.url}"
+        yield client
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _round_trip(broker: MosquittoServer, topic: str, payload: bytes) -> mqtt.MQTTMessage:
+    received: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+    subscribed = threading.Event()
+    with _mqtt_client(broker, f"{topic}-sub".replace("/", "-")) as sub:
+        sub.on_message = lambda _c, _u, message: received.put(message)
+        sub.on_subscribe = lambda _c, _u, _mid, codes, _p: subscribed.set()
+        sub.subscribe(topic, qos=1)
+        assert subscribed.wait(TIMEOUT_S), "no SUBACK"
+        with _mqtt_client(broker, f"{topic}-pub".replace("/", "-")) as pub:
+            info = pub.publish(topic, payload, qos=1)
+            info.wait_for_publish(TIMEOUT_S)
+            assert info.is_published()
+        return received.get(timeout=TIMEOUT_S)
+
+
+def test_mosquitto_qos1_and_restart_on_same_port(mosquitto: MosquittoServer, unique_id: str) -> None:
+    topic = f"floorgate/test/{unique_id}"
+    message = _round_trip(mosquitto, topic, b"before")
+    assert (message.topic, message.payload, message.qos) == (topic, b"before", 1)
+
+    port = mosquitto.port
+    mosquitto.restart(kill=True)
+    assert mosquitto.is_running
+    assert mosquitto.port == port
+    assert mosquitto.url == f"mqtt://127.0.0.1:{port}"
+    assert _round_trip(mosquitto, topic, b"after").payload == b"after"
+    mosquitto.kill()  # the next test must get a running broker from the fixture again
+    assert not mosquitto.is_running
+
+
+def test_mosquitto_fixture_restarts_a_killed_broker(mosquitto: MosquittoServer, unique_id: str) -> None:
+    assert mosquitto.is_running
+    assert _round_trip(mosquitto, f"floorgate/test/{unique_id}", b"x").payload == b"x"
+
+
+def test_influx_write_and_query(influx_server: InfluxServer, influx_db: str) -> None:
+    influx_server.write(influx_db, "weight,scale=bridge kg=23410.5,stable=true 1700000000000000000")
+    body = influx_server.query(influx_db, 'SELECT * FROM "weight"')
+    series = body["results"][0]["series"][0]
+    assert series["columns"] == ["time", "kg", "scale", "stable"]
+    assert series["values"] == [[1700000000000000000, 23410.5, "bridge", True]]
+    with pytest.raises(RuntimeError, match="database not found"):
+        influx_server.write(influx_db + "_missing", "weight kg=1")

@@ -1,0 +1,97 @@
+"""Run ``floorgate`` sub-commands as real child processes in tests: simulators, the edge agent, central.
+
+Each process logs to a file in the test's temp dir; ``Proc.fail`` puts the tail of that log into the assertion
+message so a failing end-to-end test says what the component said.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+
+class Proc:
+    def __init__(self, name: str, args: list[str], log_dir: Path) -> None:
+        self.name = name
+        self.args = args
+        self.log_path = log_dir / f"{name}.log"
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "floorgate_cli", "--log-level", "debug", *self.args],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        return self
+
+    def wait_for_line(self, prefix: str, timeout_s: float = 15) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in self.log().splitlines():
+                if line.startswith(prefix):
+                    return line[len(prefix):].strip()
+            self.check_alive()
+            time.sleep(0.05)
+        raise AssertionError(f"{self.name} did not print {prefix!r} within {timeout_s} s\n{self.tail()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def tail(self, lines: int = 40) -> str:
+        return f"--- {self.log_path} ---\n" + "\n".join(self.log().splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        if self.popen is not None and self.popen.poll() is not None:
+            raise AssertionError(f"{self.name} exited with {self.popen.returncode}\n{self.tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, as in a power cut of the process."""
+        if self.popen is not None and self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+
+    def stop(self, timeout_s: float = 10) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def floorgate(args: list[str], *, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "floorgate_cli", *args], capture_output=True, text=True,
+                          timeout=timeout_s, check=False)
+
+
+def wait_until(what: str, probe: Callable[[], T | None], *, timeout_s: float, procs: list[Proc] = (),  # type: ignore[assignment]
+               interval_s: float = 0.2) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with the components' logs otherwise."""
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < deadline:
+        for p in procs:
+            p.check_alive()
+        try:
+            result = probe()
+        except (httpx.HTTPError, OSError) as exc:  # not up yet: keep waiting
+            last = exc
+        else:
+            if result:
+                return result
+            last = result
+        time.sleep(interval_s)
+    logs = "\n".join(p.tail() for p in procs)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last probe: {last!r}\n{logs}")
