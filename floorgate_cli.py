@@ -4,6 +4,7 @@
     floorgate edge run --config F        the edge agent (edge.cli)
     floorgate central migrate|run|ingest the central service (central.cli)
     floorgate simulate DEVICE …          a device simulator (protocols.cli)
+    floorgate bench outbox|codec|all     throughput as ratios against a raw baseline (edge.bench)
 
 This module is the composition root: the only place besides tests that imports both ``edge`` and ``central``.
 Logs are structured: ``--log-format json`` writes one JSON object per line (for journald / Loki), the default
@@ -60,6 +61,7 @@ def setup_logging(level: str, fmt: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from central.cli import register as register_central
+    from edge.bench import register as register_bench
     from edge.cli import register as register_edge
     from edge.demo import register as register_demo
     from protocols.cli import register as register_simulate
@@ -75,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_edge(sub)
     register_central(sub)
     register_simulate(sub)
+    register_bench(sub)
     return parser
 
 

@@ -36,7 +36,9 @@ class Central:
         except MetricsStoreError as exc:  # ingest retries; readings wait on the edge meanwhile
             log.warning("metrics store not ready yet: %s", exc)
         self.ingest = IngestService(settings.broker, self.sessions, self.store, client_id=client_id)
-        self.app = create_app(settings, sessions=self.sessions, store=self.store, ingest=self.ingest) if with_api else None
+        self.app = (
+            create_app(settings, sessions=self.sessions, store=self.store, ingest=self.ingest) if with_api else None
+        )
 
     async def run(self) -> None:
         tasks = [asyncio.create_task(self.ingest.run(), name="ingest")]

@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Poll the devices of a node config, keep every record in the SQLite outbox and sync it to "
         "central over MQTT. Runs until SIGINT/SIGTERM.",
     )
-    run.add_argument("--config", required=True, metavar="NODE_YAML", help="node config file (see firmware-config/examples/node.yaml)")
+    run.add_argument("--config", required=True, metavar="NODE_YAML",
+                     help="node config file (see firmware-config/examples/node.yaml)")
     run.set_defaults(func=_run)
     check = sub.add_parser("check-config", help="validate a node config and exit",
                            description="Validate a node config; print every problem with its key path.")

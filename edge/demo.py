@@ -17,6 +17,7 @@ import contextlib
 import errno
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -128,6 +129,7 @@ class _Broker:
                 }
             )
             await self.amqtt.start()
+            return
         await _wait_port(self.port, 10)
 
     async def stop(self) -> None:
@@ -271,7 +273,7 @@ async def _demo(args: argparse.Namespace, data_dir: Path) -> int:
         view = _View(tty=sys.stdout.isatty())
         outbox = data_dir / "edge" / "outbox.db"
         deadline = time.monotonic() + args.duration if args.duration else None
-        last_plain = 0.0
+        last_plain, last_weighing = 0.0, ""
         async with httpx.AsyncClient(base_url=api, timeout=2) as client:
             while deadline is None or time.monotonic() < deadline:
                 for name, proc in (("central", central_proc), ("edge agent", edge_proc)):
@@ -281,9 +283,11 @@ async def _demo(args: argparse.Namespace, data_dir: Path) -> int:
                         print(log.read_text()[-2000:], file=sys.stderr)
                         return 1
                 text = await _snapshot(client, outbox)
-                if view.tty or time.monotonic() - last_plain >= 5:
+                weighing_line = next(ln for ln in text.splitlines() if "last weighing" in ln)
+                # on a terminal: redraw in place; in a log or pipe: on every new weighing, else every 5 s
+                if view.tty or weighing_line != last_weighing or time.monotonic() - last_plain >= 5:
                     view.show(f"[{time.strftime('%H:%M:%S')}]\n{text}")
-                    last_plain = time.monotonic()
+                    last_plain, last_weighing = time.monotonic(), weighing_line
                 await asyncio.sleep(args.refresh)
         return 0
     finally:
@@ -295,14 +299,25 @@ async def _demo(args: argparse.Namespace, data_dir: Path) -> int:
         await probe.stop()
 
 
+async def _until_signal(args: argparse.Namespace, data_dir: Path) -> int:
+    """Ctrl-C and SIGTERM end the demo cleanly: children stopped, broker and simulators shut down."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.create_task(_demo(args, data_dir))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, main.cancel)
+    try:
+        return await main
+    except asyncio.CancelledError:
+        print("demo stopped", flush=True)
+        return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     keep = args.data_dir is not None
     data_dir = args.data_dir.resolve() if keep else Path(tempfile.mkdtemp(prefix="floorgate-demo-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return asyncio.run(_demo(args, data_dir))
-    except KeyboardInterrupt:
-        return 0
+        return asyncio.run(_until_signal(args, data_dir))
     finally:
         if not keep:
             shutil.rmtree(data_dir, ignore_errors=True)

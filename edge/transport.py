@@ -54,12 +54,8 @@ class LineTransport:
             raise DeviceIOError(self.device, f"cannot open {self.address}: {exc or type(exc).__name__}") from exc
 
     def _feed(self, data: bytes) -> None:
-        try:
-            lines = self._framer.feed(data)
-        except FrameError as exc:
-            self._lines.put_nowait(exc)
-            return
-        for line in lines:
+        # an overlong line comes back as mtsics.OverlongLine; parse_response turns it into a FrameError
+        for line in self._framer.feed(data):
             self._lines.put_nowait(line)
 
     async def _read_tcp(self, reader: asyncio.StreamReader) -> None:

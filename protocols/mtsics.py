@@ -28,6 +28,9 @@ delivered as a ``Decimal`` (``"100.00"`` stays ``Decimal("100.00")``, never a fl
 cannot tell ``S`` from ``SI`` in its answer: both come back with command ``"S"``.
 
 At power-up, and after ``@`` (reset), a scale sends ``I4 A "<serial number>"`` unasked: clients flush or skip it.
+
+``LineFramer`` cuts the byte stream into lines; a line longer than its limit comes back in place as an
+``OverlongLine`` marker, for which ``parse_response`` raises ``FrameError`` - the framer itself never raises.
 """
 
 from __future__ import annotations

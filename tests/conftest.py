@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from services import InfluxServer, MosquittoServer, PostgresServer
+from tests.services import InfluxServer, MosquittoServer, PostgresServer
 
 
 @pytest.fixture(scope="session")

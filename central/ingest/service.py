@@ -30,6 +30,8 @@ from sync.topics import ack_topic, batch_subscription, parse_batch_topic
 
 log = logging.getLogger(__name__)
 
+PING_TOPIC = "floorgate/v1/_central/ping"  # nobody subscribes: the PUBACK is the answer
+
 
 @dataclass
 class IngestCounters:
@@ -93,6 +95,15 @@ class IngestService:
                 self._client = None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+    async def ping(self, *, timeout_s: float = 2.0) -> float:
+        """Round trip to the broker (QoS 1 publish until PUBACK) on the ingest connection, in seconds."""
+        client = self._client
+        if client is None or not self.connected:
+            raise ConnectionError(f"ingest is not connected to {self.broker.url}")
+        t0 = time.perf_counter()
+        await client.publish(PING_TOPIC, b"", qos=1, timeout=timeout_s)
+        return time.perf_counter() - t0
 
     async def _dispatch(self, topic: str, payload: bytes) -> None:
         try:

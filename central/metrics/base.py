@@ -14,11 +14,13 @@ the demo) implements ``MetricsStore`` and passes the same conformance suite
 What a point may contain is checked when it is built, so that all backends accept and return the same points
 (the limits come from the line protocol of InfluxDB 1.x/2.x, see ``lineprotocol.py``):
 
-- measurement, tag keys, tag values and field keys: non-empty, no control characters, not starting with ``_``
-  (reserved by InfluxDB), a backslash neither last nor in front of ``,``, ``=`` or a space (the line protocol
-  cannot express that); a measurement does not start with ``#`` (a comment line);
-  ``time`` is not a tag or field key and a key is not both a tag and a field;
-- fields: at least one; ``bool``, ``int`` (signed 64 bit), finite ``float`` or ``str``;
+- measurement, tag keys, tag values and field keys: non-empty ``str``, no control characters (tab, newline, NUL,
+  ...), a backslash neither last nor in front of ``,``, ``=``, space or ``"`` (InfluxDB 1.x keeps other
+  backslashes literally but cannot express these, and unescapes ``\"`` in measurements and field keys);
+- measurement, tag keys and field keys do not start with ``_`` (reserved by InfluxDB); a measurement does not start
+  with ``#`` (the line would be a comment); ``time`` is not a tag or field key; no key is both a tag and a field;
+- fields: at least one; ``bool``, ``int`` (signed 64 bit), finite ``float`` or ``str`` (any text, newlines
+  included; a float ``-0.0`` reads back from InfluxDB as ``0.0``);
 - ``time_ns``: within InfluxDB's range, ``-2**63 + 2 <= time_ns <= 2**63 - 2``.
 
 Errors: invalid arguments raise ``ValueError``; everything that goes wrong in the store raises
@@ -56,7 +58,7 @@ MAX_TIME_NS = 2**63 - 2
 _MIN_INT = -(2**63)
 _MAX_INT = 2**63 - 1
 _RESERVED_KEYS = frozenset({"time"})
-_SPECIAL_AFTER_BACKSLASH = frozenset(", =")
+_SPECIAL_AFTER_BACKSLASH = frozenset(', ="')
 
 
 def check_tag_value(what: str, value: object) -> str:
@@ -70,7 +72,7 @@ def check_tag_value(what: str, value: object) -> str:
             raise ValueError(f"{what} {value!r} must not contain control characters or lone surrogates")
         if char == "\\" and (index + 1 == len(value) or value[index + 1] in _SPECIAL_AFTER_BACKSLASH):
             raise ValueError(
-                f"{what} {value!r}: a backslash must not be last or precede ',', '=' or ' ' "
+                f"{what} {value!r}: a backslash must not be last or precede ',', '=', ' ' or '\"' "
                 "(InfluxDB's line protocol cannot express that)"
             )
     return value

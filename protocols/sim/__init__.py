@@ -4,6 +4,6 @@
                         line server over TCP (``serve_tcp``) and over a pseudo-terminal (``PtyServer``)
     modbus_devices.py   Eastron SDM630 and a temperature/humidity probe on a real pymodbus TCP server
 
-They reproduce the frames of ``/work/shared/reference/devices.md`` exactly, including errors and overload, so
+They reproduce the frames of the device reference (devices.md §1 and §3) exactly, errors and overload included, so
 that the edge agent and the tests talk to something real: real TCP sockets and real pseudo-terminals.
 """

@@ -16,10 +16,11 @@ Commands answered (replies exactly as in the device reference, weight field 10 c
     SI     immediate weight     S S / S D <net> <unit>               | S + overload
     Z      zero                 Z A (stable, within the zero range; clears the tare) | Z I moving | Z + outside range
     T      tare                 T S <tare> <unit> (stable; net = gross - tare afterwards) | T I moving | T + overload
-    TA     tare memory          TA A <tare> <unit>; ``TA <value> <unit>`` presets the tare
+    TA     tare memory          TA A <tare> <unit>; ``TA <value> <unit>`` presets the tare (TA L beyond capacity)
     TAC    clear tare           TAC A
     I2/I3/I4, @                 I2 A "<model>" / I3 A "<software>" / I4 A "<serial>"; @ also clears the tare
-    other                       ES (syntax error); bytes that are not printable ASCII: ET
+    other                       ES (syntax error: unknown command - SIR is not simulated -, extra arguments,
+                                a line over 256 bytes); bytes that are not printable ASCII: ET
 
 A truck heavier than ``capacity_kg`` answers ``S +`` while the load on the bridge exceeds the capacity (the whole
 settled phase, and the part of the ramps above capacity). ``garbage_every=N`` replaces every Nth reply line with
@@ -364,9 +365,13 @@ async def serve_tcp(bridge: Weighbridge, *, host: str = DEFAULT_HOST, port: int 
                 await writer.drain()
         except ConnectionError as exc:
             log.debug("weighbridge simulator, %s: connection lost: %s", peer, exc)
+        except asyncio.CancelledError:
+            # the server is shutting down. Ending quietly is deliberate: Python 3.11's start_server callback
+            # calls task.exception() on a cancelled handler and logs a spurious traceback (fixed in 3.12).
+            log.debug("weighbridge simulator, %s: closed at shutdown", peer)
         finally:
             writer.close()
-            with contextlib.suppress(ConnectionError):
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()
 
     return await asyncio.start_server(handle, host, port)

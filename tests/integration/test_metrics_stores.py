@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from influx_v2_adapter import InfluxV2Adapter
-from services import InfluxServer
+from tests.influx_v2_adapter import InfluxV2Adapter
+from tests.services import InfluxServer
 
 from central.metrics import (
     InfluxV1Store,

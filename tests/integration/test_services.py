@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
-from services import InfluxServer, MosquittoServer, PostgresServer, free_port, require_binary
+from tests.services import InfluxServer, MosquittoServer, PostgresServer, free_port, require_binary
 
 pytestmark = pytest.mark.integration
 

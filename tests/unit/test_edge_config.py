@@ -52,11 +52,11 @@ def test_errors_name_file_key_and_expectation(patch: dict[str, object], expected
 
 
 def test_unreadable_and_non_yaml_files(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="missing.yaml: cannot read"):
+    with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read"):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("node_id: [unclosed")
-    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
         load_config(bad)
     bad.write_text("- a list")
     with pytest.raises(ConfigError, match=r"bad.yaml: \(top level\): expected a mapping"):

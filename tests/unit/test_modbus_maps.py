@@ -113,14 +113,14 @@ def test_decode_wrong_register_count(registers: list[int]) -> None:
 
 
 def test_decode_register_out_of_range() -> None:
-    with pytest.raises(FrameError, match="outside 0..0xFFFF"):
+    with pytest.raises(FrameError, match=r"outside 0\.\.0xFFFF"):
         decode_block(_single(_point("temperature")), [0x10000])
 
 
 def test_encode_rejects_unrepresentable_values() -> None:
-    with pytest.raises(ValueError, match="temperature.*outside the int16 range"):
+    with pytest.raises(ValueError, match=r"temperature.*outside the int16 range"):
         encode_point(_point("temperature"), 4000.0)
-    with pytest.raises(ValueError, match="humidity.*outside the uint16 range"):
+    with pytest.raises(ValueError, match=r"humidity.*outside the uint16 range"):
         encode_point(_point("humidity"), -1.0)
     with pytest.raises(ValueError, match="does not fit a float32"):
         encode_point(_point("voltage_l1"), 1e39)
@@ -181,13 +181,15 @@ def test_device_maps() -> None:
 @pytest.mark.parametrize(
     ("options", "spans"),
     [
-        ({"max_gap": 0}, [("input", 0x00, 0x11), ("input", 0x34, 0x35), ("input", 0x46, 0x4B), ("input", 0x156, 0x157)]),
+        ({"max_gap": 0}, [("input", 0x00, 0x11), ("input", 0x34, 0x35), ("input", 0x46, 0x4B),
+                          ("input", 0x156, 0x157)]),
         ({"max_gap": 16}, [("input", 0x00, 0x11), ("input", 0x34, 0x4B), ("input", 0x156, 0x157)]),
         ({"max_gap": 100}, [("input", 0x00, 0x4B), ("input", 0x156, 0x157)]),
         ({"max_gap": 400, "max_count": 125}, [("input", 0x00, 0x4B), ("input", 0x156, 0x157)]),  # 0x158 > 125
         ({"max_count": 10}, [("input", 0x00, 0x09), ("input", 0x0A, 0x11), ("input", 0x34, 0x35),
                              ("input", 0x46, 0x4B), ("input", 0x156, 0x157)]),
-        ({"max_count": 2}, [("input", a, a + 1) for a in (0, 2, 4, 6, 8, 10, 12, 14, 16, 0x34, 0x46, 0x48, 0x4A, 0x156)]),
+        ({"max_count": 2}, [("input", a, a + 1)
+                            for a in (0, 2, 4, 6, 8, 10, 12, 14, 16, 0x34, 0x46, 0x48, 0x4A, 0x156)]),
     ],
 )  # fmt: skip
 def test_plan_options(options: dict[str, int], spans: list[tuple[str, int, int]]) -> None:

@@ -61,7 +61,7 @@ def test_full_truck_cycle() -> None:
     assert _ask(bridge, b"SI\r\n") == b"S S          0 kg\r\n"
     assert _ask(bridge, b"S\r\n") == b"S S          0 kg\r\n"
 
-    rising = []
+    rising: list[Decimal] = []
     for t in _steps(ON_AT + 0.05, SETTLED_AT - 0.05):
         clock.at(t)
         assert bridge.current_phase is Phase.DRIVE_ON

@@ -50,17 +50,21 @@ def _check_database(state: AppState) -> dict[str, Any]:
     return _timed(probe)
 
 
-def _check_broker(state: AppState) -> dict[str, Any]:
+async def _check_broker(state: AppState) -> dict[str, Any]:
+    """A QoS 1 round trip on the ingest connection (so 'ok' means ingest is connected, not just that a port is
+    open); without ingest in this process, a TCP connect."""
     broker = state.settings.broker
-
-    def probe() -> dict[str, Any]:
-        with socket.create_connection((broker.host, broker.port), timeout=2):
-            pass
-        if state.ingest is not None and not state.ingest.connected:
-            raise ConnectionError("broker reachable but the ingest consumer is not connected")
-        return {"url": broker.url}
-
-    return _timed(probe)
+    t0 = time.perf_counter()
+    try:
+        if state.ingest is not None:
+            rtt = await state.ingest.ping()
+        else:
+            await asyncio.to_thread(socket.create_connection((broker.host, broker.port), timeout=2).close)
+            rtt = time.perf_counter() - t0
+        return {"ok": True, "latency_ms": round(rtt * 1000, 3), "url": broker.url}
+    except Exception as exc:
+        return {"ok": False, "latency_ms": round((time.perf_counter() - t0) * 1000, 3), "url": broker.url,
+                "error": str(exc)[:300] or type(exc).__name__}
 
 
 def _check_metrics(state: AppState) -> dict[str, Any]:
@@ -75,7 +79,7 @@ def _check_metrics(state: AppState) -> dict[str, Any]:
 async def health(state: StateDep) -> JSONResponse:
     deps = await asyncio.gather(
         asyncio.to_thread(_check_database, state),
-        asyncio.to_thread(_check_broker, state),
+        _check_broker(state),
         asyncio.to_thread(_check_metrics, state),
     )
     dependencies = dict(zip(("database", "broker", "influxdb"), deps, strict=True))

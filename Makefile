@@ -1,0 +1,39 @@
+# floorgate — developer entry points. `make demo` and `make test` each set themselves up on a fresh machine.
+#
+#   make venv    .venv with floorgate installed editable plus the test extras (again only when pyproject.toml changed)
+#   make test    venv + the server packages the integration tests start (scripts/ensure-services.sh) + pytest
+#   make demo    venv + `floorgate demo` (pass options with ARGS="...")
+#   make lint    ruff on everything, mypy (strict per pyproject.toml) on protocols and sync
+#   make clean   caches and build leftovers (keeps .venv; `rm -rf .venv` for a fresh start)
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: venv test demo lint clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --editable '.[test]'
+	touch $(STAMP)
+
+test: venv
+	scripts/ensure-services.sh
+	$(BIN)/pytest
+
+demo: venv
+	$(BIN)/floorgate demo $(ARGS)
+
+lint: venv
+	test -x $(BIN)/ruff -a -x $(BIN)/mypy || $(BIN)/python -m pip install --quiet ruff mypy
+	$(BIN)/ruff check .
+	$(BIN)/mypy protocols sync
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

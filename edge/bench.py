@@ -1,0 +1,127 @@
+"""``floorgate bench``: throughput figures as ratios against a raw baseline measured in the same run.
+
+    floorgate bench outbox    Outbox.append vs. plain sqlite3 inserts of the same rows, same journal and sync mode:
+                              business records (one fsync'd transaction each) and readings (batches)
+    floorgate bench codec     sync.encode_batch/decode_batch (validated, maybe compressed) vs. plain json.dumps/loads
+
+A ratio of 0.8 means floorgate reaches 80 % of the raw baseline's rate. Absolute rates depend on the disk and the
+machine; the ratio is what to compare between versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from edge.outbox import NewRecord, Outbox
+from sync.envelope import Batch, Record, decode_batch, encode_batch
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("bench", help="measure throughput against a raw baseline",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["outbox", "codec", "all"], help="what to measure")
+    p.add_argument("--records", type=int, default=2000, help="records per measurement (default 2000)")
+    p.add_argument("--batch", type=int, default=100, help="records per batch / transaction for readings (default 100)")
+    p.add_argument("--dir", type=Path, default=None, help="where the databases go (default: a temp dir; "
+                   "put it on the node's real disk to measure fsync cost)")
+    p.set_defaults(func=_run)
+
+
+def _rate(n: int, fn: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return n / (time.perf_counter() - t0)
+
+
+def _data(i: int) -> dict[str, object]:
+    return {"gross": str(20000 + i), "unit": "kg", "stable": True, "scale_serial": "0123456789"}
+
+
+def _raw_db(path: Path, sync: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={sync}")
+    db.execute("CREATE TABLE t (stream TEXT, seq INTEGER, record_id TEXT, kind TEXT, device TEXT, ts_ns INTEGER,"
+               " data TEXT, created_ns INTEGER, PRIMARY KEY (stream, seq)) WITHOUT ROWID")
+    return db
+
+
+def _row(i: int) -> tuple[object, ...]:
+    return ("business", i, f"id-{i}", "weighing", "bridge-1", time.time_ns(), json.dumps(_data(i)), time.time_ns())
+
+
+def bench_outbox(n: int, batch: int, where: Path) -> list[tuple[str, float, float]]:
+    out = []
+    raw = _raw_db(where / "raw-full.db", "FULL")
+
+    def raw_business() -> None:
+        for i in range(n):
+            raw.execute("BEGIN IMMEDIATE")
+            raw.execute("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _row(i))
+            raw.execute("COMMIT")
+
+    box = Outbox(where / "outbox.db", node_id="bench")
+
+    def ours_business() -> None:
+        for i in range(n):
+            box.append("business", [NewRecord(kind="weighing", device="bridge-1", data=_data(i))])
+
+    out.append(("business record, fsync each", _rate(n, raw_business), _rate(n, ours_business)))
+    raw2 = _raw_db(where / "raw-normal.db", "NORMAL")
+
+    def raw_readings() -> None:
+        for start in range(0, n, batch):
+            raw2.execute("BEGIN IMMEDIATE")
+            raw2.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             [_row(i) for i in range(start, min(start + batch, n))])
+            raw2.execute("COMMIT")
+
+    def ours_readings() -> None:
+        for start in range(0, n, batch):
+            box.append("readings", [NewRecord(kind="reading", device="meter-1", data=_data(i))
+                                    for i in range(start, min(start + batch, n))])
+
+    out.append((f"readings, {batch} per transaction", _rate(n, raw_readings), _rate(n, ours_readings)))
+    box.close()
+    raw.close()
+    raw2.close()
+    return out
+
+
+def bench_codec(n: int, batch: int) -> list[tuple[str, float, float]]:
+    records = tuple(Record(seq=i + 1, record_id=f"id-{i}", kind="reading", ts_ns=time.time_ns(), device="meter-1",
+                           data={"values": {"voltage_l1": 230.1 + i % 7, "frequency": 50.0}}) for i in range(batch))
+    b = Batch(node="bench", epoch="e", stream="readings", records=records)
+    plain = {"records": [r.to_json() for r in records]}
+    rounds = max(1, n // batch)
+
+    def raw() -> None:
+        for _ in range(rounds):
+            json.loads(json.dumps(plain))
+
+    def ours() -> None:
+        for _ in range(rounds):
+            decode_batch(encode_batch(b))
+
+    return [(f"encode+decode, {batch} records a batch", _rate(rounds * batch, raw), _rate(rounds * batch, ours))]
+
+
+def _run(args: argparse.Namespace) -> int:
+    rows: list[tuple[str, float, float]] = []
+    with tempfile.TemporaryDirectory(prefix="floorgate-bench-", dir=args.dir) as tmp:
+        if args.what in ("outbox", "all"):
+            print(f"outbox: {args.records} records each way in {tmp} …", flush=True)
+            rows += bench_outbox(args.records, args.batch, Path(tmp))
+        if args.what in ("codec", "all"):
+            print(f"codec: {args.records} records each way …", flush=True)
+            rows += bench_codec(args.records, args.batch)
+    print(f"{'measurement':<40} {'raw rec/s':>12} {'floorgate rec/s':>16} {'ratio':>7}")
+    for name, raw, ours in rows:
+        print(f"{name:<40} {raw:>12,.0f} {ours:>16,.0f} {ours / raw:>7.2f}")
+    return 0
