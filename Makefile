@@ -17,9 +17,8 @@ ARGS ?=
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --editable '.[test]'
+$(STAMP): pyproject.toml scripts/ensure-venv.sh
+	PYTHON=$(PYTHON) scripts/ensure-venv.sh $(VENV)
 	touch $(STAMP)
 
 test: venv

@@ -255,7 +255,7 @@ class PostgresServer(_TempServer):
                 raise RuntimeError(f"initdb failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
         last_error = ""
         for _attempt in range(3):
-            port = self._requested_port or free_port()
+            port = self._port or free_port()  # a restart keeps the port, so URLs handed out stay valid
             options = (
                 f"-c fsync=off -c full_page_writes=off -c synchronous_commit=off "
                 f"-c listen_addresses={LOCALHOST} -p {port} -k {directory}"
@@ -269,7 +269,7 @@ class PostgresServer(_TempServer):
                 self._running = True
                 return
             last_error = f"{result.stdout}\n{result.stderr}\n{_tail(self.log_file)}"
-            if self._requested_port is not None:
+            if self._port is not None:
                 break  # a fixed port that is taken will not become free by retrying
         raise RuntimeError(f"pg_ctl start failed:\n{last_error}")
 

@@ -104,6 +104,11 @@ class Weighing(Base):
     weighed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
+    @property
+    def gross_as_delivered(self) -> str:
+        """The gross weight with exactly the decimals the scale sent (the column may pad with zeros)."""
+        return str(self.gross.quantize(Decimal(1).scaleb(-self.decimals)))
+
 
 class InboxEntry(Base):
     """One row per record central holds: a resent record finds its row and changes nothing."""

@@ -62,7 +62,7 @@ _SPECIAL_AFTER_BACKSLASH = frozenset(', ="')
 
 
 def check_tag_value(what: str, value: object) -> str:
-    """Return ``value`` if it may be used as a tag value (or as a name, see ``check_name``); else ValueError."""
+    """Return ``value`` if it may be used as a tag value (the rules names share, too); else ValueError."""
     if not isinstance(value, str):
         raise ValueError(f"{what} must be a str, not {type(value).__name__}: {value!r}")
     if not value:

@@ -2,7 +2,8 @@
 
 InfluxDB 1.x answers InfluxQL natively; InfluxDB 2.x and 3.x answer it on their v1-compatibility endpoint
 ``/query?db=<bucket>`` (2.x through a DBRP mapping, which 2.4+ creates virtually for every bucket). So both stores
-read through ``InfluxQLReader`` with their own ``httpx.Client`` (v1: basic auth, v2: ``Authorization: Token``).
+derive from ``InfluxQLStore`` and read through ``InfluxQLReader`` with their own ``httpx.Client`` (v1: basic auth,
+v2: ``Authorization: Token``); only writing and ``ensure_ready`` differ.
 
 A query is sent as one request with three statements; the first two say which columns of ``SELECT *`` are tags
 and what type each field has (JSON turns the float ``1.0`` into ``1``)::

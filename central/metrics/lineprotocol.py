@@ -13,9 +13,9 @@ Escaping (InfluxDB 1.x/2.x):
     string field value     "  and backslash    ->  \\"  \\\\      (inside double quotes)
 
 Other backslashes in names are literal, which is why ``Point`` refuses a name or tag value ending in a backslash
-or with a backslash in front of ``,``, ``=``, space or ``"``. Integers get an ``i`` suffix, booleans are ``true`` / ``false`` and
-floats use Python's shortest round-tripping ``repr`` (``1e+300`` is fine for InfluxDB). Tags are sorted by key,
-as InfluxDB recommends. Pure functions, no I/O.
+or with a backslash in front of ``,``, ``=``, space or ``"``. Integers get an ``i`` suffix, booleans are ``true`` /
+``false`` and floats use Python's shortest round-tripping ``repr`` (``1e+300`` is fine for InfluxDB). Tags are
+sorted by key, as InfluxDB recommends. Pure functions, no I/O.
 """
 
 from __future__ import annotations

@@ -20,8 +20,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.influx_v2_adapter import InfluxV2Adapter
-from tests.services import InfluxServer
 
 from central.metrics import (
     InfluxV1Store,
@@ -32,6 +30,8 @@ from central.metrics import (
     SQLiteMetricsStore,
 )
 from central.metrics.base import check_key, check_name, check_tag_value
+from tests.influx_v2_adapter import InfluxV2Adapter
+from tests.services import InfluxServer
 
 pytestmark = pytest.mark.integration
 
@@ -250,13 +250,12 @@ def unavailable(
             yield v1, True
     elif kind == "influxdb-v2":
         influx: InfluxServer = request.getfixturevalue("influx_server")
-        with InfluxV2Adapter(influx.url) as adapter:
-            with InfluxV2Store(
-                adapter.url, token=adapter.token, org=adapter.org, bucket=unique_id, timeout_s=2.0
-            ) as v2:
-                v2.ensure_ready()
-                adapter.stop()
-                yield v2, True
+        with InfluxV2Adapter(influx.url) as adapter, InfluxV2Store(
+            adapter.url, token=adapter.token, org=adapter.org, bucket=unique_id, timeout_s=2.0
+        ) as v2:
+            v2.ensure_ready()
+            adapter.stop()
+            yield v2, True
     else:
         path = tmp_path / "locked.sqlite"
         with SQLiteMetricsStore(path, busy_timeout_s=0.05) as lite:
@@ -287,14 +286,17 @@ def test_unavailable_store_raises_retryable(unavailable: tuple[MetricsStore, boo
 
 def test_v2_server_error_is_retryable(unique_id: str) -> None:
     """InfluxDB (behind the v2 API) answers 503 while its storage is down."""
-    with InfluxServer() as influx, InfluxV2Adapter(influx.url) as adapter:
-        with InfluxV2Store(adapter.url, token=adapter.token, org=adapter.org, bucket=unique_id) as v2:
-            v2.ensure_ready()
-            influx.stop()
-            with pytest.raises(MetricsStoreError, match="HTTP 503") as caught:
-                v2.write([Point("m", {}, {"v": 1.0}, T0)])
-            assert caught.value.retryable is True
-            assert caught.value.status_code == 503
+    with (
+        InfluxServer() as influx,
+        InfluxV2Adapter(influx.url) as adapter,
+        InfluxV2Store(adapter.url, token=adapter.token, org=adapter.org, bucket=unique_id) as v2,
+    ):
+        v2.ensure_ready()
+        influx.stop()
+        with pytest.raises(MetricsStoreError, match="HTTP 503") as caught:
+            v2.write([Point("m", {}, {"v": 1.0}, T0)])
+        assert caught.value.retryable is True
+        assert caught.value.status_code == 503
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
 from tests.services import InfluxServer, MosquittoServer, PostgresServer, free_port, require_binary
 
 pytestmark = pytest.mark.integration
@@ -61,7 +63,7 @@ def test_postgres_create_and_drop(postgres_server: PostgresServer, unique_id: st
 @contextmanager
 def _mqtt_client(broker: MosquittoServer, client_id: str) -> Iterator[mqtt.Client]:
     """A connected paho 2.x MQTT 5 client with its network loop running."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     connected = threading.Event()
     client.on_connect = lambda _c, _u, _f, reason, _p: connected.set() if not reason.is_failure else None
     client.connect(broker.host, broker.port)

@@ -93,7 +93,7 @@ def test_timeout_must_be_positive_and_bounded(timeout_s: float) -> None:
 def test_settings_are_frozen_and_hide_secrets() -> None:
     settings = MetricsSettings.model_validate(V2)
     with pytest.raises(ValidationError, match="frozen"):
-        settings.bucket = "other"  # type: ignore[misc]
+        settings.bucket = "other"
     assert "s3cr3t-token" not in repr(settings)
     assert "s3cr3t-token" not in str(settings.model_dump())
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -41,9 +40,9 @@ def _utc(dt: datetime) -> datetime:
 
 
 def _out(w: Weighing) -> WeighingOut:
-    gross = w.gross.quantize(Decimal(1).scaleb(-w.decimals)) if w.decimals else w.gross.quantize(Decimal(1))
     return WeighingOut(
-        id=w.id, node_id=w.node_id, device_id=w.device_id, record_id=w.record_id, seq=w.seq, gross=str(gross),
+        id=w.id, node_id=w.node_id, device_id=w.device_id, record_id=w.record_id, seq=w.seq,
+        gross=w.gross_as_delivered,
         unit=w.unit, scale_serial=w.scale_serial, weighed_at=_utc(w.weighed_at), received_at=_utc(w.received_at),
     )
 
