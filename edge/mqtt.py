@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiomqtt
-import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -14,32 +15,17 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 
 
 def make_client(broker: BrokerConfig, *, client_id: str) -> aiomqtt.Client:
+    common: dict[str, Any] = {
+        "identifier": client_id,
+        "username": broker.username,
+        "password": broker.password,
+        "keepalive": broker.keepalive_s,
+        "timeout": 10,
+    }
     if broker.protocol == "5":
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_EXPIRY_S
-        return aiomqtt.Client(
-            broker.host,
-            broker.port,
-            identifier=client_id,
-            username=broker.username,
-            password=broker.password,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
-            properties=props,
-            keepalive=broker.keepalive_s,
-            timeout=10,
-        )
-    return aiomqtt.Client(
-        broker.host,
-        broker.port,
-        identifier=client_id,
-        username=broker.username,
-        password=broker.password,
-        protocol=aiomqtt.ProtocolVersion.V311,
-        clean_session=False,
-        keepalive=broker.keepalive_s,
-        timeout=10,
-    )
-
-
-__all__ = ["make_client", "paho"]
+        return aiomqtt.Client(broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
+                              properties=props, **common)
+    return aiomqtt.Client(broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V311, clean_session=False,
+                          **common)
