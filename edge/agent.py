@@ -12,13 +12,12 @@ import logging
 import signal
 from collections.abc import Sequence
 
-from edge.config import ModbusDevice, NodeConfig, ScaleDevice
-from edge.devices.base import DevicePoller
-from edge.devices.modbus import ModbusPoller
-from edge.devices.scale import ScalePoller
+from edge.bus.scheduler import BusScheduler, Driver
+from edge.config import NodeConfig
 from edge.errors import OutboxError
 from edge.outbox import NewRecord, Outbox
 from edge.uplink import Uplink
+from edge.wiring import build_buses
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +25,16 @@ OUTBOX_FILE = "outbox.db"
 
 
 class Agent:
-    def __init__(self, cfg: NodeConfig) -> None:
+    def __init__(self, cfg: NodeConfig, *, source: str = "node config") -> None:
         self.cfg = cfg
+        self.buses: list[BusScheduler] = build_buses(cfg, self, source=source)  # config errors before any I/O
         self.outbox = Outbox(cfg.data_dir / OUTBOX_FILE, node_id=cfg.node_id)
         self.uplink = Uplink(cfg, self.outbox)
-        self.pollers: list[DevicePoller] = []
-        for dev in cfg.devices:
-            if isinstance(dev, ScaleDevice):
-                self.pollers.append(ScalePoller(dev, self))
-            elif isinstance(dev, ModbusDevice):
-                self.pollers.append(ModbusPoller(dev, self))
         self.store_failures = 0
+
+    @property
+    def drivers(self) -> list[Driver]:
+        return [d for bus in self.buses for d in bus.drivers.values()]
 
     def emit(self, stream: str, records: Sequence[NewRecord]) -> None:
         """Commit records to the outbox, then wake the uplink. A record that cannot be stored raises."""
@@ -51,14 +49,18 @@ class Agent:
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.health_interval_s)
-            self.emit("health", [p.health_record() for p in self.pollers])
+            drivers = self.drivers
+            if drivers:
+                self.emit("health", [d.health.health_record() for d in drivers])
+                self.emit("readings", [d.health.health_reading() for d in drivers])
 
     async def run(self) -> None:
         log.info(
-            "edge agent %s starting: %d device(s), outbox %s (epoch %s), broker %s",
-            self.cfg.node_id, len(self.pollers), self.outbox.path, self.outbox.epoch, self.cfg.broker.url,
+            "edge agent %s starting: %d device(s) on %d bus(es), outbox %s (epoch %s), broker %s",
+            self.cfg.node_id, len(self.drivers), len(self.buses), self.outbox.path, self.outbox.epoch,
+            self.cfg.broker.url,
         )
-        tasks = [asyncio.create_task(p.run(), name=f"device:{p.device_id}") for p in self.pollers]
+        tasks = [asyncio.create_task(b.run(), name=f"bus:{b.bus_id}") for b in self.buses]
         tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
         tasks.append(asyncio.create_task(self._health_loop(), name="health"))
         try:

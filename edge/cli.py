@@ -37,9 +37,17 @@ def _load(path: str):  # type: ignore[no-untyped-def]
 
 
 def _check(args: argparse.Namespace) -> int:
+    from edge.wiring import build_buses
+
     cfg = _load(args.config)
-    print(f"{args.config}: ok (node {cfg.node_id}, {len(cfg.devices)} device(s))")
+    buses = build_buses(cfg, _NoSink(), source=args.config)  # resolves and validates the profiles too
+    print(f"{args.config}: ok (node {cfg.node_id}, {len(cfg.devices)} device(s) on {len(buses)} bus(es))")
     return 0
+
+
+class _NoSink:
+    def emit(self, stream: str, records: object) -> None:
+        raise AssertionError("check-config produces no records")
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -58,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     from edge.agent import Agent, run_until_signal
 
     cfg = _load(args.config)
-    asyncio.run(run_until_signal(Agent(cfg)))
+    asyncio.run(run_until_signal(Agent(cfg, source=args.config)))
     return 0
 
 

@@ -21,7 +21,16 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sync.config_errors import ConfigError, problems_from_pydantic
 from sync.topics import NODE_ID_RE
@@ -83,6 +92,30 @@ class WeighingConfig(_Model):
     )
 
 
+class BusConfig(_Model):
+    """One physical bus: an RS-485 / serial line or one TCP endpoint. One scheduler each."""
+
+    id: Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
+    kind: Literal["rtu", "tcp", "rtu-over-tcp", "line"] = Field(
+        description="rtu: Modbus RTU on a serial line; tcp: Modbus TCP; rtu-over-tcp: RTU frames through a TCP "
+        "serial server; line: a serial scale's ASCII line (serial or TCP)")
+    address: str = Field(description="serial:///dev/ttyUSB0 or tcp://HOST:PORT")
+    baudrate: int = Field(9600, gt=0)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    timeout_s: float = Field(1.0, gt=0, description="per request")
+    skip_after: int = Field(3, ge=1, description="failed polls in a row before a device sits out")
+    skip_base_s: float = Field(5.0, gt=0, description="first sit-out; doubles per episode")
+    skip_max_s: float = Field(300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _address_fits_kind(self) -> BusConfig:
+        schemes = {"rtu": ("serial",), "tcp": ("tcp",), "rtu-over-tcp": ("tcp",), "line": ("serial", "tcp")}
+        _check_address(self.address, schemes[self.kind])
+        return self
+
+
 class _DeviceBase(_Model):
     id: Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
     address: str
@@ -91,6 +124,8 @@ class _DeviceBase(_Model):
 
 
 class ScaleDevice(_DeviceBase):
+    """Built-in MT-SICS scale on a line of its own (``address``)."""
+
     type: Literal["mtsics-scale"]
     baudrate: int = Field(9600, gt=0)
     interval_s: float = Field(0.5, gt=0)
@@ -103,6 +138,8 @@ class ScaleDevice(_DeviceBase):
 
 
 class ModbusDevice(_DeviceBase):
+    """Built-in Modbus TCP device with a TCP endpoint of its own (``address``)."""
+
     type: Literal["sdm630", "th-probe"]
     unit_id: int = Field(1, ge=0, le=247)
 
@@ -112,8 +149,34 @@ class ModbusDevice(_DeviceBase):
         return _check_address(v, ("tcp",))
 
 
-DeviceConfig = Annotated[ScaleDevice | ModbusDevice, Field(discriminator="type")]
-DEVICE_TYPES = frozenset({"mtsics-scale", "sdm630", "th-probe"})
+class ProfileDevice(_Model):
+    """A device described by a profile in firmware-config/profiles, on one of the node's buses."""
+
+    id: Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
+    profile: str = Field(description="profile name (file name without .yaml) or a path to a profile file")
+    bus: str = Field(description="id of one of the node's buses")
+    unit_id: int = Field(1, ge=0, le=247)
+    poll_groups: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="poll group → interval_s, overriding the profile's")
+    weighing: WeighingConfig = WeighingConfig()
+    report_every_s: float = Field(300.0, gt=0, description="report every point at least this often")
+
+
+def _device_tag(v: object) -> str:
+    if isinstance(v, dict):
+        return "profile" if "profile" in v else str(v.get("type", "profile"))
+    return "profile" if hasattr(v, "profile") else str(getattr(v, "type", ""))
+
+
+DeviceConfig = Annotated[
+    Annotated[ProfileDevice, Tag("profile")] | Annotated[ScaleDevice, Tag("mtsics-scale")]
+    | Annotated[ModbusDevice, Tag("sdm630")] | Annotated[ModbusDevice, Tag("th-probe")],
+    Discriminator(_device_tag),
+]
+DEVICE_TYPES = frozenset({"mtsics-scale", "sdm630", "th-probe", "profile"})
+
+
+AnyDevice = ProfileDevice | ScaleDevice | ModbusDevice
 
 
 class NodeConfig(_Model):
@@ -122,6 +185,9 @@ class NodeConfig(_Model):
     broker: BrokerConfig
     uplink: UplinkConfig = UplinkConfig()
     health_interval_s: float = Field(30.0, gt=0)
+    profiles_dir: Path | None = Field(
+        None, description="where profiles are looked up (default: firmware-config/profiles)")
+    buses: list[BusConfig] = Field(default_factory=list)
     devices: list[DeviceConfig] = Field(default_factory=list)
 
     @field_validator("node_id")
@@ -133,13 +199,32 @@ class NodeConfig(_Model):
 
     @field_validator("devices")
     @classmethod
-    def _unique_ids(cls, devices: list[ScaleDevice | ModbusDevice]) -> list[ScaleDevice | ModbusDevice]:
+    def _unique_ids(cls, devices: list[AnyDevice]) -> list[AnyDevice]:
         seen: dict[str, int] = {}
         for i, dev in enumerate(devices):
             if dev.id in seen:
                 raise ValueError(f"id {dev.id!r} of devices[{i}] is already used by devices[{seen[dev.id]}]")
             seen[dev.id] = i
         return devices
+
+    @field_validator("buses")
+    @classmethod
+    def _unique_buses(cls, buses: list[BusConfig]) -> list[BusConfig]:
+        seen: dict[str, int] = {}
+        for i, bus in enumerate(buses):
+            if bus.id in seen:
+                raise ValueError(f"id {bus.id!r} of buses[{i}] is already used by buses[{seen[bus.id]}]")
+            seen[bus.id] = i
+        return buses
+
+    @model_validator(mode="after")
+    def _buses_exist(self) -> NodeConfig:
+        known = {b.id for b in self.buses}
+        for i, dev in enumerate(self.devices):
+            if isinstance(dev, ProfileDevice) and dev.bus not in known:
+                names = ", ".join(sorted(known)) or "none"
+                raise ValueError(f"devices[{i}].bus: {dev.bus!r} is not one of the node's buses ({names})")
+        return self
 
 
 def parse_config(data: object, *, source: str) -> NodeConfig:
@@ -165,4 +250,6 @@ def load_config(path: str | Path) -> NodeConfig:
     cfg = parse_config(data, source=str(p))
     if not cfg.data_dir.is_absolute():
         cfg = cfg.model_copy(update={"data_dir": (p.parent / cfg.data_dir).resolve()})
+    if cfg.profiles_dir is not None and not cfg.profiles_dir.is_absolute():
+        cfg = cfg.model_copy(update={"profiles_dir": (p.parent / cfg.profiles_dir).resolve()})
     return cfg

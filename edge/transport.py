@@ -14,7 +14,6 @@ from urllib.parse import parse_qs, urlsplit
 import serial
 
 from edge.errors import DeviceIOError
-from protocols.errors import FrameError
 from protocols.mtsics import LineFramer
 
 
@@ -25,7 +24,9 @@ class LineTransport:
         self.device = device
         self.address = address
         self.baudrate = baudrate
-        self._lines: asyncio.Queue[bytes | FrameError] = asyncio.Queue()
+        self._lines: asyncio.Queue[bytes | DeviceIOError] = asyncio.Queue()
+        self._eof = False
+        self.generation = 0  # counts successful opens: a new connection may be a rebooted device
         self._framer = LineFramer()
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
@@ -34,7 +35,7 @@ class LineTransport:
 
     @property
     def is_open(self) -> bool:
-        return self._writer is not None or self._serial is not None
+        return (self._writer is not None or self._serial is not None) and not self._eof
 
     async def open(self, *, timeout_s: float) -> None:
         parts = urlsplit(self.address)
@@ -49,6 +50,7 @@ class LineTransport:
                 baud = int(query.get("baudrate", [self.baudrate])[0])
                 self._serial = serial.Serial(parts.path, baudrate=baud, timeout=0, write_timeout=timeout_s)
                 asyncio.get_running_loop().add_reader(self._serial.fileno(), self._read_serial)
+            self.generation += 1
         except (OSError, TimeoutError, serial.SerialException, ValueError) as exc:
             await self.close()
             raise DeviceIOError(self.device, f"cannot open {self.address}: {exc or type(exc).__name__}") from exc
@@ -61,8 +63,9 @@ class LineTransport:
     async def _read_tcp(self, reader: asyncio.StreamReader) -> None:
         while True:
             data = await reader.read(4096)
-            if not data:
-                self._lines.put_nowait(FrameError(b"", "connection closed by the device"))
+            if not data:  # the device (or a serial server after a reboot / idle timeout) closed the connection
+                self._eof = True
+                self._lines.put_nowait(DeviceIOError(self.device, f"{self.address} closed the connection"))
                 return
             self._feed(data)
 
@@ -71,13 +74,14 @@ class LineTransport:
         try:
             data = self._serial.read(self._serial.in_waiting or 1)
         except (OSError, serial.SerialException) as exc:
-            self._lines.put_nowait(FrameError(b"", f"serial read failed: {exc}"))
+            self._eof = True
+            self._lines.put_nowait(DeviceIOError(self.device, f"serial read failed: {exc}"))
             return
         if data:
             self._feed(data)
 
     async def request(self, command: bytes, *, timeout_s: float, skip: tuple[bytes, ...] = ()) -> bytes:
-        """Send ``command`` and return the next complete line; FrameError for an overlong / broken frame.
+        """Send ``command`` and return the next complete line (DeviceIOError when the connection is gone).
 
         Lines starting with one of ``skip`` are unsolicited (a power-up identification) and passed over."""
         if not self.is_open:
@@ -100,7 +104,7 @@ class LineTransport:
                 line = await asyncio.wait_for(self._lines.get(), max(remaining, 0))
             except TimeoutError:
                 raise DeviceIOError(self.device, f"no answer to {command!r} within {timeout_s} s") from None
-            if isinstance(line, FrameError):
+            if isinstance(line, DeviceIOError):
                 raise line
             if not (skip and line.startswith(skip)):
                 break
@@ -124,3 +128,5 @@ class LineTransport:
             self._serial.close()
             self._serial = None
         self._framer = LineFramer()
+        self._lines = asyncio.Queue()
+        self._eof = False

@@ -30,6 +30,7 @@ from sync.envelope import Batch, Record, record_digest
 log = logging.getLogger(__name__)
 
 MAX_HELD_REPORTED = 64
+SERIES = frozenset({"readings", "device_health"})  # InfluxDB measurements a reading record may go to
 
 
 class RecordRejected(Exception):
@@ -63,9 +64,13 @@ def _aware(dt: datetime | None) -> datetime | None:
 
 
 def reading_points(node: str, record: Record) -> list[Point]:
-    """One point per value: measurement ``readings``, tags node/device/point/unit, field ``value``."""
+    """One point per value: measurement ``readings`` (or ``device_health`` for a device's own counters), tags
+    node/device/point/unit, field ``value``."""
     values = record.data.get("values")
     units = record.data.get("units") or {}
+    series = record.data.get("series", "readings")
+    if series not in SERIES:
+        raise RecordRejected(record, f"data.series: expected one of {sorted(SERIES)}, got {series!r}")
     if not isinstance(values, dict):
         raise RecordRejected(record, "data.values: expected an object of point name → number")
     points = []
@@ -77,7 +82,7 @@ def reading_points(node: str, record: Record) -> list[Point]:
         if unit:
             tags["unit"] = str(unit)
         try:
-            points.append(Point("readings", tags, {"value": float(value)}, record.ts_ns))
+            points.append(Point(series, tags, {"value": float(value)}, record.ts_ns))
         except ValueError as exc:  # a name InfluxDB cannot store, a time out of range
             raise RecordRejected(record, f"data.values.{name}: {exc}") from None
     return points

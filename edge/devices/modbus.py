@@ -1,79 +1,159 @@
-"""Modbus TCP poller for register-mapped sensors (Eastron SDM630 energy meter, temperature/humidity probe).
+"""Modbus driver: a register-mapped device on a bus (RTU line, TCP gateway or device, RTU over TCP).
 
-The device's map (``protocols.modbus_maps``) is planned once into as few reads as possible; one poll reads every
-block and yields one ``reading`` record with all values. A Modbus exception answer is a device error (counted,
-the device stays connected); no answer is an I/O error (reconnect on the next poll).
+Each poll group's points are planned once into as few reads as the device allows (``max_gap``, ``max_registers``,
+``one_request_per_point``). A poll reads every block of the group; values are reported on change — a numeric
+point only when it moved by at least its ``deadband`` since the last report, and every point at least every
+``report_every_s`` — as one ``reading`` record; ``event`` points (status bits) report every change as a
+``point_event`` health record. A Modbus exception is a device error; silence, a bad CRC, a truncated frame or an
+answer from another unit id are classified from the raw bytes and never turned into a value.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from urllib.parse import urlsplit
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.exceptions import ConnectionException, ModbusException
 
-from edge.config import ModbusDevice
-from edge.devices.base import DevicePoller, RecordSink
+from edge.bus.connection import ModbusConnection
+from edge.bus.health import DeviceHealth, RecordSink
+from edge.bus.scheduler import Driver, ExchangeError
 from edge.errors import DeviceIOError
 from edge.outbox import NewRecord
-from protocols.errors import DeviceErrorResponse
-from protocols.modbus_maps import DEVICE_MAPS, decode_block, plan_reads
+from protocols.errors import FrameError
+from protocols.modbus_maps import Point, ReadBlock, decode_block, plan_reads
 
 log = logging.getLogger(__name__)
 
 
-class ModbusPoller(DevicePoller):
-    def __init__(self, cfg: ModbusDevice, sink: RecordSink) -> None:
-        super().__init__(cfg.id, interval_s=cfg.interval_s, timeout_s=cfg.timeout_s, sink=sink)
-        self.kind = cfg.type
-        self.cfg = cfg
-        self.points = DEVICE_MAPS[cfg.type]
-        self.blocks = plan_reads(self.points)
-        parts = urlsplit(cfg.address)
-        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 502
-        self._client: AsyncModbusTcpClient | None = None
+@dataclass(frozen=True)
+class ModbusOptions:
+    unit_id: int = 1
+    max_gap: int = 8
+    max_registers: int = 100
+    one_request_per_point: bool = False
+    close_after_poll: bool = False
+    pause_between_requests_s: float = 0.0
+    retries: int = 1
+    retry_backoff_s: float = 0.05
+    report_every_s: float = 300.0
 
-    async def connect(self) -> None:
-        self._client = AsyncModbusTcpClient(self._host, port=self._port, timeout=self.timeout_s, retries=0)
-        try:
-            ok = await self._client.connect()
-        except (OSError, ModbusException) as exc:
-            raise DeviceIOError(self.device_id, f"cannot connect to {self.cfg.address}: {exc}") from exc
-        if not ok:
-            raise DeviceIOError(self.device_id, f"cannot connect to {self.cfg.address}")
 
-    async def disconnect(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+class ModbusDriver(Driver):
+    def __init__(self, device_id: str, kind: str, conn: ModbusConnection, points: Sequence[Point],
+                 groups: dict[str, float], sink: RecordSink, *, options: ModbusOptions) -> None:
+        self.device_id = device_id
+        self.kind = kind
+        self.conn = conn
+        self.sink = sink
+        self.options = options
+        self.close_after_poll = options.close_after_poll
+        self.health = DeviceHealth(device_id, kind, sink)
+        self.points = {p.name: p for p in points}
+        self._groups = dict(groups)
+        self.blocks: dict[str, list[ReadBlock]] = {}
+        for group in self._groups:
+            members = [p for p in points if getattr(p, "poll_group", "default") == group]
+            self.blocks[group] = plan_reads(members, max_gap=options.max_gap, max_count=options.max_registers,
+                                            **({"one_request_per_point": True} if options.one_request_per_point
+                                               else {}))
+        self._last_value: dict[str, Any] = {}
+        self._last_report: dict[str, float] = {}
 
-    async def poll_once(self) -> None:
-        assert self._client is not None
-        values: dict[str, float] = {}
-        for block in self.blocks:
-            read = (
-                self._client.read_input_registers
-                if block.register_type == "input"
-                else self._client.read_holding_registers
-            )
+    @property
+    def groups(self) -> dict[str, float]:
+        return {g: iv for g, iv in self._groups.items() if self.blocks.get(g)}
+
+    def poll_timeout_s(self) -> float:
+        per_request = self.conn.timeout_s * (1 + self.options.retries) + self.options.pause_between_requests_s
+        return max(per_request * max((len(b) for b in self.blocks.values()), default=1), 1.0) + 1.0
+
+    async def _read(self, block: ReadBlock) -> list[int] | list[bool]:
+        client = self.conn.client
+        if client is None:
+            raise DeviceIOError(self.device_id, "bus not connected")
+        read = {
+            "holding": client.read_holding_registers, "input": client.read_input_registers,
+            "coil": client.read_coils, "discrete": client.read_discrete_inputs,
+        }[block.register_type]
+        unit = self.options.unit_id
+        last: ExchangeError | None = None
+        for attempt in range(1 + self.options.retries):
+            if attempt:
+                await asyncio.sleep(self.options.retry_backoff_s * 2 ** (attempt - 1))
+            self.conn.begin_request()
             try:
-                rr = await read(block.address, count=block.count, device_id=self.cfg.unit_id)
+                rr = await read(block.address, count=block.count, device_id=unit)
+            except ConnectionException as exc:
+                raise DeviceIOError(self.device_id, f"connection lost: {exc}") from exc
             except ModbusException as exc:
-                raise DeviceIOError(
-                    self.device_id, f"no answer reading {block.count} register(s) at {block.address}: {exc}"
-                ) from exc
+                kind, reason = self.conn.classify_silence(unit)
+                last = ExchangeError(kind, f"{reason} (unit {unit}, {block.register_type} {block.address}"
+                                           f"+{block.count})")
+                if not self.conn.is_open:
+                    raise DeviceIOError(self.device_id, f"connection lost: {exc}") from exc
+                continue
             if rr.isError():
-                code = getattr(rr, "exception_code", None)
-                raise DeviceErrorResponse(
-                    f"Modbus exception {code} reading {block.register_type} registers "
-                    f"{block.address}..{block.address + block.count - 1} (unit {self.cfg.unit_id})",
-                    code=f"modbus-exception-{code}",
-                    raw=repr(rr).encode(),
-                )
-            values.update(decode_block(block, rr.registers))
-        units = {p.name: p.unit for p in self.points}
-        self.sink.emit(
-            "readings",
-            [NewRecord(kind="reading", device=self.device_id, data={"values": values, "units": units})],
-        )
+                code = getattr(rr, "exception_code", 0)
+                raise ExchangeError(
+                    f"exception_{code}",
+                    f"Modbus exception {code} reading {block.register_type} registers {block.address}.."
+                    f"{block.address + block.count - 1} (unit {unit})")
+            return rr.bits[: block.count] if block.register_type in ("coil", "discrete") else rr.registers
+        assert last is not None
+        raise last
+
+    async def poll(self, group: str) -> None:
+        values: dict[str, Any] = {}
+        for i, block in enumerate(self.blocks[group]):
+            if i and self.options.pause_between_requests_s:
+                await asyncio.sleep(self.options.pause_between_requests_s)
+            data = await self._read(block)
+            try:
+                values.update(decode_block(block, data))  # type: ignore[arg-type]
+            except FrameError as exc:
+                raise ExchangeError("framing", str(exc)) from exc
+        self._report(values)
+
+    def _report(self, values: dict[str, Any]) -> None:
+        now = time.monotonic()
+        metrics: dict[str, Any] = {}
+        events = []
+        for name, value in values.items():
+            point = self.points[name]
+            last = self._last_value.get(name)
+            if getattr(point, "kind", "metric") == "event" or isinstance(value, str):
+                if last is None or value != last:
+                    events.append(NewRecord(kind="point_event", device=self.device_id,
+                                            data={"point": name, "value": value, "previous": last,
+                                                  "device_kind": self.kind}))
+                self._last_value[name] = value
+                continue
+            deadband = getattr(point, "deadband", None)
+            stale = now - self._last_report.get(name, -1e18) >= self.options.report_every_s
+            moved = last is None or deadband is None or not isinstance(value, int | float) or \
+                abs(value - last) >= deadband
+            if moved or stale:
+                metrics[name] = float(value) if isinstance(value, bool) else value
+                self._last_value[name] = value
+                self._last_report[name] = now
+        if metrics:
+            units = {n: self.points[n].unit for n in metrics if self.points[n].unit}
+            self.sink.emit("readings", [NewRecord(kind="reading", device=self.device_id,
+                                                  data={"values": metrics, "units": units})])
+        if events:
+            self.sink.emit("health", events)
+
+    async def command(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        if name == "poll_now":
+            for group in self.groups:
+                await self.poll(group)
+            return {"polled": sorted(self.groups)}
+        raise ExchangeError("command", f"device {self.device_id} does not support the command {name!r}")
+
+
+__all__ = ["DeviceHealth", "ModbusDriver", "ModbusOptions"]

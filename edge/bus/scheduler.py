@@ -1,0 +1,245 @@
+"""One scheduler per physical bus.
+
+An RS-485 line is half-duplex: one request at a time for every unit id on it, with the inter-frame gap its baud
+rate needs. A TCP endpoint (a gateway with several unit ids behind it, or one device) gets a scheduler too, so the
+same rules hold everywhere:
+
+- every device polls each of its poll groups on its own interval; first polls are staggered over the interval so
+  that devices do not all fire at once; a slot that was missed is skipped, never made up in a burst;
+- commands (tare, zero, weigh now, writes, poll now) jump ahead of polls;
+- a device that fails ``skip_after`` polls in a row sits out for ``skip_base_s`` (doubling per episode up to
+  ``skip_max_s``) and is then probed with one poll — a dead slave costs its neighbours one timeout per episode;
+- a connection that fails or is closed by the other side (converter reboot, idle timeout) is reopened by itself,
+  with backoff between ``reconnect_min_s`` and ``reconnect_max_s``.
+
+The scheduler measures how much of the elapsed time the bus spent in exchanges (``busy_s``) for ``bench bus``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.bus.connection import BusConnection
+from edge.bus.health import DeviceHealth
+from edge.errors import DeviceIOError
+from protocols.errors import DeviceErrorResponse, FrameError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SKIP_AFTER = 3
+DEFAULT_SKIP_BASE_S = 5.0
+DEFAULT_SKIP_MAX_S = 300.0
+
+
+class ExchangeError(Exception):
+    """A classified failure of one exchange (see ``edge.bus.health`` for the kinds)."""
+
+    def __init__(self, kind: str, reason: str, *, reconnect: bool = False) -> None:
+        self.kind = kind
+        self.reason = reason
+        self.reconnect = reconnect
+        super().__init__(f"{kind}: {reason}")
+
+
+class Driver(ABC):
+    """A device on a bus: polls its groups and executes commands through the bus connection."""
+
+    device_id: str
+    kind: str
+    health: DeviceHealth
+    close_after_poll: bool = False
+
+    @property
+    @abstractmethod
+    def groups(self) -> dict[str, float]:
+        """Poll group → interval in seconds."""
+
+    @abstractmethod
+    async def poll(self, group: str) -> None:
+        """One poll of ``group``; emits what it yields; raises ExchangeError / DeviceIOError / FrameError."""
+
+    async def command(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        raise ExchangeError("command", f"device {self.device_id} does not support the command {name!r}")
+
+    def poll_timeout_s(self) -> float:
+        return 10.0
+
+
+@dataclass
+class _Command:
+    driver: Driver
+    name: str
+    args: dict[str, Any]
+    future: asyncio.Future[dict[str, Any]]
+
+
+@dataclass
+class BusStats:
+    exchanges: int = 0
+    busy_s: float = 0.0
+    reconnects: int = 0
+    missed_slots: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class BusScheduler:
+    def __init__(
+        self, bus_id: str, connection: BusConnection, drivers: Sequence[Driver], *,
+        skip_after: int = DEFAULT_SKIP_AFTER, skip_base_s: float = DEFAULT_SKIP_BASE_S,
+        skip_max_s: float = DEFAULT_SKIP_MAX_S, reconnect_min_s: float = 0.2, reconnect_max_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bus_id = bus_id
+        self.conn = connection
+        self.drivers = {d.device_id: d for d in drivers}
+        self.skip_after = skip_after
+        self.skip_base_s = skip_base_s
+        self.skip_max_s = skip_max_s
+        self.reconnect_min_s = reconnect_min_s
+        self.reconnect_max_s = reconnect_max_s
+        self.clock = clock
+        self.stats = BusStats()
+        self._commands: deque[_Command] = deque()
+        self._wake = asyncio.Event()
+        self._reopen_at = 0.0
+        self._reopen_delay = reconnect_min_s
+        self._order = itertools.count()
+
+    def submit(self, device_id: str, name: str, args: dict[str, Any] | None = None) -> asyncio.Future[dict[str, Any]]:
+        """Queue a command ahead of every poll; the future gives the device's answer or raises ExchangeError."""
+        if device_id not in self.drivers:
+            raise KeyError(f"bus {self.bus_id} has no device {device_id!r}")
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._commands.append(_Command(self.drivers[device_id], name, dict(args or {}), fut))
+        self._wake.set()
+        return fut
+
+    def _initial_schedule(self) -> list[tuple[float, int, str, str]]:
+        jobs = [(d, g, iv) for d in self.drivers.values() for g, iv in sorted(d.groups.items())]
+        now = self.clock()
+        heap = []
+        for i, (drv, group, interval) in enumerate(jobs):
+            heap.append((now + interval * i / max(len(jobs), 1), next(self._order), drv.device_id, group))
+        heapq.heapify(heap)
+        return heap
+
+    async def run(self) -> None:
+        heap = self._initial_schedule()
+        log.info("bus %s: %d device(s), %d poll job(s)", self.bus_id, len(self.drivers), len(heap))
+        try:
+            while True:
+                if self._commands:
+                    await self._run_command(self._commands.popleft())
+                    continue
+                if not heap:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                due, _, device_id, group = heap[0]
+                now = self.clock()
+                if due > now:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), due - now)
+                    continue
+                heapq.heappop(heap)
+                drv = self.drivers[device_id]
+                interval = drv.groups[group]
+                skip_until = drv.health.skipped_until
+                if skip_until is not None and now < skip_until:
+                    heapq.heappush(heap, (skip_until, next(self._order), device_id, group))
+                    continue
+                await self._exchange(drv, lambda d=drv, g=group: d.poll(g))  # type: ignore[misc]
+                nxt = due + interval
+                now = self.clock()
+                if nxt <= now:  # overran: skip the missed slots, never burst
+                    missed = int((now - nxt) // interval) + 1
+                    self.stats.missed_slots += missed
+                    nxt += missed * interval
+                heapq.heappush(heap, (nxt, next(self._order), device_id, group))
+        finally:
+            await self.conn.close()
+            for cmd in self._commands:
+                if not cmd.future.done():
+                    cmd.future.cancel()
+
+    async def _run_command(self, cmd: _Command) -> None:
+        result: dict[str, Any] = {}
+
+        async def do() -> None:
+            result.update(await cmd.driver.command(cmd.name, cmd.args))
+
+        error = await self._exchange(cmd.driver, do, is_command=True)
+        if cmd.future.done():
+            return
+        if error is None:
+            cmd.future.set_result(result)
+        else:
+            cmd.future.set_exception(error)
+
+    async def _ensure_open(self) -> ExchangeError | None:
+        if self.conn.is_open:
+            return None
+        now = self.clock()
+        if now < self._reopen_at:
+            return ExchangeError("io", f"bus {self.bus_id} is reconnecting (next try in {self._reopen_at - now:.1f} s)")
+        try:
+            await self.conn.open()
+        except DeviceIOError as exc:
+            self._reopen_at = self.clock() + self._reopen_delay
+            self._reopen_delay = min(self._reopen_delay * 2, self.reconnect_max_s)
+            return ExchangeError("io", exc.reason)
+        self.stats.reconnects += 1
+        self._reopen_delay = self.reconnect_min_s
+        return None
+
+    async def _exchange(self, drv: Driver, action: Callable[[], Any], *, is_command: bool = False
+                        ) -> ExchangeError | None:
+        health = drv.health
+        error = await self._ensure_open()
+        t0 = self.clock()
+        if error is None:
+            try:
+                await asyncio.wait_for(action(), drv.poll_timeout_s())
+            except ExchangeError as exc:
+                error = exc
+            except DeviceIOError as exc:
+                error = ExchangeError("io", exc.reason, reconnect=True)
+            except FrameError as exc:
+                error = ExchangeError("framing", str(exc))
+            except DeviceErrorResponse as exc:
+                error = ExchangeError(exc.code if exc.code.startswith("exception_") else "device_error", str(exc))
+            except TimeoutError:
+                error = ExchangeError("timeout", f"no complete answer within {drv.poll_timeout_s()} s")
+        elapsed = self.clock() - t0
+        self.stats.exchanges += 1
+        self.stats.busy_s += elapsed
+        if error is None:
+            health.success(elapsed)
+        elif not (is_command and error.kind == "command"):
+            health.failure(error.kind, error.reason, frames=self.conn.last_frames())
+            if health.consecutive_failures >= self.skip_after:
+                pause = min(self.skip_base_s * 2 ** health.skip_episodes, self.skip_max_s)
+                health.skipped_until = self.clock() + pause
+                health.skip_episodes += 1
+                log.warning("bus %s: device %s failed %d time(s) in a row; skipped for %.1f s, then probed",
+                            self.bus_id, drv.device_id, health.consecutive_failures, pause,
+                            extra={"device": drv.device_id, "bus": self.bus_id})
+        if error is not None and error.reconnect:
+            await self.conn.close()
+        if drv.close_after_poll:
+            await self.conn.close()
+        gap = self.conn.inter_frame_gap_s()
+        if gap:
+            await asyncio.sleep(gap)
+        return error

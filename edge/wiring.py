@@ -1,0 +1,97 @@
+"""Builds the node's buses and device drivers from its config (and the profiles it names).
+
+Each bus in ``buses`` gets one scheduler. A built-in device with its own ``address`` (``type: mtsics-scale``,
+``sdm630``, ``th-probe``) gets an implicit bus of its own, named after the device.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from edge.bus.connection import LineConnection, ModbusConnection, SerialParams
+from edge.bus.health import RecordSink
+from edge.bus.scheduler import BusScheduler, Driver
+from edge.config import BusConfig, ModbusDevice, NodeConfig, ProfileDevice, ScaleDevice
+from edge.devices.modbus import ModbusDriver, ModbusOptions
+from edge.devices.scale import MtSicsDriver
+from protocols.modbus_maps import DEVICE_MAPS
+from sync.config_errors import ConfigError
+
+
+def _serial(bus: BusConfig) -> SerialParams:
+    return SerialParams(baudrate=bus.baudrate, parity=bus.parity, stopbits=bus.stopbits, bytesize=bus.bytesize)
+
+
+def _connection(bus: BusConfig) -> ModbusConnection | LineConnection:
+    if bus.kind == "line":
+        return LineConnection(bus.id, bus.address, serial=_serial(bus), timeout_s=bus.timeout_s)
+    return ModbusConnection(bus.id, bus.kind, bus.address, serial=_serial(bus), timeout_s=bus.timeout_s)
+
+
+def _implicit_bus(dev: ScaleDevice | ModbusDevice) -> BusConfig:
+    kind = "line" if isinstance(dev, ScaleDevice) else "tcp"
+    baud = dev.baudrate if isinstance(dev, ScaleDevice) else 9600
+    return BusConfig(id=dev.id, kind=kind, address=dev.address, baudrate=baud, timeout_s=dev.timeout_s)
+
+
+def _profile_driver(cfg: NodeConfig, dev: ProfileDevice, bus: BusConfig,
+                    conn: ModbusConnection | LineConnection, sink: RecordSink, source: str) -> Driver:
+    from edge.profiles import DEFAULT_PROFILES_DIR, load_profile
+
+    profile = load_profile(dev.profile, profiles_dir=cfg.profiles_dir or DEFAULT_PROFILES_DIR)
+    groups = {name: g.interval_s for name, g in profile.poll_groups.items()}
+    for name, interval in dev.poll_groups.items():
+        if name not in groups:
+            raise ConfigError(source, [f"devices[{dev.id}].poll_groups.{name}: the profile {profile.profile!r} has "
+                                       f"no poll group {name!r} (it has {', '.join(sorted(groups))})"])
+        groups[name] = interval
+    if profile.protocol == "modbus":
+        if not isinstance(conn, ModbusConnection):
+            raise ConfigError(source, [f"devices[{dev.id}].bus: profile {profile.profile!r} speaks Modbus, "
+                                       f"bus {bus.id!r} is a {bus.kind} bus"])
+        m = profile.modbus
+        assert m is not None
+        return ModbusDriver(dev.id, profile.profile, conn, profile.modbus_points(), groups, sink, options=ModbusOptions(
+            unit_id=dev.unit_id, max_gap=m.max_gap, max_registers=m.max_registers,
+            one_request_per_point=m.one_request_per_point, close_after_poll=m.close_after_poll,
+            pause_between_requests_s=m.pause_between_requests_s, retries=profile.transport.retries,
+            report_every_s=dev.report_every_s))
+    if profile.protocol == "mtsics":
+        if not isinstance(conn, LineConnection):
+            raise ConfigError(source, [f"devices[{dev.id}].bus: a scale needs a bus of kind line, "
+                                       f"{bus.id!r} is {bus.kind}"])
+        interval = min(groups.values()) if groups else 0.5
+        return MtSicsDriver(dev.id, conn, sink, interval_s=interval, timeout_s=bus.timeout_s,
+                            threshold=dev.weighing.threshold, empty_below=dev.weighing.empty_below)
+    raise ConfigError(source, [f"devices[{dev.id}].profile: protocol {profile.protocol!r} of profile "
+                               f"{profile.profile!r} is not supported by this agent yet"])
+
+
+def build_buses(cfg: NodeConfig, sink: RecordSink, *, source: str = "node config") -> list[BusScheduler]:
+    buses = {b.id: b for b in cfg.buses}
+    members: dict[str, list[Driver]] = defaultdict(list)
+    conns: dict[str, ModbusConnection | LineConnection] = {}
+    for dev in cfg.devices:
+        if isinstance(dev, ProfileDevice):
+            bus = buses[dev.bus]
+            conn = conns.setdefault(bus.id, _connection(bus))
+            members[bus.id].append(_profile_driver(cfg, dev, bus, conn, sink, source))
+            continue
+        bus = _implicit_bus(dev)
+        buses[bus.id] = bus
+        conn = conns.setdefault(bus.id, _connection(bus))
+        if isinstance(dev, ScaleDevice):
+            assert isinstance(conn, LineConnection)
+            members[bus.id].append(MtSicsDriver(dev.id, conn, sink, interval_s=dev.interval_s,
+                                                timeout_s=dev.timeout_s, threshold=dev.weighing.threshold,
+                                                empty_below=dev.weighing.empty_below))
+        else:
+            assert isinstance(conn, ModbusConnection)
+            members[bus.id].append(ModbusDriver(dev.id, dev.type, conn, DEVICE_MAPS[dev.type],
+                                                {"default": dev.interval_s}, sink,
+                                                options=ModbusOptions(unit_id=dev.unit_id, report_every_s=0.0)))
+    return [
+        BusScheduler(bus_id, conns[bus_id], drivers, skip_after=buses[bus_id].skip_after,
+                     skip_base_s=buses[bus_id].skip_base_s, skip_max_s=buses[bus_id].skip_max_s)
+        for bus_id, drivers in members.items()
+    ]
