@@ -39,7 +39,7 @@ def _profile_driver(cfg: NodeConfig, dev: ProfileDevice, bus: BusConfig,
     from edge.profiles import DEFAULT_PROFILES_DIR, load_profile
 
     profile = load_profile(dev.profile, profiles_dir=cfg.profiles_dir or DEFAULT_PROFILES_DIR)
-    groups = {name: g.interval_s for name, g in profile.poll_groups.items()}
+    groups = {g.name: g.interval_s for g in profile.poll_groups}
     for name, interval in dev.poll_groups.items():
         if name not in groups:
             raise ConfigError(source, [f"devices[{dev.id}].poll_groups.{name}: the profile {profile.profile!r} has "

@@ -9,6 +9,7 @@ carry the bytes involved.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal
@@ -55,9 +56,12 @@ class ModbusConnection:
         self.timeout_s = timeout_s
         self.frames: deque[tuple[bool, bytes]] = deque(maxlen=FRAME_HISTORY)  # (sent?, bytes)
         self.current: list[tuple[bool, bytes]] = []  # what crossed the line during the current request
+        self.last_rx_at = 0.0  # monotonic time of the last bytes received: the line is quiet since then
         self.client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
 
     def _trace(self, sending: bool, data: bytes) -> bytes:
+        if not sending:
+            self.last_rx_at = time.monotonic()
         self.frames.append((sending, bytes(data)))
         self.current.append((sending, bytes(data)))
         return data

@@ -114,6 +114,7 @@ class BusScheduler:
         self._reopen_at = 0.0
         self._reopen_delay = reconnect_min_s
         self._order = itertools.count()
+        self._line_quiet_since = 0.0  # end of the last exchange: the inter-frame gap is counted from here
 
     def submit(self, device_id: str, name: str, args: dict[str, Any] | None = None) -> asyncio.Future[dict[str, Any]]:
         """Queue a command ahead of every poll; the future gives the device's answer or raises ExchangeError."""
@@ -206,6 +207,9 @@ class BusScheduler:
     async def _exchange(self, drv: Driver, action: Callable[[], Any], *, is_command: bool = False
                         ) -> ExchangeError | None:
         health = drv.health
+        gap_left = self.conn.inter_frame_gap_s() - (self.clock() - self._line_quiet_since)
+        if gap_left > 0:  # the line must stay quiet for t3.5; time spent decoding and storing counts towards it
+            await asyncio.sleep(gap_left)
         error = await self._ensure_open()
         t0 = self.clock()
         if error is None:
@@ -221,7 +225,9 @@ class BusScheduler:
                 error = ExchangeError(exc.code if exc.code.startswith("exception_") else "device_error", str(exc))
             except TimeoutError:
                 error = ExchangeError("timeout", f"no complete answer within {drv.poll_timeout_s()} s")
-        elapsed = self.clock() - t0
+        end = self.clock()
+        self._line_quiet_since = max(t0, min(end, getattr(self.conn, "last_rx_at", end)))
+        elapsed = end - t0
         self.stats.exchanges += 1
         self.stats.busy_s += elapsed
         if error is None:
@@ -239,7 +245,4 @@ class BusScheduler:
             await self.conn.close()
         if drv.close_after_poll:
             await self.conn.close()
-        gap = self.conn.inter_frame_gap_s()
-        if gap:
-            await asyncio.sleep(gap)
         return error
