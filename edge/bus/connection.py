@@ -109,13 +109,17 @@ class ModbusConnection:
 
     def classify_silence(self, unit_id: int) -> tuple[str, str]:
         """Why the current request got no usable answer: look at the bytes received during it."""
-        received = b"".join(data for sending, data in self.current if not sending)
+        # pymodbus traces its whole receive buffer each time bytes arrive: the last trace is what it holds
+        received = next((data for sending, data in reversed(self.current) if not sending), b"")
         if not received:
             return "timeout", "no answer"
         if self.kind == "tcp":
             return "framing", f"unusable answer {received[:64]!r}"
         if len(received) < 5:
             return "framing", f"truncated frame {received!r}"
+        fc = received[1]
+        if fc in (1, 2, 3, 4) and len(received) < 5 + received[2]:  # [uid][fc][byte count][data…][crc]
+            return "framing", f"truncated frame: {len(received)} of {5 + received[2]} bytes {received[:64]!r}"
         if received[0] != unit_id:
             return "wrong_unit", f"answer from unit {received[0]} to a request for unit {unit_id}"
         if not check_crc(received):

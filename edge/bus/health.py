@@ -80,6 +80,15 @@ class DeviceHealth:
         if self.consecutive_failures >= self.offline_after and self.online is not False:
             self._set_online(False, f"{kind}: {reason}")
 
+    def glitch(self, kind: str, reason: str, *, frames: Sequence[bytes] = ()) -> None:
+        """A failed attempt that a retry then made good: counted by kind, never a value, not a failed poll."""
+        self.errors[kind] += 1
+        n = self.errors[kind]
+        if n == 1 or n % 100 == 0:
+            detail = f"; last frames {[bytes(f) for f in frames[-5:]]!r}" if frames else ""
+            log.warning("device %s: %s (%d so far, retried): %s%s", self.device_id, kind, n, reason, detail,
+                        extra={"device": self.device_id, "error_kind": kind})
+
     def _set_online(self, online: bool, reason: str | None) -> None:
         self.online = online
         status = "online" if online else "offline"

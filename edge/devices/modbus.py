@@ -92,6 +92,8 @@ class ModbusDriver(Driver):
                 raise DeviceIOError(self.device_id, f"connection lost: {exc}") from exc
             except ModbusException as exc:
                 kind, reason = self.conn.classify_silence(unit)
+                if last is not None:
+                    self.health.glitch(last.kind, last.reason, frames=self.conn.last_frames())
                 last = ExchangeError(kind, f"{reason} (unit {unit}, {block.register_type} {block.address}"
                                            f"+{block.count})")
                 if not self.conn.is_open:
@@ -103,6 +105,8 @@ class ModbusDriver(Driver):
                     f"exception_{code}",
                     f"Modbus exception {code} reading {block.register_type} registers {block.address}.."
                     f"{block.address + block.count - 1} (unit {unit})")
+            if last is not None:  # an earlier attempt failed, this one made it good
+                self.health.glitch(last.kind, last.reason, frames=self.conn.last_frames())
             return rr.bits[: block.count] if block.register_type in ("coil", "discrete") else rr.registers
         assert last is not None
         raise last
