@@ -4,7 +4,9 @@
     floorgate edge run --config F        the edge agent (edge.cli)
     floorgate central migrate|run|ingest the central service (central.cli)
     floorgate simulate DEVICE …          a device simulator (protocols.cli)
-    floorgate bench outbox|codec|all     throughput as ratios against a raw baseline (edge.bench)
+    floorgate profiles validate [PATH…]  device profiles against their JSON Schema (edge.profiles_cli)
+    floorgate probe ADDRESS …            read a register range, decoded every way (edge.probe)
+    floorgate bench outbox|codec|bus|all throughput as ratios against a raw baseline (edge.bench)
 
 This module is the composition root: the only place besides tests that imports both ``edge`` and ``central``.
 Logs are structured: ``--log-format json`` writes one JSON object per line (for journald / Loki), the default
@@ -64,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.bench import register as register_bench
     from edge.cli import register as register_edge
     from edge.demo import register as register_demo
+    from edge.probe import register as register_probe
+    from edge.profiles_cli import register as register_profiles
     from protocols.cli import register as register_simulate
 
     parser = argparse.ArgumentParser(
@@ -77,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_edge(sub)
     register_central(sub)
     register_simulate(sub)
+    register_profiles(sub)
+    register_probe(sub)
     register_bench(sub)
     return parser
 

@@ -5,14 +5,20 @@ For the commissioning engineer who does not know a device's layout yet: one FC03
     floorgate probe tcp://192.168.10.20:502 --unit-id 1 --register-type input --address 0 --count 4
 
     tcp://192.168.10.20:502 unit 1: input registers 0..3 (wire 0x0000-0x0003), FC04, 4 registers
-    address  wire    hex     int16  uint16  chars        every register: its hex and 16-bit values
-          0  0x0000  4366    17254   17254  'Cf'
-    32-bit (registers n, n+1)                            every pair in the four word orders
-    address  order  int32        uint32       float32
-          0  ABCD   1130764698   1130764698   230.1      <- the SDM630's voltage L1
-          0  CDAB   429540198    429540198    1.591e-23
-    64-bit (registers n..n+3)                            every quad in the four word orders
-    text ABCD 'Cf..'  BADC 'fC..'                        the range as ASCII (non-printable bytes as '.')
+    address  wire    hex    int16  uint16  chars           every register: hex, 16-bit values, characters
+          0  0x0000  4366   17254   17254  'Cf'
+          1  0x0001  199A    6554    6554  '..'
+          ...
+    32-bit (registers n, n+1)                               every pair in the four word orders
+    address  order  int32          uint32         float32
+          0  ABCD   1130764698     1130764698     230.1     <- an SDM630's voltage L1
+          0  CDAB   429540198      429540198      1.595045e-23
+          ...
+    64-bit (registers n..n+3)                               every quad in the four word orders
+    address  order  int64                   float64
+          0  ABCD   4856597398512140288     4.97647986729288e+16
+          ...
+    text ABCD 'Cf..Cg..'  BADC 'fC..gC..'                   the range as ASCII (non-printable bytes as '.')
 
 Targets (``--timeout-s`` for the answer; the request is sent once, without retries)::
 
@@ -95,8 +101,8 @@ class Target:
 def parse_target(text: str) -> Target:
     """The ``Target`` for ``text``; ``ValueError`` saying what was expected."""
     parts = urlsplit(text)
-    kind = parts.scheme
-    if kind in ("tcp", "rtu-over-tcp"):
+    if parts.scheme in ("tcp", "rtu-over-tcp"):
+        kind: TargetKind = "tcp" if parts.scheme == "tcp" else "rtu-over-tcp"
         try:
             port = parts.port
         except ValueError as exc:
@@ -104,7 +110,7 @@ def parse_target(text: str) -> Target:
         if not parts.hostname or parts.path not in ("", "/") or parts.query:
             raise ValueError(f"{text!r}: expected {kind}://HOST:PORT")
         return Target(text, kind, host=parts.hostname, port=port or DEFAULT_TCP_PORT)
-    if kind == "rtu":
+    if parts.scheme == "rtu":
         device = parts.netloc + parts.path
         if not device:
             raise ValueError(f"{text!r}: expected rtu:///dev/ttyXXX[?baudrate=9600&parity=N&stopbits=1&bytesize=8]")
@@ -199,7 +205,7 @@ def read_registers(request: ProbeRequest) -> list[int]:
                 reason = " ".join(str(exc).split())
                 raise ProbeError(f"{request.label}: no answer within {request.timeout_s:g} s ({reason})") from None
         finally:
-            client.close()
+            client.close()  # type: ignore[no-untyped-call]  # pymodbus leaves it unannotated
     if response.isError():
         code = int(getattr(response, "exception_code", 0))
         name = EXCEPTION_NAMES.get(code, "unknown exception code")
@@ -286,11 +292,11 @@ def build_table(
 
     text: dict[str, str] = {}
     for order in ("ABCD", "BADC"):
-        string = Point("text", wire, register_type, "string", length=count, word_order=order)  # type: ignore[arg-type]
+        string = Point("text", wire, register_type, "string", length=count, word_order=order)
         try:
             text[order] = str(decode_point(string, registers))
         except FrameError:  # not clean ASCII: show the bytes, non-printable ones as '.'
-            text[order] = _printable(reorder(data, order, string=True))  # type: ignore[arg-type]
+            text[order] = _printable(reorder(data, order, string=True))
     return ProbeTable(rows, wide(2, PAIR_TYPES), wide(4, QUAD_TYPES), text)
 
 

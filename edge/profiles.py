@@ -202,13 +202,13 @@ def _mapping_without_duplicates(loader: _ProfileLoader, node: yaml.MappingNode) 
     loader.flatten_mapping(node)
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 "while reading a mapping", node.start_mark, f"found the key {key!r} twice", key_node.start_mark
             )
         seen.add(key)
-    return loader.construct_mapping(node)
+    return dict(loader.construct_mapping(node))
 
 
 _OCTAL_LOOKING = re.compile(r"^[-+]?0[0-9_]+$")
@@ -378,9 +378,9 @@ def _check_points(data: dict[str, Any], broken: set[int]) -> list[str]:
     points = data.get("points")
     if not isinstance(points, list):
         return []
-    modbus = data.get("modbus") if isinstance(data.get("modbus"), dict) else {}
-    base = modbus.get("address_base", 0)
-    max_registers = modbus.get("max_registers", ModbusOptions.max_registers)
+    modbus = data.get("modbus")
+    base: AddressBase = 1 if _get(modbus, "address_base") == 1 else 0
+    max_registers = _get(modbus, "max_registers") or ModbusOptions.max_registers
     groups = data.get("poll_groups")
     group_names = list(groups) if isinstance(groups, dict) else None
     problems: list[str] = []

@@ -2,19 +2,24 @@
 
 The top-level ``floorgate`` command calls ``register(subparsers)``; the sub-command sets ``func=run``, which
 returns the exit code (0 after a signal, 1 if the simulator cannot start, 2 for options that do not fit the
-device). Once the simulator is ready it prints one line on stdout and flushes it, so a parent process can wait for
-it::
+device). Devices are named like the profiles in ``firmware-config/profiles`` (``SIMULATORS`` maps every accepted
+name to a one-line description; ``ALIASES`` the old short names to profile names). Once the simulator is ready it
+prints one line on stdout and flushes it, so a parent process can wait for it::
 
-    listening: tcp://127.0.0.1:40213        (TCP: the weighbridge's MT-SICS lines, or Modbus TCP)
-    pty: /dev/pts/7                         (weighbridge --pty: open it like a serial port, 9600 8N1)
+    listening: tcp://127.0.0.1:40213     scale lines, Toledo frames, Modbus TCP, or RTU frames (--rtu-over-tcp)
+    pty: /dev/pts/7                      --pty: open it like a serial port. Scales: the device itself; Modbus
+                                         devices: the agent's end of a PtyLink (real wire time at --baudrate)
+                                         whose other end an RTU slave holds
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from typing import Final
 from urllib.parse import urlsplit
@@ -23,31 +28,92 @@ from protocols.sim.modbus_devices import (
     MAX_UNIT_ID,
     MIN_UNIT_ID,
     DeviceModel,
+    LaumasTluModel,
+    Sdm120Model,
     Sdm630Model,
+    SiloCableModel,
+    SiwarexWpModel,
     ThProbeModel,
     start_modbus_tcp,
 )
+from protocols.sim.modbus_rtu import start_modbus_rtu, start_modbus_rtu_over_tcp
+from protocols.sim.ptylink import PtyLink, bits_per_byte
+from protocols.sim.sartorius import PtyServer as SbiPtyServer
+from protocols.sim.sartorius import SartoriusScale
+from protocols.sim.sartorius import serve_tcp as serve_sbi_tcp
+from protocols.sim.serve import DevicePty
+from protocols.sim.toledo import PtyServer as ToledoPtyServer
+from protocols.sim.toledo import ToledoIndicator
+from protocols.sim.toledo import serve_tcp as serve_toledo_tcp
 from protocols.sim.weighbridge import PtyServer, Weighbridge, serve_tcp
 
-DEVICES: Final = ("weighbridge", "sdm630", "th-probe")
+SIMULATORS: Final[dict[str, str]] = {
+    "mettler-toledo-mtsics": "MT-SICS weighbridge, 60 t in 20 kg steps, one truck per cycle (S, SI, Z, T, TA, I2-I4)",
+    "weighbridge": "alias of mettler-toledo-mtsics",
+    "sartorius-sbi": "Sartorius SBI platform scale, 150 kg in 0.02 kg: ESC P prints 16 or 22 characters (--form)",
+    "toledo-continuous": "Toledo Continuous weighbridge indicator: 18-byte frames streamed at the line's pace",
+    "laumas-tlu": "Laumas TLU weight transmitter on Modbus (holding 40006-40013, commands in 40006)",
+    "siemens-siwarex-wp": "Siemens SIWAREX WP2xx on Modbus, data record DR30 from register 3000",
+    "eastron-sdm630": "Eastron SDM630 three-phase energy meter on Modbus (input registers, float32)",
+    "sdm630": "alias of eastron-sdm630",
+    "eastron-sdm120": "Eastron SDM120 single-phase energy meter on Modbus (input registers, float32; 2400 baud)",
+    "th-probe": "temperature / humidity probe on Modbus (input registers 1 and 2, x0.1)",
+    "silo-cable-8": "silo temperature cable, 8 points on Modbus (input registers 0-7, x0.1 °C, one hot spot)",
+}
+ALIASES: Final[dict[str, str]] = {"weighbridge": "mettler-toledo-mtsics", "sdm630": "eastron-sdm630"}
+DEVICES: Final = tuple(SIMULATORS)
+SCALES: Final = ("mettler-toledo-mtsics", "sartorius-sbi", "toledo-continuous")
+MODBUS_MODELS: Final[dict[str, Callable[[int | None], DeviceModel]]] = {
+    "laumas-tlu": lambda seed: LaumasTluModel(seed=seed),
+    "siemens-siwarex-wp": lambda seed: SiwarexWpModel(seed=seed),
+    "eastron-sdm630": lambda seed: Sdm630Model(seed=seed),
+    "eastron-sdm120": lambda seed: Sdm120Model(seed=seed),
+    "th-probe": lambda seed: ThProbeModel(seed=seed),
+    "silo-cable-8": lambda seed: SiloCableModel(8, seed=seed),
+}
+DEFAULT_BAUDRATES: Final[dict[str, int]] = {"eastron-sdm120": 2400}
+DEFAULT_BAUDRATE: Final = 9600
 DEFAULT_LISTEN: Final = "tcp://127.0.0.1:0"
 DEFAULT_UNIT_ID: Final = 1
 COMMAND: Final = "floorgate simulate"
+_FAULT_OPTIONS: Final = ("corrupt_crc_every", "truncate_every", "wrong_unit_every")
 
 _EPILOG: Final = """\
-devices:
-  weighbridge   MT-SICS weighbridge (60 t, 20 kg steps): one truck per cycle - empty 3 s, drives on 2 s
-                (S D, noisy), stands 4 s (S S at its weight), drives off 2 s. Answers S, SI, Z, T, TA, TAC,
-                I2, I3, I4 and @; anything else ES. Sends I4 A "0123456789" at power-up.
-  sdm630        Eastron SDM630 energy meter on Modbus TCP (input registers, float32): voltages, currents,
-                power, frequency, energy counters.
-  th-probe      temperature / humidity probe on Modbus TCP (input registers 1 and 2, x0.1).
+devices (aliases: weighbridge = mettler-toledo-mtsics, sdm630 = eastron-sdm630):
+  mettler-toledo-mtsics   MT-SICS weighbridge (60 t, 20 kg steps): one truck per cycle - empty 3 s, drives on
+                          2 s (S D, noisy), stands 4 s (S S at its weight), drives off 2 s. Answers S, SI, Z, T,
+                          TA, TAC, I2, I3, I4 and @; anything else ES. Sends I4 A "0123456789" at power-up.
+  sartorius-sbi           Sartorius SBI scale (150 kg, 0.02 kg): ESC P prints the weight (unit blank while
+                          moving, High / Low, Err 101 with --error-every), ESC T/U/V tare and zero, ESC x1_ /
+                          ESC x2_ model and serial number. --form 22 adds the ids G#, N, T, PT2.
+  toledo-continuous       Toledo Continuous indicator (60 t, 1 kg): streams 18-byte frames at the pace of
+                          --baudrate (18.75 ms at 9600 8N1), motion while a truck moves; takes P, T, Z, C.
+  laumas-tlu              Laumas TLU on Modbus: 40006 command (1 zero, 2 tare, 3 gross, 4 reset peak),
+                          40007 status, 40008-13 gross / net / peak (uint32); a feed hopper's load cycle.
+  siemens-siwarex-wp      SIWAREX WP2xx on Modbus: DR30 from 3000, status 3004, float32 gross / net / tare
+                          at 3008 / 3010 / 3012.
+  eastron-sdm630          Eastron SDM630 energy meter (input registers, float32): voltages, currents, power,
+                          frequency, energy counters.
+  eastron-sdm120          Eastron SDM120 single-phase meter, the same layout for one phase.
+  th-probe                temperature / humidity probe (input registers 1 and 2, x0.1).
+  silo-cable-8            silo temperature cable, 8 sensors (input registers 0-7, int16 x0.1 °C), one hot spot.
+
+Modbus devices serve Modbus TCP by default; with --pty an RTU slave on a simulated serial line (a PtyLink: bytes
+take their real wire time at --baudrate) - open the printed pty with an RTU master; --rtu-over-tcp serves RTU
+frames over TCP. Other unit ids get exception 0x0B on Modbus TCP and no answer at all on RTU (as on RS-485).
 
 examples:
   floorgate simulate weighbridge --pty --time-scale 0.5 --trucks 24560,18420
-  floorgate simulate weighbridge --listen tcp://127.0.0.1:4001 --seed 7
+  floorgate simulate sartorius-sbi --listen tcp://127.0.0.1:4001 --form 22 --seed 7
+  floorgate simulate toledo-continuous --pty --baudrate 9600
+  floorgate simulate laumas-tlu --pty --baudrate 19200 --unit-id 3
   floorgate simulate sdm630 --listen tcp://127.0.0.1:5020 --unit-id 3
 """
+
+
+def canonical(name: str) -> str:
+    """The profile name for ``name`` (``weighbridge`` -> ``mettler-toledo-mtsics``)."""
+    return ALIASES.get(name, name)
 
 
 def _listen_address(text: str) -> tuple[str, int]:
@@ -104,11 +170,18 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _baudrate(text: str) -> int:
+    value = _non_negative_int(text)
+    if not 50 <= value <= 4_000_000:
+        raise argparse.ArgumentTypeError(f"{value} baud is outside 50..4000000")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``simulate <device>`` to the ``floorgate`` command line."""
     parser = subparsers.add_parser(
         "simulate",
-        help="run a simulated device (weighbridge, sdm630, th-probe) until Ctrl-C",
+        help="run a simulated device (scales, weighing terminals, meters, sensors) until Ctrl-C",
         description=(
             "Run one simulated device until SIGINT or SIGTERM.\n"
             "When it is ready it prints 'listening: tcp://HOST:PORT' (or 'pty: /dev/pts/N' with --pty) on stdout."
@@ -116,7 +189,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("device", choices=DEVICES, help="the device to simulate (see below)")
+    parser.add_argument("device", choices=DEVICES, metavar="DEVICE", help="the device to simulate (see below)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--listen",
@@ -128,56 +201,100 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     where.add_argument(
         "--pty",
         action="store_true",
-        help="weighbridge only: serve on a new pseudo-terminal instead of TCP and print its path",
+        help="serve on a new pseudo-terminal and print its path: scales directly; Modbus devices as an RTU slave "
+        "behind a simulated serial line with real timing",
+    )
+    parser.add_argument(
+        "--rtu-over-tcp",
+        action="store_true",
+        help="Modbus devices only: RTU frames (with CRC) over TCP at --listen, as from a serial-to-Ethernet converter",
     )
     parser.add_argument(
         "--unit-id",
         type=_unit_id,
         default=None,
         help=f"Modbus devices only: unit id to answer ({MIN_UNIT_ID}-{MAX_UNIT_ID}, default {DEFAULT_UNIT_ID}); "
-        "other unit ids get exception 0x0B",
+        "other unit ids get exception 0x0B on Modbus TCP, no answer on RTU",
     )
-    parser.add_argument(
+    line = parser.add_argument_group("serial line (Modbus devices with --pty; toledo-continuous: the stream's pace)")
+    line.add_argument("--baudrate", type=_baudrate, default=None,
+                      help=f"bits per second (default {DEFAULT_BAUDRATE}; eastron-sdm120: 2400)")  # fmt: skip
+    line.add_argument(
+        "--parity", choices=("N", "E", "O"), default=None,
+        help="parity: counts in each byte's wire time (default N); open the pty itself with parity N",
+    )  # fmt: skip
+    line.add_argument("--stopbits", type=int, choices=(1, 2), default=None, help="stop bits (default 1)")
+    faults = parser.add_argument_group("faults (Modbus RTU: --pty or --rtu-over-tcp)")
+    for option, what in (
+        ("--corrupt-crc-every", "flip the CRC of every Nth answer"),
+        ("--truncate-every", "send only the first half of every Nth answer"),
+        ("--wrong-unit-every", "send every Nth answer from another unit id"),
+    ):
+        faults.add_argument(option, type=_non_negative_int, default=None, metavar="N", help=what)
+    scale = parser.add_argument_group("scales (mettler-toledo-mtsics, sartorius-sbi, toledo-continuous)")
+    scale.add_argument(
         "--time-scale",
         type=_time_scale,
         default=None,
         metavar="FACTOR",
-        help="weighbridge only: multiply every phase duration by FACTOR (0.1 = ten times faster; default 1)",
+        help="multiply every phase duration by FACTOR (0.1 = ten times faster; default 1)",
     )
-    parser.add_argument(
+    scale.add_argument(
         "--trucks",
+        "--loads",
+        dest="trucks",
         type=_trucks,
         default=None,
         metavar="KG,KG,...",
-        help="weighbridge only: gross weights of the first trucks in kg, e.g. 24560,18420; "
-        "then random ones of 8,000-40,000 kg",
+        help="weights of the first loads in kg, e.g. 24560,18420 (the weighbridge's trucks); then random ones "
+        "(weighbridge 8,000-40,000 kg)",
     )
-    parser.add_argument(
+    scale.add_argument(
         "--garbage-every",
         type=_non_negative_int,
         default=None,
         metavar="N",
-        help="weighbridge only: replace every Nth reply by a garbage line (default 0 = never)",
+        help="replace every Nth reply (toledo-continuous: frame) by garbage (default 0 = never)",
     )
+    scale.add_argument("--form", type=int, choices=(16, 22), default=None,
+                       help="sartorius-sbi only: 16 characters, or 22 with the id code (default 16)")  # fmt: skip
+    scale.add_argument("--error-every", type=_non_negative_int, default=None, metavar="N",
+                       help="sartorius-sbi only: print 'Err 101' instead of every Nth weight")  # fmt: skip
     parser.add_argument(
-        "--seed", type=int, default=None, help="random seed for truck weights and sensor noise (repeatable runs)"
+        "--seed", type=int, default=None, help="random seed for load weights and sensor noise (repeatable runs)"
     )
     parser.set_defaults(func=run)
 
 
 def _option_error(args: argparse.Namespace) -> str | None:
-    if args.device == "weighbridge":
-        if args.unit_id is not None:
-            return "--unit-id applies to Modbus devices (sdm630, th-probe), not the weighbridge"
-        return None
-    for option, value in (
-        ("--pty", args.pty or None),
-        ("--time-scale", args.time_scale),
-        ("--trucks", args.trucks),
-        ("--garbage-every", args.garbage_every),
-    ):
-        if value is not None:
-            return f"{option} applies to the weighbridge only, not {args.device}"
+    device = canonical(args.device)
+    is_modbus = device in MODBUS_MODELS
+    scale_options = (
+        ("--time-scale", args.time_scale), ("--trucks", args.trucks), ("--garbage-every", args.garbage_every),
+    )  # fmt: skip
+    if is_modbus:
+        for option, value in scale_options:
+            if value is not None:
+                return f"{option} applies to the scales ({', '.join(SCALES)}) only, not {args.device}"
+    else:
+        for option, value in (("--unit-id", args.unit_id), ("--rtu-over-tcp", args.rtu_over_tcp or None)):
+            if value is not None:
+                return f"{option} applies to Modbus devices, not the {args.device} scale"
+    if device != "sartorius-sbi":
+        for option, value in (("--form", args.form), ("--error-every", args.error_every)):
+            if value is not None:
+                return f"{option} applies to sartorius-sbi only, not {args.device}"
+    rtu = is_modbus and (args.pty or args.rtu_over_tcp)
+    if args.pty and args.rtu_over_tcp:
+        return "--rtu-over-tcp serves TCP: it does not go with --pty"
+    for option in _FAULT_OPTIONS:
+        if getattr(args, option) is not None and not rtu:
+            return f"--{option.replace('_', '-')} applies to Modbus RTU (--pty or --rtu-over-tcp)"
+    serial_options = (("--baudrate", args.baudrate), ("--parity", args.parity), ("--stopbits", args.stopbits))
+    line_device = device == "toledo-continuous" or (is_modbus and args.pty)
+    for option, value in serial_options:
+        if value is not None and not line_device:
+            return f"{option} applies to toledo-continuous and to Modbus devices with --pty, not here"
     return None
 
 
@@ -199,47 +316,100 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.asynccontextmanager
+async def _tcp_server(server: asyncio.Server, host: str) -> AsyncIterator[None]:
+    try:
+        print(f"listening: {_url(host, server.sockets[0].getsockname()[1])}", flush=True)
+        yield
+    finally:
+        server.close()
+        close_clients = getattr(server, "close_clients", None)  # Python 3.12+
+        if close_clients is not None:
+            close_clients()
+        await server.wait_closed()
+
+
+async def _serve_scale(args: argparse.Namespace, device: str, stop: asyncio.Event) -> None:
+    host, port = args.listen or _listen_address(DEFAULT_LISTEN)
+    seed, time_scale, garbage_every = args.seed, args.time_scale or 1.0, args.garbage_every or 0
+    pty: DevicePty
+    start_tcp: Callable[[], Awaitable[asyncio.Server]]
+    if device == "mettler-toledo-mtsics":
+        bridge = Weighbridge(trucks=args.trucks, seed=seed, time_scale=time_scale, garbage_every=garbage_every)
+        pty, start_tcp = PtyServer(bridge), lambda: serve_tcp(bridge, host=host, port=port)
+    elif device == "sartorius-sbi":
+        scale = SartoriusScale(
+            loads=args.trucks, seed=seed, time_scale=time_scale, garbage_every=garbage_every, form=args.form or 16,
+            error_every=args.error_every or 0,
+        )  # fmt: skip
+        pty, start_tcp = SbiPtyServer(scale), lambda: serve_sbi_tcp(scale, host=host, port=port)
+    else:
+        indicator = ToledoIndicator(
+            trucks=args.trucks, seed=seed, time_scale=time_scale, garbage_every=garbage_every,
+            baudrate=args.baudrate or DEFAULT_BAUDRATE,
+            bits_per_byte=bits_per_byte(parity=args.parity or "N", stopbits=args.stopbits or 1),
+        )  # fmt: skip
+        pty, start_tcp = ToledoPtyServer(indicator), lambda: serve_toledo_tcp(indicator, host=host, port=port)
+    if args.pty:
+        async with pty:
+            print(f"pty: {pty.path}", flush=True)
+            await stop.wait()
+        return
+    async with _tcp_server(await start_tcp(), host):
+        await stop.wait()
+
+
+async def _serve_modbus(args: argparse.Namespace, device: str, stop: asyncio.Event) -> None:
+    host, port = args.listen or _listen_address(DEFAULT_LISTEN)
+    unit_id = args.unit_id or DEFAULT_UNIT_ID
+    devices = {unit_id: MODBUS_MODELS[device](args.seed)}
+    crc, truncate, wrong_unit = (getattr(args, option) or 0 for option in _FAULT_OPTIONS)
+    if args.pty:
+        baudrate = args.baudrate or DEFAULT_BAUDRATES.get(device, DEFAULT_BAUDRATE)
+        parity, stopbits = args.parity or "N", args.stopbits or 1
+        async with PtyLink(baudrate=baudrate, parity=parity, stopbits=stopbits) as link:
+            slave_end, agent_end = link.paths
+            rtu = await start_modbus_rtu(  # parity N on the pty: a pty keeps none (see protocols.sim.ptylink)
+                devices, port_path=slave_end, baudrate=baudrate, parity="N", stopbits=stopbits,
+                corrupt_crc_every=crc, truncate_every=truncate, wrong_unit_every=wrong_unit,
+            )  # fmt: skip
+            try:
+                print(f"pty: {agent_end}", flush=True)
+                await stop.wait()
+            finally:
+                await rtu.stop()
+        return
+    if args.rtu_over_tcp:
+        handle = await start_modbus_rtu_over_tcp(
+            devices, host, port, corrupt_crc_every=crc, truncate_every=truncate, wrong_unit_every=wrong_unit
+        )
+        bound = handle.port or port
+        stop_handle = handle.stop
+    else:
+        tcp = await start_modbus_tcp(devices, host=host, port=port)
+        bound, stop_handle = tcp.port, tcp.stop
+    try:
+        print(f"listening: {_url(host, bound)}", flush=True)
+        await stop.wait()
+    finally:
+        await stop_handle()
+
+
 async def _serve(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
-    host, port = args.listen or _listen_address(DEFAULT_LISTEN)
     try:
-        if args.device == "weighbridge":
-            bridge = Weighbridge(
-                trucks=args.trucks,
-                seed=args.seed,
-                time_scale=args.time_scale or 1.0,
-                garbage_every=args.garbage_every or 0,
-            )
-            if args.pty:
-                async with PtyServer(bridge) as pty:
-                    print(f"pty: {pty.path}", flush=True)
-                    await stop.wait()
-                return
-            server = await serve_tcp(bridge, host=host, port=port)
-            try:
-                print(f"listening: {_url(host, server.sockets[0].getsockname()[1])}", flush=True)
-                await stop.wait()
-            finally:
-                server.close()
-                close_clients = getattr(server, "close_clients", None)  # Python 3.12+
-                if close_clients is not None:
-                    close_clients()
-                await server.wait_closed()
-            return
-        model: DeviceModel = Sdm630Model(seed=args.seed) if args.device == "sdm630" else ThProbeModel(seed=args.seed)
-        handle = await start_modbus_tcp({args.unit_id or DEFAULT_UNIT_ID: model}, host=host, port=port)
-        try:
-            print(f"listening: {_url(host, handle.port)}", flush=True)
-            await stop.wait()
-        finally:
-            await handle.stop()
+        device = canonical(args.device)
+        if device in MODBUS_MODELS:
+            await _serve_modbus(args, device, stop)
+        else:
+            await _serve_scale(args, device, stop)
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
 
 
-__all__ = ["DEVICES", "register", "run"]
+__all__ = ["ALIASES", "DEVICES", "SIMULATORS", "canonical", "register", "run"]

@@ -1,4 +1,11 @@
-"""Modbus device simulators on a real pymodbus TCP server: an Eastron SDM630 meter and a T/H probe.
+"""Modbus device models and their pymodbus TCP server: energy meters, sensors, weighing terminals.
+
+    Sdm630Model         Eastron SDM630, three phases (input registers, float32)
+    Sdm120Model         Eastron SDM120, one phase (input registers, float32; 2400 baud by default on RTU)
+    ThProbeModel        temperature / humidity probe (input registers 1 and 2, x0.1)
+    SiloCableModel      silo temperature cable, N points (input registers 0..N-1, int16 x0.1 °C, one hot spot)
+    LaumasTluModel      Laumas TLU / W100 weight transmitter (holding 40006-40013)   } in weighing_terminals.py,
+    SiwarexWpModel      Siemens SIWAREX WP2xx, data record DR30 (holding from 3000)    } re-exported here
 
 A model turns a time into plausible values for the points of its map (``protocols.modbus_maps``); the server
 encodes them with ``encode_point`` into the registers of one pymodbus ``SimDevice`` per unit id::
@@ -25,6 +32,12 @@ Behaviour (pymodbus 3.16):
   device that does not answer. Either way the client gets an exception response at once and never hangs;
   unit id 0 itself is therefore not available to models.
 * ``port=0`` works: pymodbus binds a free port, and the real one is read from the listening socket.
+* Writes (FC06 / FC16) to holding registers go to the model's ``write`` (``WritableModel``): the model answers
+  None (done) or an exception code; a model without ``write`` answers 0x02 to every write.
+* A model may declare ``reserved_registers`` - ``(register type, first address, count)`` blocks that read as 0, the
+  fields of a data record it does not model - and ``max_registers`` a request (more: exception 0x03).
+
+The same devices over Modbus RTU (a serial line, or RTU framing over TCP): ``protocols.sim.modbus_rtu``.
 """
 
 from __future__ import annotations
@@ -32,15 +45,24 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from protocols.modbus_maps import SDM630_POINTS, TH_PROBE_POINTS, Point, encode_point
+from protocols.sim.weighing_terminals import (
+    LAUMAS_COMMANDS,
+    LAUMAS_TLU_POINTS,
+    SIWAREX_WP_POINTS,
+    LaumasStatus,
+    LaumasTluModel,
+    SiwarexStatus,
+    SiwarexWpModel,
+)
 
 DEFAULT_HOST: Final = "127.0.0.1"
 MIN_UNIT_ID: Final = 1
@@ -48,6 +70,29 @@ MAX_UNIT_ID: Final = 247
 CATCH_ALL_UNIT_ID: Final = 0
 
 _FUNCTION_REGISTER_TYPE: Final[dict[int, str]] = {3: "holding", 6: "holding", 16: "holding", 22: "holding", 4: "input"}
+MAX_SILO_POINTS: Final = 64
+
+
+def _float32(name: str, address: int, unit: str) -> Point:
+    return Point(name, address, "input", "float32", unit=unit)
+
+
+SDM120_POINTS: Final[tuple[Point, ...]] = (
+    _float32("voltage", 0x0000, "V"),
+    _float32("current", 0x0006, "A"),
+    _float32("power", 0x000C, "W"),
+    _float32("frequency", 0x0046, "Hz"),
+    _float32("import_energy", 0x0048, "kWh"),
+    _float32("export_energy", 0x004A, "kWh"),
+    _float32("total_energy", 0x0156, "kWh"),
+)
+
+
+def silo_cable_points(points: int) -> tuple[Point, ...]:
+    """``temperature_1`` (top) .. ``temperature_N``: input registers 0..N-1, int16 x0.1 °C."""
+    if not 1 <= points <= MAX_SILO_POINTS:
+        raise ValueError(f"silo cable: points must be within 1..{MAX_SILO_POINTS}, got {points}")
+    return tuple(Point(f"temperature_{k + 1}", k, "input", "int16", scale=0.1, unit="°C") for k in range(points))
 
 
 class DeviceModel(Protocol):
@@ -58,6 +103,15 @@ class DeviceModel(Protocol):
 
     def sample(self, now_s: float) -> dict[str, float]:
         """Values of every point at monotonic time ``now_s`` (seconds); called with non-decreasing times."""
+        ...
+
+
+@runtime_checkable
+class WritableModel(Protocol):
+    """A model whose holding registers can be written (FC06 / FC16): a command register, a setpoint."""
+
+    def write(self, address: int, values: Sequence[int], now_s: float) -> int | None:
+        """Apply a write of ``values`` from ``address``; None when done, else a Modbus exception code (0x02 ...)."""
         ...
 
 
@@ -92,8 +146,7 @@ class Sdm630Model:
         noise = self._rng.uniform
         voltages = [self.NOMINAL_VOLTAGE_V + 1.5 * _wave(now_s, 97.0, 2.1 * k) + noise(-0.4, 0.4) for k in range(3)]
         currents = [
-            base + 2.5 * _wave(now_s, 311.0, float(k)) + noise(-0.2, 0.2)
-            for k, base in enumerate(self.BASE_CURRENTS_A)
+            base + 2.5 * _wave(now_s, 311.0, float(k)) + noise(-0.2, 0.2) for k, base in enumerate(self.BASE_CURRENTS_A)
         ]
         powers = [v * i for v, i in zip(voltages, currents, strict=True)]
         total_power = sum(powers)
@@ -132,16 +185,116 @@ class ThProbeModel:
         }
 
 
+class Sdm120Model:
+    """Single-phase meter (a mill motor circuit): 230 V +-2, 2-9 A, power = V x I, 50 Hz, energy counting up.
+
+    The registers between its points (0x0002-0x0005, 0x0008-0x000B: the SDM630 layout's other phases) read as 0,
+    so a master may read 0x0000-0x000D in one request, as the ``eastron-sdm120`` profile does.
+    """
+
+    reserved_registers: tuple[tuple[str, int, int], ...] = (("input", 0x0002, 4), ("input", 0x0008, 4))
+
+    NOMINAL_VOLTAGE_V: Final = 230.0
+    BASE_CURRENT_A: Final = 5.5
+    NOMINAL_FREQUENCY_HZ: Final = 50.0
+
+    def __init__(
+        self, *, seed: int | None = None, import_energy_kwh: float = 4_321.5, export_energy_kwh: float = 0.0
+    ) -> None:
+        self._rng = random.Random(seed)
+        self._import_kwh = import_energy_kwh
+        self._export_kwh = export_energy_kwh
+        self._last_s: float | None = None
+
+    @property
+    def points(self) -> tuple[Point, ...]:
+        return SDM120_POINTS
+
+    def sample(self, now_s: float) -> dict[str, float]:
+        noise = self._rng.uniform
+        voltage = self.NOMINAL_VOLTAGE_V + 1.5 * _wave(now_s, 97.0) + noise(-0.4, 0.4)
+        current = self.BASE_CURRENT_A + 3.0 * _wave(now_s, 251.0, 0.7) + noise(-0.2, 0.2)
+        power = voltage * current
+        if self._last_s is not None and now_s > self._last_s:
+            self._import_kwh += power * (now_s - self._last_s) / 3_600_000.0
+        self._last_s = now_s if self._last_s is None else max(self._last_s, now_s)
+        return {
+            "voltage": voltage,
+            "current": current,
+            "power": power,
+            "frequency": self.NOMINAL_FREQUENCY_HZ + 0.04 * _wave(now_s, 53.0) + noise(-0.005, 0.005),
+            "import_energy": self._import_kwh,
+            "export_energy": self._export_kwh,
+            "total_energy": self._import_kwh + self._export_kwh,
+        }
+
+
+class SiloCableModel:
+    """A temperature cable hanging in a grain silo: ``points`` sensors, 1 at the top, 0.1 °C resolution.
+
+    The grain sits at 10-16 °C, cooler with depth; the top sensor follows the day (+-2 °C over 24 h); every value
+    drifts slowly (periods of hours) with a little seeded noise. One sensor (``hot_spot``, 1-based; seeded when not
+    given) is a hot spot - grain heating up - 8 °C above its surroundings and rising 0.5 °C an hour, up to 20 °C
+    above; its neighbours get 40 % of that. Sensible poll interval: 5-15 min.
+    """
+
+    BASE_TOP_C: Final = 15.0
+    GRADIENT_C: Final = 4.0  # cooler by this much from top to bottom
+    HOT_SPOT_START_C: Final = 8.0
+    HOT_SPOT_RISE_C_PER_H: Final = 0.5
+    HOT_SPOT_MAX_C: Final = 20.0
+    NEIGHBOUR_SHARE: Final = 0.4
+
+    def __init__(self, points: int = 8, *, seed: int | None = None, hot_spot: int | None = None) -> None:
+        self._points = silo_cable_points(points)
+        self._rng = random.Random(seed)
+        if hot_spot is None:
+            hot_spot = self._rng.randint(2, points) if points > 1 else 1
+        if not 1 <= hot_spot <= points:
+            raise ValueError(f"silo cable: hot_spot must be within 1..{points}, got {hot_spot}")
+        self.hot_spot = hot_spot
+        self._phases = [self._rng.uniform(0, 2 * math.pi) for _ in range(points)]
+        self._start_s: float | None = None
+
+    @property
+    def points(self) -> tuple[Point, ...]:
+        return self._points
+
+    def sample(self, now_s: float) -> dict[str, float]:
+        if self._start_s is None:
+            self._start_s = now_s
+        hours = max(0.0, now_s - self._start_s) / 3600.0
+        excess = min(self.HOT_SPOT_MAX_C, self.HOT_SPOT_START_C + self.HOT_SPOT_RISE_C_PER_H * hours)
+        n = len(self._points)
+        values: dict[str, float] = {}
+        for k in range(n):
+            depth = k / (n - 1) if n > 1 else 0.0
+            celsius = self.BASE_TOP_C - self.GRADIENT_C * depth
+            celsius += 0.6 * _wave(now_s, 5 * 3600.0, self._phases[k]) + self._rng.uniform(-0.1, 0.1)
+            if k == 0:
+                celsius += 2.0 * _wave(now_s, 24 * 3600.0)
+            distance = abs(k + 1 - self.hot_spot)
+            celsius += excess if distance == 0 else excess * self.NEIGHBOUR_SHARE if distance == 1 else 0.0
+            values[f"temperature_{k + 1}"] = round(celsius, 1)
+        return values
+
+
 class _UnitRuntime:
-    """The registers of one unit id: access check and refresh, as a pymodbus ``SimDevice`` action."""
+    """The registers of one unit id: access check, refresh and writes, as a pymodbus ``SimDevice`` action."""
 
     def __init__(self, unit_id: int, model: DeviceModel, clock: Callable[[], float]) -> None:
         self.unit_id = unit_id
         self.model = model
         self.clock = clock
         self.addresses: dict[str, set[int]] = {"input": set(), "holding": set()}
-        for point in model.points:
-            self.addresses[point.register_type].update(range(point.address, point.address + point.count))
+        self.reserved: list[tuple[str, int, int]] = list(getattr(model, "reserved_registers", ()))
+        self.max_registers: int | None = getattr(model, "max_registers", None)
+        blocks: list[tuple[str, int, int, str]] = [(p.register_type, p.address, p.count, p.name) for p in model.points]
+        blocks += [(kind, start, count, "reserved") for kind, start, count in self.reserved]
+        for register_type, address, count, name in blocks:
+            if register_type not in self.addresses:
+                raise ValueError(f"unit {unit_id}: point {name} is a {register_type}, the simulator serves registers")
+            self.addresses[register_type].update(range(address, address + count))
         both = self.addresses["input"] & self.addresses["holding"]
         if both:
             raise ValueError(
@@ -157,6 +310,10 @@ class _UnitRuntime:
         blocks = [
             SimData(point.address, values=regs, datatype=DataType.REGISTERS, readonly=point.register_type == "input")
             for point, regs in self.registers().items()
+        ]
+        blocks += [
+            SimData(start, values=[0] * count, datatype=DataType.REGISTERS, readonly=True)
+            for _, start, count in self.reserved
         ]
         return SimDevice(self.unit_id, simdata=blocks, action=self.action)
 
@@ -175,11 +332,27 @@ class _UnitRuntime:
         wanted = self.addresses[register_type]
         if any(a not in wanted for a in range(address, address + count)):
             return ExcCodes.ILLEGAL_ADDRESS
-        if set_values is None:
-            for point, regs in self.registers().items():
-                offset = point.address - start_address
-                registers[offset : offset + point.count] = regs
+        if self.max_registers is not None and count > self.max_registers:
+            return ExcCodes.ILLEGAL_VALUE
+        if set_values is not None:  # FC06 / FC16 write; pymodbus reads FC06's register back afterwards
+            if not isinstance(self.model, WritableModel):
+                return ExcCodes.ILLEGAL_ADDRESS
+            code = self.model.write(address, [int(v) for v in set_values], self.clock())
+            return ExcCodes(code) if code else None
+        for point, regs in self.registers().items():
+            offset = point.address - start_address
+            registers[offset : offset + point.count] = regs
         return None
+
+
+def sim_devices(devices: Mapping[int, DeviceModel], *, clock: Callable[[], float] = time.monotonic) -> list[SimDevice]:
+    """One pymodbus ``SimDevice`` per unit id (1..247), each refreshed from its model on every read."""
+    if not devices:
+        raise ValueError("Modbus simulator: no devices given")
+    for unit_id in devices:
+        if not MIN_UNIT_ID <= unit_id <= MAX_UNIT_ID:
+            raise ValueError(f"Modbus simulator: unit id {unit_id} outside {MIN_UNIT_ID}..{MAX_UNIT_ID}")
+    return [_UnitRuntime(unit_id, model, clock).sim_device() for unit_id, model in devices.items()]
 
 
 async def _no_such_unit(
@@ -219,20 +392,15 @@ async def start_modbus_tcp(
     clock: Callable[[], float] = time.monotonic,
 ) -> ModbusSimHandle:
     """Serve ``devices`` (unit id -> model) over Modbus TCP on ``host:port`` (0: a free port)."""
-    if not devices:
-        raise ValueError("start_modbus_tcp: no devices given")
-    for unit_id in devices:
-        if not MIN_UNIT_ID <= unit_id <= MAX_UNIT_ID:
-            raise ValueError(f"start_modbus_tcp: unit id {unit_id} outside {MIN_UNIT_ID}..{MAX_UNIT_ID}")
-    sim_devices = [_UnitRuntime(unit_id, model, clock).sim_device() for unit_id, model in devices.items()]
-    sim_devices.append(
+    units = sim_devices(devices, clock=clock)
+    units.append(
         SimDevice(
             CATCH_ALL_UNIT_ID,
             simdata=[SimData(0, count=0x10000, datatype=DataType.REGISTERS)],
             action=_no_such_unit,
         )
     )
-    server = ModbusTcpServer(sim_devices, address=(host, port))
+    server = ModbusTcpServer(units, address=(host, port))
     try:
         await server.serve_forever(background=True)
     except RuntimeError as exc:  # pymodbus: "Could not start listen, please check address."
@@ -246,9 +414,22 @@ async def start_modbus_tcp(
 
 
 __all__ = [
+    "LAUMAS_COMMANDS",
+    "LAUMAS_TLU_POINTS",
+    "SDM120_POINTS",
+    "SIWAREX_WP_POINTS",
     "DeviceModel",
+    "LaumasStatus",
+    "LaumasTluModel",
     "ModbusSimHandle",
+    "Sdm120Model",
     "Sdm630Model",
+    "SiloCableModel",
+    "SiwarexStatus",
+    "SiwarexWpModel",
     "ThProbeModel",
+    "WritableModel",
+    "silo_cable_points",
+    "sim_devices",
     "start_modbus_tcp",
 ]

@@ -1,6 +1,7 @@
 """Weighbridge simulator speaking MT-SICS: a state machine with an injectable clock, and two line servers.
 
-One truck per cycle; every phase duration is multiplied by ``time_scale`` (0.01 makes a cycle last 0.11 s)::
+One truck per cycle (the load cycle of ``protocols.sim.load``); every phase duration is multiplied by
+``time_scale`` (0.01 makes a cycle last 0.11 s)::
 
     weight
       ^            ______________________
@@ -30,69 +31,42 @@ At power-up a scale sends ``I4 A "<serial>"`` once, unasked. ``serve_tcp`` sends
 connects. ``PtyServer`` writes it when it starts; since serial libraries flush the input when they open a port
 (pyserial does), it writes it once more right after the first such flush, which it sees on the master side of the
 pseudo-terminal (packet mode, ``TIOCPKT_FLUSHREAD``) - so the first program to open the port reads it, as it
-would from a scale switched on together with the host. Later flushes send nothing.
+would from a scale switched on together with the host. Later flushes send nothing. Both servers are the generic
+ones of ``protocols.sim.serve``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import enum
-import fcntl
 import functools
 import logging
-import os
-import random
-import struct
-import termios
 import time
-import tty
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Final
 
 from protocols import mtsics
+from protocols.sim import load
+from protocols.sim.load import LoadCycle, Phase, Reading
+from protocols.sim.serve import DEFAULT_HOST, DevicePty, serve_device_tcp
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INCREMENT_KG: Final = 20
 DEFAULT_CAPACITY_KG: Final = 60_000
 DEFAULT_UNIT: Final = "kg"
-DEFAULT_EMPTY_S: Final = 3.0
-DEFAULT_RAMP_S: Final = 2.0
-DEFAULT_STABLE_S: Final = 4.0
+DEFAULT_EMPTY_S: Final = load.DEFAULT_EMPTY_S
+DEFAULT_RAMP_S: Final = load.DEFAULT_RAMP_S
+DEFAULT_STABLE_S: Final = load.DEFAULT_STABLE_S
 DEFAULT_SERIAL: Final = "0123456789"
 DEFAULT_MODEL: Final = "floorgate SIM-WB 60t"
 SOFTWARE_VERSION: Final = "floorgate-sim 1.0"
 RANDOM_TRUCK_MIN_KG: Final = 8_000
 RANDOM_TRUCK_MAX_KG: Final = 40_000
 ZERO_RANGE_FRACTION: Final = Decimal("0.02")  # Z works within +-2 % of capacity
-RAMP_NOISE_FRACTION: Final = 0.03  # noise while driving on / off, fraction of the truck's weight
-RAMP_NOISE_MIN_INCREMENTS: Final = 5
 GARBAGE_LINE: Final = b"\x15#?!garbage\r\n"
-DEFAULT_HOST: Final = "127.0.0.1"
-READ_CHUNK_BYTES: Final = 4096
 
 _UNIT_PER_KG: Final[dict[str, Decimal]] = {"g": Decimal(1000), "kg": Decimal(1), "t": Decimal("0.001")}
-
-
-class Phase(enum.StrEnum):
-    EMPTY = "empty"
-    DRIVE_ON = "drive_on"
-    SETTLED = "settled"
-    DRIVE_OFF = "drive_off"
-
-
-@dataclass(frozen=True)
-class Reading:
-    """What the load cells say at one moment (gross, in kg)."""
-
-    phase: Phase
-    truck_index: int
-    gross_kg: Decimal
-    stable: bool
-    overload: bool
 
 
 class Weighbridge:
@@ -120,38 +94,38 @@ class Weighbridge:
         garbage_every: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if Decimal(increment_kg) <= 0:
-            raise ValueError(f"weighbridge: increment_kg must be > 0, got {increment_kg}")
-        if Decimal(capacity_kg) <= 0:
-            raise ValueError(f"weighbridge: capacity_kg must be > 0, got {capacity_kg}")
         if unit not in _UNIT_PER_KG:
             raise ValueError(f"weighbridge: unit {unit!r}, expected one of {sorted(_UNIT_PER_KG)}")
-        if time_scale <= 0:
-            raise ValueError(f"weighbridge: time_scale must be > 0, got {time_scale}")
-        for name, duration in (("empty_s", empty_s), ("ramp_s", ramp_s), ("stable_s", stable_s)):
-            if duration <= 0:
-                raise ValueError(f"weighbridge: {name} must be > 0, got {duration}")
         if garbage_every < 0:
             raise ValueError(f"weighbridge: garbage_every must be >= 0, got {garbage_every}")
         for text in (serial, model):
             mtsics.encode_ident_response("I4", text)  # raises ValueError for text MT-SICS cannot carry
-        self.increment_kg = Decimal(increment_kg)
-        self.capacity_kg = Decimal(capacity_kg)
+        self.cycle = LoadCycle(
+            loads=trucks,
+            seed=seed,
+            increment_kg=increment_kg,
+            capacity_kg=capacity_kg,
+            time_scale=time_scale,
+            empty_s=empty_s,
+            ramp_s=ramp_s,
+            stable_s=stable_s,
+            random_min_kg=RANDOM_TRUCK_MIN_KG,
+            random_max_kg=RANDOM_TRUCK_MAX_KG,
+            name="weighbridge",
+            load_name="truck",
+        )
+        self.increment_kg = self.cycle.increment_kg
+        self.capacity_kg = self.cycle.capacity_kg
         self.unit = unit
         self.time_scale = time_scale
-        self.empty_s = empty_s * time_scale
-        self.ramp_s = ramp_s * time_scale
-        self.stable_s = stable_s * time_scale
+        self.empty_s = self.cycle.empty_s
+        self.ramp_s = self.cycle.ramp_s
+        self.stable_s = self.cycle.stable_s
         self.serial = serial
         self.model = model
         self.garbage_every = garbage_every
         self._clock = clock
         self._t0 = clock()
-        self._trucks = [self._round(Decimal(weight)) for weight in trucks or ()]
-        if any(weight <= 0 for weight in self._trucks):
-            raise ValueError(f"weighbridge: truck weights must be > 0 kg, got {list(trucks or ())}")
-        self._truck_rng = random.Random(seed)
-        self._noise_rng = random.Random(None if seed is None else f"noise-{seed}")
         self._tare_kg = Decimal(0)
         self._reply_count = 0
         factor = _UNIT_PER_KG[unit]
@@ -175,7 +149,7 @@ class Weighbridge:
     @property
     def cycle_s(self) -> float:
         """Seconds one truck takes (after ``time_scale``)."""
-        return self.empty_s + 2 * self.ramp_s + self.stable_s
+        return self.cycle.cycle_s
 
     def _elapsed(self) -> float:
         return max(0.0, self._clock() - self._t0)
@@ -183,7 +157,7 @@ class Weighbridge:
     @property
     def completed_trucks(self) -> int:
         """Trucks that have fully driven off the bridge."""
-        return int(self._elapsed() // self.cycle_s)
+        return self.cycle.completed(self._elapsed())
 
     @property
     def current_phase(self) -> Phase:
@@ -195,37 +169,14 @@ class Weighbridge:
 
     def truck_weight(self, index: int) -> Decimal:
         """Gross weight in kg of truck ``index`` (0-based), rounded to the increment."""
-        while len(self._trucks) <= index:
-            kg = self._truck_rng.uniform(RANDOM_TRUCK_MIN_KG, RANDOM_TRUCK_MAX_KG)
-            self._trucks.append(self._round(Decimal(repr(kg))))
-        return self._trucks[index]
+        return self.cycle.load_weight(index)
 
     def _round(self, kg: Decimal) -> Decimal:
-        steps = (kg / self.increment_kg).to_integral_value(rounding=ROUND_HALF_EVEN)
-        return steps * self.increment_kg
+        return self.cycle.round(kg)
 
     def reading(self) -> Reading:
         """The load on the bridge now."""
-        index, position = divmod(self._elapsed(), self.cycle_s)
-        truck = self.truck_weight(int(index))
-        on_end = self.empty_s + self.ramp_s
-        settled_end = on_end + self.stable_s
-        if position < self.empty_s:
-            phase, gross, stable = Phase.EMPTY, Decimal(0), True
-        elif position < on_end:
-            phase, stable = Phase.DRIVE_ON, False
-            gross = self._noisy(truck, (position - self.empty_s) / self.ramp_s)
-        elif position < settled_end:
-            phase, gross, stable = Phase.SETTLED, truck, True
-        else:
-            phase, stable = Phase.DRIVE_OFF, False
-            gross = self._noisy(truck, 1.0 - (position - settled_end) / self.ramp_s)
-        return Reading(phase, int(index), gross, stable, overload=gross > self.capacity_kg)
-
-    def _noisy(self, truck: Decimal, fraction: float) -> Decimal:
-        amplitude = max(float(truck) * RAMP_NOISE_FRACTION, float(self.increment_kg) * RAMP_NOISE_MIN_INCREMENTS)
-        kg = float(truck) * fraction + self._noise_rng.uniform(-amplitude, amplitude)
-        return max(Decimal(0), self._round(Decimal(repr(kg))))
+        return self.cycle.at(self._elapsed())
 
     def _display(self, kg: Decimal) -> Decimal:
         return (kg * self._factor).quantize(self._display_quantum, rounding=ROUND_HALF_EVEN)
@@ -337,14 +288,42 @@ class Weighbridge:
 # --------------------------------------------------------------------------------------------------------------
 # Line servers (the I/O)
 # --------------------------------------------------------------------------------------------------------------
-def _replies_for(bridge: Weighbridge, framer: mtsics.LineFramer, data: bytes, *, peer: str) -> list[bytes]:
-    """Feed received bytes; the replies to every complete command line, in order."""
-    replies: list[bytes] = []
-    for line in framer.feed(data):
-        if isinstance(line, mtsics.OverlongLine):
-            log.warning("weighbridge simulator, %s: %s; raw=%r", peer, line.reason, bytes(line))
-        replies.extend(bridge.handle_line(line))
-    return replies
+class _MtsicsSession:
+    """One host's MT-SICS conversation: its own line framer, the shared bridge."""
+
+    output_interval_s: float | None = None
+
+    def __init__(self, bridge: Weighbridge, peer: str) -> None:
+        self.bridge = bridge
+        self.peer = peer
+        self.framer = mtsics.LineFramer()
+
+    def received(self, data: bytes) -> bytes:
+        """Feed received bytes; the replies to every complete command line, in order."""
+        replies: list[bytes] = []
+        for line in self.framer.feed(data):
+            if isinstance(line, mtsics.OverlongLine):
+                log.warning("weighbridge simulator, %s: %s; raw=%r", self.peer, line.reason, bytes(line))
+            replies.extend(self.bridge.handle_line(line))
+        return b"".join(replies)
+
+    def next_output(self) -> bytes:
+        return b""
+
+
+class _MtsicsDevice:
+    """``bridge`` as a ``protocols.sim.serve.StreamDevice``."""
+
+    name = "weighbridge"
+
+    def __init__(self, bridge: Weighbridge) -> None:
+        self.bridge = bridge
+
+    def power_up(self) -> bytes:
+        return self.bridge.power_up_line()
+
+    def open_session(self, peer: str) -> _MtsicsSession:
+        return _MtsicsSession(self.bridge, peer)
 
 
 async def serve_tcp(bridge: Weighbridge, *, host: str = DEFAULT_HOST, port: int = 0) -> asyncio.Server:
@@ -353,124 +332,21 @@ async def serve_tcp(bridge: Weighbridge, *, host: str = DEFAULT_HOST, port: int 
     Each client first receives the power-up line. ``port=0`` binds a free port: read it from
     ``server.sockets[0].getsockname()[1]``. Close with ``server.close(); await server.wait_closed()``.
     """
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = "tcp client {}".format(writer.get_extra_info("peername"))
-        framer = mtsics.LineFramer()
-        try:
-            writer.write(bridge.power_up_line())
-            await writer.drain()
-            while data := await reader.read(READ_CHUNK_BYTES):
-                writer.write(b"".join(_replies_for(bridge, framer, data, peer=peer)))
-                await writer.drain()
-        except ConnectionError as exc:
-            log.debug("weighbridge simulator, %s: connection lost: %s", peer, exc)
-        except asyncio.CancelledError:
-            # the server is shutting down. Ending quietly is deliberate: Python 3.11's start_server callback
-            # calls task.exception() on a cancelled handler and logs a spurious traceback (fixed in 3.12).
-            log.debug("weighbridge simulator, %s: closed at shutdown", peer)
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-                await writer.wait_closed()
-
-    return await asyncio.start_server(handle, host, port)
+    return await serve_device_tcp(_MtsicsDevice(bridge), host=host, port=port)
 
 
-class PtyServer:
+class PtyServer(DevicePty):
     """Serve ``bridge`` on a pseudo-terminal: ``path = await server.start()`` then ``serial.Serial(path, 9600)``.
 
-    The slave side is put into raw mode (CR LF pass unchanged, no echo); the master side is read with
-    ``loop.add_reader`` in packet mode, which also reports when the host flushes its input (see the module
-    docstring for the power-up line). The server keeps the slave open itself, so hosts may open and close the
-    port any number of times. Replies a host does not read pile up in the terminal's buffer; when it is full
-    they are dropped (logged), as a UART would overrun.
+    The slave side is put into raw mode (CR LF pass unchanged, no echo); the master side is read in packet mode,
+    which also reports when the host flushes its input (see the module docstring for the power-up line). The server
+    keeps the slave open itself, so hosts may open and close the port any number of times. Replies a host does not
+    read pile up in the terminal's buffer; when it is full they are dropped (logged), as a UART would overrun.
     """
 
     def __init__(self, bridge: Weighbridge) -> None:
+        super().__init__(_MtsicsDevice(bridge))
         self.bridge = bridge
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._master: int | None = None
-        self._slave: int | None = None
-        self._path: str | None = None
-        self._framer = mtsics.LineFramer()
-        self._power_up_resent = False
-
-    @property
-    def path(self) -> str:
-        if self._path is None:
-            raise RuntimeError("PtyServer not started")
-        return self._path
-
-    async def start(self) -> str:
-        """Create the pseudo-terminal and start answering; returns the slave path (``/dev/pts/N``)."""
-        if self._master is not None:
-            raise RuntimeError(f"PtyServer already serving {self._path}")
-        loop = asyncio.get_running_loop()
-        master, slave = os.openpty()
-        try:
-            tty.setraw(slave)  # flushes: do it before packet mode, so this flush is not taken for a host's
-            fcntl.ioctl(master, termios.TIOCPKT, struct.pack("i", 1))
-            os.set_blocking(master, False)
-            path = os.ttyname(slave)
-            loop.add_reader(master, self._on_readable)
-        except BaseException:
-            os.close(master)
-            os.close(slave)
-            raise
-        self._loop, self._master, self._slave, self._path = loop, master, slave, path
-        self._write(self.bridge.power_up_line())
-        log.info("weighbridge simulator on %s", path)
-        return path
-
-    def _on_readable(self) -> None:
-        assert self._master is not None
-        try:
-            packet = os.read(self._master, READ_CHUNK_BYTES + 1)
-        except BlockingIOError:
-            return
-        except OSError as exc:  # EIO cannot happen while we hold the slave; log anything else once per read
-            log.warning("weighbridge simulator on %s: read failed: %s", self._path, exc)
-            return
-        if not packet:
-            return
-        control, data = packet[0], packet[1:]
-        if control == termios.TIOCPKT_DATA:
-            replies = _replies_for(self.bridge, self._framer, data, peer=f"pty {self._path}")
-            if replies:
-                self._write(b"".join(replies))
-        elif control & termios.TIOCPKT_FLUSHREAD and not self._power_up_resent:
-            self._power_up_resent = True  # a host opened the port and discarded the power-up line
-            self._write(self.bridge.power_up_line())
-
-    def _write(self, data: bytes) -> None:
-        assert self._master is not None
-        view = memoryview(data)
-        while view:
-            try:
-                written = os.write(self._master, view)
-            except BlockingIOError:
-                log.warning("weighbridge simulator on %s: host not reading, dropped %r", self._path, bytes(view))
-                return
-            view = view[written:]
-
-    def close(self) -> None:
-        """Stop answering and remove the pseudo-terminal (hosts still holding it see a hang-up)."""
-        if self._master is None:
-            return
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(self._master)
-        for fd in (self._master, self._slave):
-            if fd is not None:
-                os.close(fd)
-        self._master = self._slave = None
-
-    async def __aenter__(self) -> PtyServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 __all__ = [

@@ -309,8 +309,8 @@ def test_cli_rejects_bad_options(argv: list[str], message: str, capsys: pytest.C
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["simulate", "sdm630", "--pty"], "--pty applies to the weighbridge only"),
-        (["simulate", "th-probe", "--trucks", "1000"], "--trucks applies to the weighbridge only"),
+        (["simulate", "sdm630", "--time-scale", "2"], "--time-scale applies to the scales"),
+        (["simulate", "th-probe", "--trucks", "1000"], "--trucks applies to the scales"),
         (["simulate", "weighbridge", "--unit-id", "2"], "--unit-id applies to Modbus devices"),
     ],
 )

@@ -133,7 +133,7 @@ def test_encode_rejects_unrepresentable_values() -> None:
     [
         ({"address": 70000}, "address 70000 outside"),
         ({"address": 0xFFFF}, "address 65535 outside 0..65534"),  # float32 needs two registers
-        ({"data_type": "float64"}, "data_type 'float64'"),
+        ({"data_type": "float128"}, "data_type 'float128'"),
         ({"register_type": "coil"}, "register_type 'coil'"),
         ({"scale": 0.0}, "scale must not be 0"),
         ({"name": ""}, "name must not be empty"),
