@@ -55,7 +55,7 @@ def _profile_driver(cfg: NodeConfig, dev: ProfileDevice, bus: BusConfig,
             unit_id=dev.unit_id, max_gap=m.max_gap, max_registers=m.max_registers,
             one_request_per_point=m.one_request_per_point, close_after_poll=m.close_after_poll,
             pause_between_requests_s=m.pause_between_requests_s, retries=profile.transport.retries,
-            report_every_s=dev.report_every_s))
+            report_every_s=dev.report_every_s), writable=profile.modbus_points(writable=True))
     if profile.protocol == "mtsics":
         if not isinstance(conn, LineConnection):
             raise ConfigError(source, [f"devices[{dev.id}].bus: a scale needs a bus of kind line, "

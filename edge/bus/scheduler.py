@@ -4,8 +4,8 @@ An RS-485 line is half-duplex: one request at a time for every unit id on it, wi
 rate needs. A TCP endpoint (a gateway with several unit ids behind it, or one device) gets a scheduler too, so the
 same rules hold everywhere:
 
-- every device polls each of its poll groups on its own interval; first polls are staggered over the interval so
-  that devices do not all fire at once; a slot that was missed is skipped, never made up in a burst;
+- every device polls each of its poll groups on its own interval; first polls are staggered over the bus's
+  shortest interval so that devices do not all fire at once; a slot that was missed is skipped, never made up in a burst;
 - commands (tare, zero, weigh now, writes, poll now) jump ahead of polls;
 - a device that fails ``skip_after`` polls in a row sits out for ``skip_base_s`` (doubling per episode up to
   ``skip_max_s``) and is then probed with one poll — a dead slave costs its neighbours one timeout per episode;
@@ -128,9 +128,12 @@ class BusScheduler:
     def _initial_schedule(self) -> list[tuple[float, int, str, str]]:
         jobs = [(d, g, iv) for d in self.drivers.values() for g, iv in sorted(d.groups.items())]
         now = self.clock()
+        # spread the first polls over the bus's shortest interval: a silo cable polled every 10 min still
+        # answers within seconds of a start, and devices on a fast bus do not all fire at once
+        window = min((iv for _, _, iv in jobs), default=0.0)
         heap = []
-        for i, (drv, group, interval) in enumerate(jobs):
-            heap.append((now + interval * i / max(len(jobs), 1), next(self._order), drv.device_id, group))
+        for i, (drv, group, _interval) in enumerate(jobs):
+            heap.append((now + window * i / max(len(jobs), 1), next(self._order), drv.device_id, group))
         heapq.heapify(heap)
         return heap
 

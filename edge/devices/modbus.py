@@ -25,7 +25,7 @@ from edge.bus.scheduler import Driver, ExchangeError
 from edge.errors import DeviceIOError
 from edge.outbox import NewRecord
 from protocols.errors import FrameError
-from protocols.modbus_maps import Point, ReadBlock, decode_block, plan_reads
+from protocols.modbus_maps import Point, ReadBlock, decode_block, plan_reads, write_request
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ class ModbusOptions:
 
 class ModbusDriver(Driver):
     def __init__(self, device_id: str, kind: str, conn: ModbusConnection, points: Sequence[Point],
-                 groups: dict[str, float], sink: RecordSink, *, options: ModbusOptions) -> None:
+                 groups: dict[str, float], sink: RecordSink, *, options: ModbusOptions,
+                 writable: Sequence[Point] = ()) -> None:
         self.device_id = device_id
         self.kind = kind
         self.conn = conn
@@ -54,6 +55,7 @@ class ModbusDriver(Driver):
         self.close_after_poll = options.close_after_poll
         self.health = DeviceHealth(device_id, kind, sink)
         self.points = {p.name: p for p in points}
+        self.writable = {p.name: p for p in writable}
         self._groups = dict(groups)
         self.blocks: dict[str, list[ReadBlock]] = {}
         for group in self._groups:
@@ -157,7 +159,50 @@ class ModbusDriver(Driver):
             for group in self.groups:
                 await self.poll(group)
             return {"polled": sorted(self.groups)}
+        if name == "write":
+            return await self._write(args)
         raise ExchangeError("command", f"device {self.device_id} does not support the command {name!r}")
+
+    async def _write(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``write`` {point, value}: FC05 / FC06 / FC16 (or FC22 for part of a register) to a writable point."""
+        point = self.writable.get(str(args.get("point")))
+        if point is None:
+            raise ExchangeError("command", f"device {self.device_id}: {args.get('point')!r} is not a writable point "
+                                           f"(writable: {', '.join(sorted(self.writable)) or 'none'})")
+        try:
+            fc, address, payload = write_request(point, args.get("value"))  # type: ignore[arg-type]
+        except (ValueError, TypeError) as exc:
+            raise ExchangeError("command", f"device {self.device_id}: {exc}") from exc
+        client = self.conn.client
+        if client is None:
+            raise DeviceIOError(self.device_id, "bus not connected")
+        unit = self.options.unit_id
+        self.conn.begin_request()
+        try:
+            if fc == 5:
+                rr = await client.write_coil(address, bool(payload), device_id=unit)
+            elif fc == 6:
+                rr = await client.write_register(address, int(payload), device_id=unit)  # type: ignore[arg-type]
+            elif fc == 15:
+                rr = await client.write_coils(address, list(payload), device_id=unit)  # type: ignore[arg-type]
+            elif fc == 16:
+                rr = await client.write_registers(address, list(payload), device_id=unit)  # type: ignore[arg-type]
+            else:  # 22
+                and_mask, or_mask = payload  # type: ignore[misc]
+                rr = await client.mask_write_register(address=address, and_mask=and_mask, or_mask=or_mask,
+                                                      device_id=unit)
+        except ConnectionException as exc:
+            raise DeviceIOError(self.device_id, f"connection lost: {exc}") from exc
+        except ModbusException as exc:
+            kind, reason = self.conn.classify_silence(unit)
+            raise ExchangeError(kind, f"{reason} (write {point.name}, FC{fc:02d})") from exc
+        if rr.isError():
+            code = getattr(rr, "exception_code", 0)
+            raise ExchangeError(f"exception_{code}", f"Modbus exception {code} writing {point.name} (FC{fc:02d}, "
+                                                     f"unit {unit})")
+        log.info("device %s: wrote %s = %r (FC%02d)", self.device_id, point.name, args.get("value"), fc,
+                 extra={"device": self.device_id})
+        return {"status": "done", "point": point.name, "function_code": fc}
 
 
 __all__ = ["DeviceHealth", "ModbusDriver", "ModbusOptions"]
