@@ -4,8 +4,9 @@ An RS-485 line is half-duplex: one request at a time for every unit id on it, wi
 rate needs. A TCP endpoint (a gateway with several unit ids behind it, or one device) gets a scheduler too, so the
 same rules hold everywhere:
 
-- every device polls each of its poll groups on its own interval; first polls are staggered over the bus's
-  shortest interval so that devices do not all fire at once; a slot that was missed is skipped, never made up in a burst;
+- every device polls each of its poll groups on its own interval; first polls are staggered over the
+  bus's shortest interval so that devices do not all fire at once; a slot that was missed is skipped,
+  never made up in a burst;
 - commands (tare, zero, weigh now, writes, poll now) jump ahead of polls;
 - a device that fails ``skip_after`` polls in a row sits out for ``skip_base_s`` (doubling per episode up to
   ``skip_max_s``) and is then probed with one poll — a dead slave costs its neighbours one timeout per episode;

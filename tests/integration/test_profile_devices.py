@@ -106,9 +106,9 @@ def test_an_invalid_profile_stops_the_agent_before_any_io(tmp_path: Path, capsys
     err = capsys.readouterr().err
     assert f"{profiles / 'th-probe.yaml'}: points[0].data_type: 'int61' is not one of" in err
     assert not (tmp_path / "var").exists()  # no outbox was created
+    cfg = parse_config({"node_id": "n1", "broker": {"url": "mqtt://h"},
+                        "buses": [{"id": "b1", "kind": "tcp", "address": "tcp://127.0.0.1:1"}],
+                        "devices": [{"id": "p1", "profile": "th-probe", "bus": "b1",
+                                     "poll_groups": {"turbo": 1}}]}, source="node.yaml")
     with pytest.raises(ConfigError, match="has no poll group 'turbo'"):
-        cfg = parse_config({"node_id": "n1", "broker": {"url": "mqtt://h"},
-                            "buses": [{"id": "b1", "kind": "tcp", "address": "tcp://127.0.0.1:1"}],
-                            "devices": [{"id": "p1", "profile": "th-probe", "bus": "b1",
-                                         "poll_groups": {"turbo": 1}}]}, source="node.yaml")
         build_buses(cfg, Collector(), source="node.yaml")
