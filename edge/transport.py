@@ -80,14 +80,10 @@ class LineTransport:
         if data:
             self._feed(data)
 
-    async def request(self, command: bytes, *, timeout_s: float, skip: tuple[bytes, ...] = ()) -> bytes:
-        """Send ``command`` and return the next complete line (DeviceIOError when the connection is gone).
-
-        Lines starting with one of ``skip`` are unsolicited (a power-up identification) and passed over."""
+    async def write(self, command: bytes) -> None:
+        """Send ``command`` without waiting for an answer (devices that acknowledge nothing)."""
         if not self.is_open:
             raise DeviceIOError(self.device, "not connected")
-        while not self._lines.empty():  # stale output (power-up identification, late answers)
-            self._lines.get_nowait()
         try:
             if self._writer is not None:
                 self._writer.write(command)
@@ -97,6 +93,16 @@ class LineTransport:
                 await asyncio.to_thread(self._serial.write, command)
         except (OSError, serial.SerialException) as exc:
             raise DeviceIOError(self.device, f"write failed: {exc}") from exc
+
+    async def request(self, command: bytes, *, timeout_s: float, skip: tuple[bytes, ...] = ()) -> bytes:
+        """Send ``command`` and return the next complete line (DeviceIOError when the connection is gone).
+
+        Lines starting with one of ``skip`` are unsolicited (a power-up identification) and passed over."""
+        if not self.is_open:
+            raise DeviceIOError(self.device, "not connected")
+        while not self._lines.empty():  # stale output (power-up identification, late answers)
+            self._lines.get_nowait()
+        await self.write(command)
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:
             remaining = deadline - asyncio.get_running_loop().time()

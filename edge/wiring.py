@@ -13,6 +13,7 @@ from edge.bus.health import RecordSink
 from edge.bus.scheduler import BusScheduler, Driver
 from edge.config import BusConfig, ModbusDevice, NodeConfig, ProfileDevice, ScaleDevice
 from edge.devices.modbus import ModbusDriver, ModbusOptions
+from edge.devices.sartorius import SbiDriver
 from edge.devices.scale import MtSicsDriver
 from protocols.modbus_maps import DEVICE_MAPS
 from sync.config_errors import ConfigError
@@ -56,12 +57,13 @@ def _profile_driver(cfg: NodeConfig, dev: ProfileDevice, bus: BusConfig,
             one_request_per_point=m.one_request_per_point, close_after_poll=m.close_after_poll,
             pause_between_requests_s=m.pause_between_requests_s, retries=profile.transport.retries,
             report_every_s=dev.report_every_s), writable=profile.modbus_points(writable=True))
-    if profile.protocol == "mtsics":
+    if profile.protocol in ("mtsics", "sartorius-sbi"):
         if not isinstance(conn, LineConnection):
             raise ConfigError(source, [f"devices[{dev.id}].bus: a scale needs a bus of kind line, "
                                        f"{bus.id!r} is {bus.kind}"])
         interval = min(groups.values()) if groups else 0.5
-        return MtSicsDriver(dev.id, conn, sink, interval_s=interval, timeout_s=bus.timeout_s,
+        driver_class = MtSicsDriver if profile.protocol == "mtsics" else SbiDriver
+        return driver_class(dev.id, conn, sink, interval_s=interval, timeout_s=bus.timeout_s,
                             threshold=dev.weighing.threshold, empty_below=dev.weighing.empty_below)
     raise ConfigError(source, [f"devices[{dev.id}].profile: protocol {profile.protocol!r} of profile "
                                f"{profile.profile!r} is not supported by this agent yet"])

@@ -112,3 +112,35 @@ def test_an_invalid_profile_stops_the_agent_before_any_io(tmp_path: Path, capsys
                                      "poll_groups": {"turbo": 1}}]}, source="node.yaml")
     with pytest.raises(ConfigError, match="has no poll group 'turbo'"):
         build_buses(cfg, Collector(), source="node.yaml")
+
+
+@pytest.mark.parametrize("form", [16, 22])
+async def test_sartorius_scale_by_profile_weighs_each_load_once(form: int) -> None:
+    from protocols.sim.sartorius import SartoriusScale
+    from protocols.sim.sartorius import serve_tcp as serve_sbi
+
+    scale = SartoriusScale(loads=[25, 40, 33], form=form, time_scale=0.05, capacity_kg=150)
+    server = await serve_sbi(scale, port=0)
+    port = server.sockets[0].getsockname()[1]
+    cfg = parse_config({
+        "node_id": "n1", "broker": {"url": "mqtt://127.0.0.1:1"},
+        "buses": [{"id": "line-1", "kind": "line", "address": f"tcp://127.0.0.1:{port}", "timeout_s": 0.5}],
+        "devices": [{"id": "counter-scale", "profile": "sartorius-sbi", "bus": "line-1",
+                     "poll_groups": {"default": 0.03}, "weighing": {"threshold": 5}}],
+    }, source="node.yaml")
+    sink = Collector()
+    (bus,) = build_buses(cfg, sink, source="node.yaml")
+    task = asyncio.create_task(bus.run())
+    try:
+        deadline = time.monotonic() + 20
+        while len([r for _, r in sink.records if r.kind == "weighing"]) < 2:
+            assert time.monotonic() < deadline, sink.records[-3:]
+            await asyncio.sleep(0.05)
+        weighings = [r.data for _, r in sink.records if r.kind == "weighing"]
+        assert [w["gross"] for w in weighings[:2]] in (["25.00", "40.00"], ["25.0", "40.0"], ["25", "40"]), weighings
+        assert all(w["unit"] == "kg" and w["scale_serial"] for w in weighings)
+        assert bus.drivers["counter-scale"].health.online is True
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        server.close()
