@@ -136,7 +136,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _bench_bus(args: argparse.Namespace) -> None:
+    import logging
+
     from edge.bench_bus import bench_serial, bench_tcp
+
+    for name in ("edge", "protocols"):  # the figures, not the devices' comings and goings
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     print("bus: serial line efficiency on a pty link with real wire timing …", flush=True)
     for baud, regs, eff, exchanges in bench_serial(seconds=min(args.seconds, 10.0)):

@@ -22,7 +22,8 @@ def test_readme_yaml_examples_validate() -> None:
     blocks = _yaml_blocks()
     assert len(blocks) == 2
     node = parse_config(yaml.safe_load(blocks[0]), source="README node example")
-    assert [d.type for d in node.devices] == ["mtsics-scale", "sdm630", "th-probe"]
+    assert [d.profile for d in node.devices] == ["mettler-toledo-mtsics", "eastron-sdm630", "th-probe"]
+    assert [b.kind for b in node.buses] == ["line", "rtu"]
     central = parse_settings(yaml.safe_load(blocks[1]), source="README central example")
     assert central.api.port == 8000
 

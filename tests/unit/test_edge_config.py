@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_example_node_config_is_valid() -> None:
     cfg = load_config(ROOT / "firmware-config/examples/node.yaml")
     assert cfg.node_id == "mill-01"
-    assert [d.id for d in cfg.devices] == ["bridge-1", "meter-1", "probe-1"]
+    assert [d.id for d in cfg.devices] == ["bridge-1", "meter-1", "probe-1", "silo-3"]
+    assert [b.kind for b in cfg.buses] == ["line", "rtu", "tcp"]
 
 
 BASE = {"node_id": "mill-01", "broker": {"url": "mqtt://127.0.0.1:1883"}}
