@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import serial
@@ -17,17 +19,23 @@ from edge.errors import DeviceIOError
 from protocols.mtsics import LineFramer
 
 
+class Framer(Protocol):
+    def feed(self, data: bytes) -> list[bytes]: ...
+
+
 class LineTransport:
     """One connection to one line-based device. ``request`` is not re-entrant: one bus task owns it."""
 
-    def __init__(self, device: str, address: str, *, baudrate: int = 9600) -> None:
+    def __init__(self, device: str, address: str, *, baudrate: int = 9600,
+                 framer_factory: Callable[[], Framer] = LineFramer) -> None:
         self.device = device
         self.address = address
         self.baudrate = baudrate
         self._lines: asyncio.Queue[bytes | DeviceIOError] = asyncio.Queue()
         self._eof = False
         self.generation = 0  # counts successful opens: a new connection may be a rebooted device
-        self._framer = LineFramer()
+        self._framer_factory = framer_factory
+        self._framer = framer_factory()
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._serial: serial.Serial | None = None
@@ -79,6 +87,21 @@ class LineTransport:
             return
         if data:
             self._feed(data)
+
+    async def next_frame(self, *, timeout_s: float) -> bytes:
+        """For devices that stream (Toledo Continuous): drop what is queued and return the next frame."""
+        if not self.is_open:
+            raise DeviceIOError(self.device, "not connected")
+        while not self._lines.empty():
+            self._lines.get_nowait()
+        try:
+            frame = await asyncio.wait_for(self._lines.get(), timeout_s)
+        except TimeoutError:
+            raise DeviceIOError(self.device, f"no frame within {timeout_s} s") from None
+        if isinstance(frame, DeviceIOError):
+            raise frame
+        self.last_frames = [*self.last_frames[-19:], frame]
+        return frame
 
     async def write(self, command: bytes) -> None:
         """Send ``command`` without waiting for an answer (devices that acknowledge nothing)."""
@@ -133,6 +156,6 @@ class LineTransport:
                 asyncio.get_running_loop().remove_reader(self._serial.fileno())
             self._serial.close()
             self._serial = None
-        self._framer = LineFramer()
+        self._framer = self._framer_factory()
         self._lines = asyncio.Queue()
         self._eof = False

@@ -15,7 +15,11 @@ from edge.config import BusConfig, ModbusDevice, NodeConfig, ProfileDevice, Scal
 from edge.devices.modbus import ModbusDriver, ModbusOptions
 from edge.devices.sartorius import SbiDriver
 from edge.devices.scale import MtSicsDriver
+from edge.devices.toledo import ToledoDriver
+from edge.profiles import DEFAULT_PROFILES_DIR, Profile, load_profile
 from protocols.modbus_maps import DEVICE_MAPS
+from protocols.mtsics import LineFramer
+from protocols.toledo import ToledoFramer
 from sync.config_errors import ConfigError
 
 
@@ -23,9 +27,10 @@ def _serial(bus: BusConfig) -> SerialParams:
     return SerialParams(baudrate=bus.baudrate, parity=bus.parity, stopbits=bus.stopbits, bytesize=bus.bytesize)
 
 
-def _connection(bus: BusConfig) -> ModbusConnection | LineConnection:
+def _connection(bus: BusConfig, *, streaming: bool = False) -> ModbusConnection | LineConnection:
     if bus.kind == "line":
-        return LineConnection(bus.id, bus.address, serial=_serial(bus), timeout_s=bus.timeout_s)
+        return LineConnection(bus.id, bus.address, serial=_serial(bus), timeout_s=bus.timeout_s,
+                              framer_factory=ToledoFramer if streaming else LineFramer)
     return ModbusConnection(bus.id, bus.kind, bus.address, serial=_serial(bus), timeout_s=bus.timeout_s)
 
 
@@ -35,11 +40,8 @@ def _implicit_bus(dev: ScaleDevice | ModbusDevice) -> BusConfig:
     return BusConfig(id=dev.id, kind=kind, address=dev.address, baudrate=baud, timeout_s=dev.timeout_s)
 
 
-def _profile_driver(cfg: NodeConfig, dev: ProfileDevice, bus: BusConfig,
+def _profile_driver(profile: Profile, dev: ProfileDevice, bus: BusConfig,
                     conn: ModbusConnection | LineConnection, sink: RecordSink, source: str) -> Driver:
-    from edge.profiles import DEFAULT_PROFILES_DIR, load_profile
-
-    profile = load_profile(dev.profile, profiles_dir=cfg.profiles_dir or DEFAULT_PROFILES_DIR)
     groups = {g.name: g.interval_s for g in profile.poll_groups}
     for name, interval in dev.poll_groups.items():
         if name not in groups:
@@ -57,12 +59,13 @@ def _profile_driver(cfg: NodeConfig, dev: ProfileDevice, bus: BusConfig,
             one_request_per_point=m.one_request_per_point, close_after_poll=m.close_after_poll,
             pause_between_requests_s=m.pause_between_requests_s, retries=profile.transport.retries,
             report_every_s=dev.report_every_s), writable=profile.modbus_points(writable=True))
-    if profile.protocol in ("mtsics", "sartorius-sbi"):
+    if profile.protocol in ("mtsics", "sartorius-sbi", "toledo-continuous"):
         if not isinstance(conn, LineConnection):
             raise ConfigError(source, [f"devices[{dev.id}].bus: a scale needs a bus of kind line, "
                                        f"{bus.id!r} is {bus.kind}"])
         interval = min(groups.values()) if groups else 0.5
-        driver_class = MtSicsDriver if profile.protocol == "mtsics" else SbiDriver
+        driver_class = {"mtsics": MtSicsDriver, "sartorius-sbi": SbiDriver, "toledo-continuous": ToledoDriver}[
+            profile.protocol]
         return driver_class(dev.id, conn, sink, interval_s=interval, timeout_s=bus.timeout_s,
                             threshold=dev.weighing.threshold, empty_below=dev.weighing.empty_below)
     raise ConfigError(source, [f"devices[{dev.id}].profile: protocol {profile.protocol!r} of profile "
@@ -73,11 +76,19 @@ def build_buses(cfg: NodeConfig, sink: RecordSink, *, source: str = "node config
     buses = {b.id: b for b in cfg.buses}
     members: dict[str, list[Driver]] = defaultdict(list)
     conns: dict[str, ModbusConnection | LineConnection] = {}
+    streaming_buses: set[str] = set()
     for dev in cfg.devices:
         if isinstance(dev, ProfileDevice):
             bus = buses[dev.bus]
-            conn = conns.setdefault(bus.id, _connection(bus))
-            members[bus.id].append(_profile_driver(cfg, dev, bus, conn, sink, source))
+            profile = load_profile(dev.profile, profiles_dir=cfg.profiles_dir or DEFAULT_PROFILES_DIR)
+            streaming = profile.protocol == "toledo-continuous"
+            if bus.id in conns and (streaming or bus.id in streaming_buses):
+                raise ConfigError(source, [f"devices[{dev.id}].bus: {bus.id!r} carries a streaming indicator "
+                                           "(toledo-continuous), which needs a line of its own"])
+            if streaming:
+                streaming_buses.add(bus.id)
+            conn = conns.setdefault(bus.id, _connection(bus, streaming=streaming))
+            members[bus.id].append(_profile_driver(profile, dev, bus, conn, sink, source))
             continue
         bus = _implicit_bus(dev)
         buses[bus.id] = bus

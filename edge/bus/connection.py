@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
@@ -19,8 +20,9 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
 from edge.errors import DeviceIOError
-from edge.transport import LineTransport
+from edge.transport import Framer, LineTransport
 from protocols.crc import check_crc
+from protocols.mtsics import LineFramer
 
 BusKind = Literal["rtu", "tcp", "rtu-over-tcp", "line"]
 FRAME_HISTORY = 20
@@ -133,12 +135,13 @@ class ModbusConnection:
 class LineConnection:
     """A serial scale's line (serial port or TCP serial server) wrapped as a bus connection."""
 
-    def __init__(self, bus_id: str, address: str, *, serial: SerialParams, timeout_s: float) -> None:
+    def __init__(self, bus_id: str, address: str, *, serial: SerialParams, timeout_s: float,
+                 framer_factory: Callable[[], Framer] = LineFramer) -> None:
         self.bus_id = bus_id
         self.address = address
         self.serial = serial
         self.timeout_s = timeout_s
-        self.transport = LineTransport(bus_id, address, baudrate=serial.baudrate)
+        self.transport = LineTransport(bus_id, address, baudrate=serial.baudrate, framer_factory=framer_factory)
 
     @property
     def is_open(self) -> bool:

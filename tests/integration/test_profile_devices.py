@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,37 @@ async def test_sartorius_scale_by_profile_weighs_each_load_once(form: int) -> No
         assert [w["gross"] for w in weighings[:2]] in (["25.00", "40.00"], ["25.0", "40.0"], ["25", "40"]), weighings
         assert all(w["unit"] == "kg" and w["scale_serial"] for w in weighings)
         assert bus.drivers["counter-scale"].health.online is True
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        server.close()
+
+
+async def test_toledo_continuous_stream_by_profile_weighs_each_truck_once() -> None:
+    from protocols.sim.toledo import ToledoIndicator
+    from protocols.sim.toledo import serve_tcp as serve_toledo
+
+    indicator = ToledoIndicator(trucks=[24560, 18420, 30000], time_scale=0.05, garbage_every=40)
+    server = await serve_toledo(indicator, port=0)
+    port = server.sockets[0].getsockname()[1]
+    cfg = parse_config({
+        "node_id": "n1", "broker": {"url": "mqtt://127.0.0.1:1"},
+        "buses": [{"id": "line-1", "kind": "line", "address": f"tcp://127.0.0.1:{port}", "timeout_s": 0.5}],
+        "devices": [{"id": "bridge-2", "profile": "toledo-continuous", "bus": "line-1",
+                     "poll_groups": {"default": 0.03}, "weighing": {"threshold": 500}}],
+    }, source="node.yaml")
+    sink = Collector()
+    (bus,) = build_buses(cfg, sink, source="node.yaml")
+    task = asyncio.create_task(bus.run())
+    try:
+        deadline = time.monotonic() + 20
+        while len([r for _, r in sink.records if r.kind == "weighing"]) < 2:
+            assert time.monotonic() < deadline, sink.records[-3:]
+            await asyncio.sleep(0.05)
+        grosses = [r.data["gross"] for _, r in sink.records if r.kind == "weighing"]
+        assert [int(Decimal(g)) for g in grosses[:2]] in ([24560, 18420], [18420, 30000]), grosses
+        answer = await asyncio.wait_for(bus.submit("bridge-2", "print"), 5)
+        assert answer == {"status": "sent"}
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
