@@ -5,7 +5,7 @@ rate needs. A TCP endpoint (a gateway with several unit ids behind it, or one de
 same rules hold everywhere:
 
 - every device polls each of its poll groups on its own interval; first polls are staggered over the
-  bus's shortest interval so that devices do not all fire at once; a slot that was missed is skipped,
+  bus's shortest interval (at most 2 s) so that devices do not all fire at once; a slot that was missed is skipped,
   never made up in a burst;
 - commands (tare, zero, weigh now, writes, poll now) jump ahead of polls;
 - a device that fails ``skip_after`` polls in a row sits out for ``skip_base_s`` (doubling per episode up to
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 DEFAULT_SKIP_AFTER = 3
 DEFAULT_SKIP_BASE_S = 5.0
 DEFAULT_SKIP_MAX_S = 300.0
+MAX_STAGGER_S = 2.0
 
 
 class ExchangeError(Exception):
@@ -129,9 +130,10 @@ class BusScheduler:
     def _initial_schedule(self) -> list[tuple[float, int, str, str]]:
         jobs = [(d, g, iv) for d in self.drivers.values() for g, iv in sorted(d.groups.items())]
         now = self.clock()
-        # spread the first polls over the bus's shortest interval: a silo cable polled every 10 min still
-        # answers within seconds of a start, and devices on a fast bus do not all fire at once
+        # spread the first polls over the bus's shortest interval (at most MAX_STAGGER_S): a silo cable polled
+        # every 10 min still answers within seconds of a start, and devices on a fast bus do not all fire at once
         window = min((iv for _, _, iv in jobs), default=0.0)
+        window = min(window, MAX_STAGGER_S)
         heap = []
         for i, (drv, group, _interval) in enumerate(jobs):
             heap.append((now + window * i / max(len(jobs), 1), next(self._order), drv.device_id, group))

@@ -176,3 +176,29 @@ async def test_toledo_continuous_stream_by_profile_weighs_each_truck_once() -> N
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         server.close()
+
+
+async def test_rtu_over_tcp_bus_through_a_serial_device_server() -> None:
+    from protocols.sim.modbus_rtu import start_modbus_rtu_over_tcp
+
+    sim = await start_modbus_rtu_over_tcp({1: ThProbeModel(seed=1), 7: SiloCableModel(8, seed=7)})
+    cfg = parse_config({
+        "node_id": "n1", "broker": {"url": "mqtt://127.0.0.1:1"},
+        "buses": [{"id": "moxa-1", "kind": "rtu-over-tcp", "address": f"tcp://127.0.0.1:{sim.port}",
+                   "timeout_s": 0.3}],
+        "devices": [{"id": "probe-1", "profile": "th-probe", "bus": "moxa-1", "unit_id": 1},
+                    {"id": "silo-7", "profile": "silo-cable-8", "bus": "moxa-1", "unit_id": 7}],
+    }, source="node.yaml")
+    sink = Collector()
+    (bus,) = build_buses(cfg, sink, source="node.yaml")
+    task = asyncio.create_task(bus.run())
+    try:
+        deadline = time.monotonic() + 10
+        while not (sink.values("probe-1") and len(sink.values("silo-7")) == 8):
+            assert time.monotonic() < deadline, (sink.values("silo-7"), dict(bus.drivers["silo-7"].health.errors))
+            await asyncio.sleep(0.05)
+        assert 15 <= sink.values("probe-1")["temperature"] <= 30  # type: ignore[operator]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sim.stop()
