@@ -1,1 +1,1 @@
-"""Device pollers: one task per device reads it on its interval and turns answers into records."""
+"""Device drivers: what one device on a bus does in a poll or a command (the bus scheduler calls them)."""
