@@ -184,7 +184,8 @@ class Outbox:
         """Central holds everything ≤ ``acked_seq``: forget it. Returns the number of records released.
 
         An ack beyond what was produced is refused (it cannot come from a correct central)."""
-        produced = self.stats()[stream].produced
+        (next_seq,) = self._db.execute("SELECT next_seq FROM streams WHERE stream=?", (stream,)).fetchone()
+        produced = next_seq - 1
         if acked_seq > produced:
             raise OutboxError(
                 f"outbox {self.path}: ack for {stream} seq {acked_seq} beyond the last produced seq {produced}"

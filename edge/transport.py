@@ -1,7 +1,8 @@
 """Line-oriented transports for serial scales: TCP (a serial device server or the simulator) and a real serial
 line (``serial:///dev/ttyUSB0``, pseudo-terminals included).
 
-Both feed received bytes through ``protocols.mtsics.LineFramer`` into a queue; ``request`` discards stale lines
+Both feed received bytes through a framer (``protocols.mtsics.LineFramer`` for CR LF lines, or e.g.
+``protocols.toledo.ToledoFramer`` for a stream of fixed frames) into a queue; ``request`` discards stale lines
 (a scale sends ``I4 A "…"`` at power-up), writes the command and waits for the next line.
 """
 
