@@ -1,4 +1,4 @@
-"""``floorgate central …`` sub-commands: migrate, run, ingest."""
+"""``floorgate central …`` sub-commands: migrate, run, ingest, node register|list."""
 
 from __future__ import annotations
 
@@ -29,6 +29,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Run only the MQTT ingest consumer; start several with distinct --client-id to share the load.")
     i.add_argument("--client-id", help="MQTT client id of this worker (default: from the config)")
     i.set_defaults(func=_ingest)
+    i.add_argument("--share-group", help="MQTT 5 shared subscription group (overrides ingest.share_group)")
+
+    node = sub.add_parser("node", help="enrol nodes and list them",
+                          description="Register a node's public signing key at central, or list the nodes.")
+    nsub = node.add_subparsers(dest="node_command", required=True, metavar="COMMAND")
+    reg = nsub.add_parser("register", help="register (or replace) a node's Ed25519 public key",
+                          description="Register NODE with the public key its agent printed (`floorgate edge enrol`). "
+                          "Batches of a node without a registered key are quarantined.")
+    reg.add_argument("node_id", metavar="NODE")
+    key = reg.add_mutually_exclusive_group(required=True)
+    key.add_argument("--public-key", metavar="KEY", help="ed25519:<base64>, as printed by `floorgate edge enrol`")
+    key.add_argument("--public-key-file", metavar="FILE", help="a file holding the key (text or PEM)")
+    reg.add_argument("--config", required=True, metavar="CENTRAL_YAML")
+    reg.set_defaults(func=_node_register)
+    ls = nsub.add_parser("list", help="list nodes with key fingerprint, last heartbeat and backlog",
+                         description="List the nodes central knows, with their enrolment and last heartbeat.")
+    ls.add_argument("--config", required=True, metavar="CENTRAL_YAML")
+    ls.set_defaults(func=_node_list)
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -60,5 +78,60 @@ def _ingest(args: argparse.Namespace) -> int:
     from central.runner import Central, run_until_signal
 
     settings = load_settings(args.config)
+    if args.share_group:
+        settings = settings.model_copy(
+            update={"ingest": settings.ingest.model_copy(update={"share_group": args.share_group})})
     asyncio.run(run_until_signal(Central(settings, with_api=False, client_id=args.client_id)))
+    return 0
+
+
+def _sessions(config: str):  # type: ignore[no-untyped-def]
+    from central.config import load_settings
+    from central.db.engine import make_engine, make_session_factory
+
+    engine = make_engine(load_settings(config).database_url)
+    return engine, make_session_factory(engine)
+
+
+def _node_register(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from central.nodes import register_node
+    from sync.errors import SyncError
+
+    text = args.public_key
+    if args.public_key_file:
+        try:
+            text = Path(args.public_key_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            print(f"floorgate: {args.public_key_file}: cannot read: {exc.strerror}")
+            return 2
+    engine, sessions = _sessions(args.config)
+    try:
+        fp, replaced = register_node(sessions, args.node_id, text)
+    except SyncError as exc:
+        print(f"floorgate: node {args.node_id}: public key: {exc}")
+        return 2
+    finally:
+        engine.dispose()
+    print(f"node {args.node_id} registered, key fingerprint {fp}{' (previous key replaced)' if replaced else ''}")
+    return 0
+
+
+def _node_list(args: argparse.Namespace) -> int:
+    from central.nodes import list_nodes
+
+    engine, sessions = _sessions(args.config)
+    try:
+        nodes = list_nodes(sessions)
+    finally:
+        engine.dispose()
+    print(f"{'node':20} {'key':17} {'last heartbeat':26} {'version':8} {'skew s':>7}  backlog / alarms")
+    for n in nodes:
+        hb = n.heartbeat or {}
+        backlog = " ".join(f"{s}={v.get('pending')}" for s, v in (hb.get("streams") or {}).items())
+        alarms = "; ".join(hb.get("alarms") or [])
+        print(f"{n.node_id:20} {n.key_fingerprint or 'NOT ENROLLED':17} {n.last_heartbeat_at or '-'!s:26} "
+              f"{n.software_version or '-':8} {n.clock_skew_s if n.clock_skew_s is not None else '-':>7}  "
+              f"{backlog} {alarms}{'  CLOCK: ' + n.clock_flag if n.clock_flag else ''}")
     return 0

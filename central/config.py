@@ -54,11 +54,21 @@ class ApiSettings(_Model):
     port: int = Field(8000, ge=0, le=65535)
 
 
+class IngestSettings(_Model):
+    share_group: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="MQTT 5 shared subscription group: several ingest workers with the same group split the load")
+    replay_after_s: float = Field(
+        30.0, gt=0, description="a gap between central's mark and the node's head that stays this long → replay")
+    max_clock_skew_s: float = Field(60.0, gt=0, description="a node clock further off than this is flagged")
+
+
 class CentralSettings(_Model):
     database_url: str = Field(description="SQLAlchemy URL: postgresql+psycopg://… or sqlite:///path.db")
     broker: BrokerSettings = BrokerSettings()
     metrics: MetricsSettings = Field(description="where readings go: InfluxDB v1/v2, or an embedded SQLite store")
     api: ApiSettings = ApiSettings()
+    ingest: IngestSettings = IngestSettings()
     device_stale_after_s: float = Field(120.0, gt=0, description="a device not heard of for this long is offline")
 
     @field_validator("database_url")

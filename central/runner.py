@@ -35,7 +35,8 @@ class Central:
             self.store.ensure_ready()
         except MetricsStoreError as exc:  # ingest retries; readings wait on the edge meanwhile
             log.warning("metrics store not ready yet: %s", exc)
-        self.ingest = IngestService(settings.broker, self.sessions, self.store, client_id=client_id)
+        self.ingest = IngestService(settings.broker, self.sessions, self.store, client_id=client_id,
+                                    settings=settings.ingest)
         self.app = (
             create_app(settings, sessions=self.sessions, store=self.store, ingest=self.ingest) if with_api else None
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 
 from sync.config_errors import ConfigError
 
@@ -25,9 +26,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check.add_argument("--config", required=True, metavar="NODE_YAML")
     check.set_defaults(func=_check)
     status = sub.add_parser("status", help="show the outbox figures of a node",
-                            description="Print produced / acknowledged / pending records per stream.")
+                            description="Print per stream: produced, acknowledged and pending records, the age of "
+                            "the oldest pending one and the records given up to the disk quota.")
     status.add_argument("--config", required=True, metavar="NODE_YAML")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(func=_status)
+    enrol = sub.add_parser("enrol", help="make the node's signing key (if missing) and print its public key",
+                           description="Create the node's Ed25519 signing key (at key_file, default "
+                           "<data_dir>/node.key) unless it exists, and print the public key and the command that "
+                           "registers it at central.")
+    enrol.add_argument("--config", required=True, metavar="NODE_YAML")
+    enrol.set_defaults(func=_enrol)
 
 
 def _load(path: str):  # type: ignore[no-untyped-def]
@@ -55,10 +64,35 @@ def _status(args: argparse.Namespace) -> int:
     from edge.outbox import read_stats
 
     cfg = _load(args.config)
-    epoch, stats = read_stats(cfg.data_dir / OUTBOX_FILE)
-    print(f"node {cfg.node_id} epoch {epoch}")
+    path = cfg.data_dir / OUTBOX_FILE
+    if not path.exists():
+        print(f"floorgate: node {cfg.node_id}: no outbox at {path} yet (the agent has not run)")
+        return 1
+    epoch, stats = read_stats(path)
+    if args.json:
+        print(json.dumps({"node": cfg.node_id, "epoch": epoch, "streams": {
+            name: {"produced": s.produced, "acked": s.acked, "pending": s.pending, "lost": s.lost,
+                   "oldest_age_s": s.oldest_age_s()} for name, s in stats.items()}}, indent=2))
+        return 0
+    print(f"node {cfg.node_id} epoch {epoch}  outbox {path}")
+    print(f"  {'stream':9} {'produced':>10} {'acked':>10} {'pending':>10} {'oldest pending':>15} {'lost':>8}")
     for stream, s in stats.items():
-        print(f"  {stream:9} produced {s.produced:8}  acked {s.acked:8}  pending {s.pending:8}")
+        age = s.oldest_age_s()
+        age_text = "-" if age is None else f"{age:.1f} s"
+        print(f"  {stream:9} {s.produced:10} {s.acked:10} {s.pending:10} {age_text:>15} {s.lost:8}")
+    return 0
+
+
+def _enrol(args: argparse.Namespace) -> int:
+    from sync.signing import fingerprint, load_or_create_private_key, public_key_text
+
+    cfg = _load(args.config)
+    key, created = load_or_create_private_key(cfg.key_path)
+    print(f"node {cfg.node_id}: {'new' if created else 'existing'} signing key {cfg.key_path}")
+    print(f"fingerprint {fingerprint(key)}")
+    print(f"public key  {public_key_text(key)}")
+    print(f"register it at central with:\n  floorgate central node register {cfg.node_id} "
+          f"--public-key {public_key_text(key)} --config CENTRAL_YAML")
     return 0
 
 

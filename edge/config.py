@@ -85,6 +85,41 @@ class UplinkConfig(_Model):
     retry_max_s: float = Field(30.0, gt=0)
 
 
+class OutboxConfig(_Model):
+    quota_mb: float | None = Field(
+        None, gt=0, description="disk quota of the outbox; when reached, readings are thinned, then the oldest "
+        "dropped (counted as loss); business records are never dropped (default: no quota)")
+    readings_commit_ms: float = Field(
+        200.0, ge=0, description="readings and health are committed together at most this often (0: each at once)")
+
+    @property
+    def quota_bytes(self) -> int | None:
+        return None if self.quota_mb is None else int(self.quota_mb * 1024 * 1024)
+
+
+class HttpConfig(_Model):
+    listen: str | None = Field(
+        "127.0.0.1:8181", description="HOST:PORT of the node's local /health and /metrics (null: off)")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8181")
+        return v
+
+    @property
+    def host(self) -> str:
+        return (self.listen or "").rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int((self.listen or ":0").rpartition(":")[2])
+
+
 class WeighingConfig(_Model):
     threshold: Decimal = Field(Decimal(200), ge=0, description="stable weight above this after motion = weighing")
     empty_below: Decimal | None = Field(
@@ -184,11 +219,20 @@ class NodeConfig(_Model):
     data_dir: Path = Path("./var/edge")
     broker: BrokerConfig
     uplink: UplinkConfig = UplinkConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    http: HttpConfig = HttpConfig()
+    key_file: Path | None = Field(
+        None, description="the node's Ed25519 signing key (default: <data_dir>/node.key; made on first start)")
     health_interval_s: float = Field(30.0, gt=0)
+    heartbeat_interval_s: float = Field(5.0, gt=0, description="backlog and alarms to central this often")
     profiles_dir: Path | None = Field(
         None, description="where profiles are looked up (default: firmware-config/profiles)")
     buses: list[BusConfig] = Field(default_factory=list)
     devices: list[DeviceConfig] = Field(default_factory=list)
+
+    @property
+    def key_path(self) -> Path:
+        return self.key_file or self.data_dir / "node.key"
 
     @field_validator("node_id")
     @classmethod
@@ -250,6 +294,8 @@ def load_config(path: str | Path) -> NodeConfig:
     cfg = parse_config(data, source=str(p))
     if not cfg.data_dir.is_absolute():
         cfg = cfg.model_copy(update={"data_dir": (p.parent / cfg.data_dir).resolve()})
+    if cfg.key_file is not None and not cfg.key_file.is_absolute():
+        cfg = cfg.model_copy(update={"key_file": (p.parent / cfg.key_file).resolve()})
     if cfg.profiles_dir is not None and not cfg.profiles_dir.is_absolute():
         cfg = cfg.model_copy(update={"profiles_dir": (p.parent / cfg.profiles_dir).resolve()})
     return cfg

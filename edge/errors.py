@@ -25,3 +25,8 @@ class DeviceIOError(EdgeError):
 
 class OutboxError(EdgeError):
     pass
+
+
+class OutboxFull(OutboxError):
+    """A business record could not be stored (disk quota full of records that may not be given up, or the disk
+    itself full): the producing device is stopped and an alarm raised."""

@@ -1,10 +1,16 @@
-"""The uplink: publishes batches of outbox records over MQTT (QoS 1) and releases them only when central
+"""The uplink: publishes signed batches of outbox records over MQTT (QoS 1) and releases them only when central
 acknowledges them at the application level.
 
 Per stream it keeps a send cursor (``sent_upto``) and a bounded window of unacknowledged batches. A batch that is
 not acknowledged within ``ack_timeout_s`` (growing with backoff up to ``retry_max_s``), and every batch after a
 reconnect or restart, is sent again from the last acknowledgement — central's inbox makes a resend harmless.
-Streams are served in priority order: business, health, readings.
+Sequence numbers central reports as ``held`` beyond a gap are not sent again. Streams are served in priority
+order: business, health, readings.
+
+Every batch carries a batch number (``bno`` = agent start × 2³² + counter, so it only grows) and is signed with
+the node's Ed25519 key. A heartbeat with the backlog of every stream, the alarms and the clocks goes to central
+every ``heartbeat_interval_s``; central answers a gap that stays open with a replay request, which moves the send
+cursor back.
 """
 
 from __future__ import annotations
@@ -14,19 +20,33 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiomqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge import __version__
 from edge.config import NodeConfig
 from edge.mqtt import make_client
-from edge.outbox import Outbox
-from sync.envelope import Batch, decode_ack, encode_batch
+from edge.outbox import Outbox, os_boot_id
+from sync.envelope import (
+    Batch,
+    Heartbeat,
+    StreamBacklog,
+    decode_ack,
+    decode_replay,
+    encode_batch,
+    encode_heartbeat,
+)
 from sync.errors import DecodeError
+from sync.signing import sign
 from sync.streams import STREAMS
-from sync.topics import ack_topic, batch_topic
+from sync.topics import ack_topic, batch_topic, heartbeat_topic, replay_topic
 
 log = logging.getLogger(__name__)
+
+MAX_HELD = 10_000
 
 
 @dataclass
@@ -34,32 +54,50 @@ class _StreamState:
     sent_upto: int
     in_flight: deque[tuple[int, float]] = field(default_factory=deque)  # (last_seq, deadline)
     timeouts: int = 0
+    held: set[int] = field(default_factory=set)  # seqs central holds beyond its contiguous mark
 
 
 @dataclass
 class UplinkCounters:
     batches_sent: int = 0
     records_sent: int = 0
+    bytes_sent: int = 0
     resends: int = 0
     acks: int = 0
     bad_acks: int = 0
+    replays: int = 0
+    heartbeats: int = 0
     connects: int = 0
+    last_ack_at: float | None = None
 
 
 class Uplink:
-    def __init__(self, cfg: NodeConfig, outbox: Outbox) -> None:
+    def __init__(self, cfg: NodeConfig, outbox: Outbox, key: Ed25519PrivateKey, *,
+                 alarms: Callable[[], list[str]] = list) -> None:
         self.cfg = cfg
         self.outbox = outbox
+        self.key = key
+        self.alarms = alarms
         self.wake = asyncio.Event()
         self.connected = False
         self.counters = UplinkCounters()
+        self.boot_id = os_boot_id()
+        self._bno = outbox.start_no << 32
         self._state: dict[str, _StreamState] = {}
         self._order = sorted(STREAMS, key=lambda s: STREAMS[s].priority)
         self._reset_cursors()
 
+    def _signer(self, body: bytes) -> str:
+        return sign(self.key, body)
+
+    def _next_bno(self) -> int:
+        self._bno += 1
+        return self._bno
+
     def _reset_cursors(self) -> None:
         for stream in self._order:
-            self._state[stream] = _StreamState(sent_upto=self.outbox.acked_seq(stream))
+            held = self._state[stream].held if stream in self._state else set()
+            self._state[stream] = _StreamState(sent_upto=self.outbox.acked_seq(stream), held=held)
 
     async def run(self) -> None:
         delay = self.cfg.uplink.retry_min_s
@@ -73,13 +111,17 @@ class Uplink:
                     log.info("uplink connected to %s as %s", self.cfg.broker.url, client_id)
                     self._reset_cursors()  # resend everything not acknowledged
                     await client.subscribe(ack_topic(self.cfg.node_id), qos=1)
-                    receiver = asyncio.create_task(self._receive(client))
+                    await client.subscribe(replay_topic(self.cfg.node_id), qos=1)
+                    helpers = [asyncio.create_task(self._receive(client)),
+                               asyncio.create_task(self._heartbeat_loop(client))]
                     try:
-                        await self._send_loop(client)
+                        await self._send_loop(client, helpers)
                     finally:
-                        receiver.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                            await receiver
+                        for t in helpers:
+                            t.cancel()
+                        for t in helpers:
+                            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                                await t
             except aiomqtt.MqttError as exc:
                 if self.connected:
                     log.warning("uplink lost the broker: %s", exc)
@@ -90,25 +132,33 @@ class Uplink:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.cfg.uplink.retry_max_s)
 
+    # -- down: acks and replay requests ------------------------------------------------------------------------------
     async def _receive(self, client: aiomqtt.Client) -> None:
+        replay = replay_topic(self.cfg.node_id)
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
             try:
-                ack = decode_ack(payload)
+                if message.topic.matches(replay):
+                    req = decode_replay(payload)
+                    node, epoch = req.node, req.epoch
+                else:
+                    ack = decode_ack(payload)
+                    node, epoch = ack.node, ack.epoch
             except DecodeError as exc:
                 self.counters.bad_acks += 1
-                log.error("uplink: malformed ack on %s: %s", message.topic, exc)
+                log.error("uplink: malformed message on %s: %s", message.topic, exc)
                 continue
-            if ack.node != self.cfg.node_id or ack.epoch != self.outbox.epoch:
+            if node != self.cfg.node_id or epoch != self.outbox.epoch:
                 self.counters.bad_acks += 1
-                log.warning(
-                    "uplink: ack for node %s epoch %s ignored (we are %s epoch %s)",
-                    ack.node, ack.epoch, self.cfg.node_id, self.outbox.epoch,
-                )
+                log.warning("uplink: message for node %s epoch %s ignored (we are %s epoch %s)",
+                            node, epoch, self.cfg.node_id, self.outbox.epoch)
                 continue
-            self._on_ack(ack.stream, ack.acked_seq)
+            if message.topic.matches(replay):
+                self._on_replay(req.stream, req.from_seq, req.reason)
+            else:
+                self._on_ack(ack.stream, ack.acked_seq, ack.held)
 
-    def _on_ack(self, stream: str, acked_seq: int) -> None:
+    def _on_ack(self, stream: str, acked_seq: int, held: tuple[int, ...] = ()) -> None:
         try:
             released = self.outbox.ack(stream, acked_seq)
         except Exception as exc:
@@ -116,21 +166,64 @@ class Uplink:
             log.error("uplink: %s", exc)
             return
         self.counters.acks += 1
+        self.counters.last_ack_at = time.time()
         st = self._state[stream]
         while st.in_flight and st.in_flight[0][0] <= acked_seq:
             st.in_flight.popleft()
         st.sent_upto = max(st.sent_upto, acked_seq)
+        st.held = {s for s in st.held if s > acked_seq} | {s for s in held if s > acked_seq}
+        if len(st.held) > MAX_HELD:
+            st.held = set(sorted(st.held)[:MAX_HELD])
         if released:
             st.timeouts = 0
         self.wake.set()
 
+    def _on_replay(self, stream: str, from_seq: int, reason: str) -> None:
+        st = self._state[stream]
+        acked = self.outbox.acked_seq(stream)
+        self.counters.replays += 1
+        if from_seq <= acked:
+            log.error("uplink: central asks for %s from seq %d, but acknowledged up to %d already (%s)",
+                      stream, from_seq, acked, reason)
+            from_seq = acked + 1
+        log.warning("uplink: central asks for %s again from seq %d: %s", stream, from_seq, reason)
+        st.sent_upto = min(st.sent_upto, from_seq - 1)
+        st.in_flight.clear()
+        st.held = {s for s in st.held if s < from_seq}
+        self.wake.set()
+
+    # -- up: batches and heartbeats ----------------------------------------------------------------------------------
     def _ack_timeout(self, st: _StreamState) -> float:
         up = self.cfg.uplink
         return min(up.ack_timeout_s * (2 ** min(st.timeouts, 10)), max(up.retry_max_s, up.ack_timeout_s))
 
-    async def _send_loop(self, client: aiomqtt.Client) -> None:
+    def _next_batch(self, stream: str, st: _StreamState) -> Batch | None:
         up = self.cfg.uplink
         while True:
+            run = self.outbox.pending_run(stream, after_seq=st.sent_upto, limit=up.batch_max_records)
+            records = run.records
+            if not records:
+                return None
+            if st.held and records[0].seq in st.held and records[0].first_seq == records[0].seq:
+                skip = 0  # central has these already: move the cursor over them
+                while skip < len(records) and records[skip].seq in st.held:
+                    skip += 1
+                st.sent_upto = records[skip - 1].seq
+                continue
+            for i, r in enumerate(records[1:], 1):
+                if r.seq in st.held:
+                    records = records[:i]
+                    break
+            return Batch(node=self.cfg.node_id, epoch=self.outbox.epoch, stream=stream, records=tuple(records),
+                         sent_at_ns=time.time_ns(), bno=self._next_bno(), boot_id=run.boot_id,
+                         sent_mono_ns=time.monotonic_ns())
+
+    async def _send_loop(self, client: aiomqtt.Client, helpers: list[asyncio.Task[None]]) -> None:
+        up = self.cfg.uplink
+        while True:
+            for t in helpers:
+                if t.done() and not t.cancelled() and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
             self.wake.clear()
             now = time.monotonic()
             for stream in self._order:
@@ -139,29 +232,40 @@ class Uplink:
                     st.timeouts += 1
                     self.counters.resends += 1
                     acked = self.outbox.acked_seq(stream)
-                    log.warning(
-                        "uplink: no ack for %s up to seq %d; resending from seq %d",
-                        stream, st.in_flight[-1][0], acked + 1,
-                    )
+                    log.warning("uplink: no ack for %s up to seq %d; resending from seq %d",
+                                stream, st.in_flight[-1][0], acked + 1)
                     st.in_flight.clear()
                     st.sent_upto = acked
                 while len(st.in_flight) < up.max_in_flight:
-                    records = self.outbox.pending(stream, after_seq=st.sent_upto, limit=up.batch_max_records)
-                    if not records:
+                    batch = self._next_batch(stream, st)
+                    if batch is None:
                         break
-                    batch = Batch(
-                        node=self.cfg.node_id,
-                        epoch=self.outbox.epoch,
-                        stream=stream,
-                        records=tuple(records),
-                        sent_at_ns=time.time_ns(),
-                    )
-                    await client.publish(
-                        batch_topic(self.cfg.node_id, stream), encode_batch(batch), qos=1, timeout=up.ack_timeout_s
-                    )
+                    payload = encode_batch(batch, signer=self._signer)
+                    await client.publish(batch_topic(self.cfg.node_id, stream), payload, qos=1,
+                                         timeout=up.ack_timeout_s)
                     self.counters.batches_sent += 1
-                    self.counters.records_sent += len(records)
+                    self.counters.records_sent += len(batch.records)
+                    self.counters.bytes_sent += len(payload)
                     st.sent_upto = batch.last_seq
                     st.in_flight.append((batch.last_seq, time.monotonic() + self._ack_timeout(st)))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), 0.5)
+
+    def heartbeat(self) -> Heartbeat:
+        now = time.time_ns()
+        stats = self.outbox.stats()
+        streams = {
+            name: StreamBacklog(head=s.produced, acked=s.acked, pending=s.pending, oldest_age_s=s.oldest_age_s(now),
+                                lost=s.lost + self.outbox.lost_unstored.get(name, 0))
+            for name, s in stats.items()
+        }
+        return Heartbeat(node=self.cfg.node_id, epoch=self.outbox.epoch, bno=self._next_bno(), sent_at_ns=now,
+                         mono_ns=time.monotonic_ns(), boot_id=self.boot_id, version=__version__, streams=streams,
+                         alarms=tuple(self.alarms()))
+
+    async def _heartbeat_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            payload = encode_heartbeat(self.heartbeat(), signer=self._signer)
+            await client.publish(heartbeat_topic(self.cfg.node_id), payload, qos=1, timeout=10)
+            self.counters.heartbeats += 1
+            await asyncio.sleep(self.cfg.heartbeat_interval_s)

@@ -8,10 +8,30 @@ Payload on the wire (MQTT message body)::
 Batch (edge → central, one stream, contiguous sequence numbers)::
 
     {"v": 1, "type": "batch", "node": "mill-01", "epoch": "<hex id of the outbox database>",
-     "stream": "business", "first_seq": 41, "last_seq": 42, "sent_at_ns": 1732400000000000000,
-     "records": [{"seq": 41, "id": "<uuid>", "kind": "weighing", "ts_ns": …, "device": "bridge-1",
+     "stream": "business", "first_seq": 41, "last_seq": 42, "bno": 8589934593,
+     "sent_at_ns": 1732400000000000000, "sent_mono_ns": 81234000000, "boot_id": "<OS boot id>",
+     "records": [{"seq": 41, "id": "<uuid>", "kind": "weighing", "ts_ns": …, "mono_ns": …, "device": "bridge-1",
                   "data": {…}}, …],
-     "sig": null}
+     "sig": "<base64 Ed25519 signature of the canonical JSON without sig>"}
+
+``bno`` grows with every batch a node sends (agent start number × 2³² + batch counter): a batch whose ``bno`` is
+older than one central already applied, and which brings nothing new, is a replay. ``ts_ns`` is the wall clock of
+the device / node when the record was taken, ``mono_ns`` the node's monotonic clock at that moment (meaningful
+within one ``boot_id``) — sequence numbers order records, clocks never do.
+
+A record of the ``readings`` or ``health`` stream may carry ``from_seq`` < ``seq``: it stands for every sequence
+number from ``from_seq`` to ``seq``. The outbox writes such records when its disk quota forces it to thin or drop
+readings (kind ``loss`` for a dropped range); the covered numbers that central never received are counted as lost.
+Business records never cover a range.
+
+Heartbeat (edge → central, every few seconds, signed, not stored)::
+
+    {"v": 1, "type": "heartbeat", "node": "mill-01", "epoch": "…", "bno": …, "sent_at_ns": …, "mono_ns": …,
+     "boot_id": "…", "version": "0.1.0", "alarms": ["…"],
+     "streams": {"business": {"head": 42, "acked": 40, "pending": 2, "oldest_age_s": 1.5, "lost": 0}, …},
+     "sig": "…"}
+
+Replay request (central → edge): ``{"v": 1, "type": "replay", "node", "epoch", "stream", "from_seq", "reason"}``.
 
 Ack (central → edge)::
 
@@ -27,11 +47,12 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sync.errors import DecodeError
+from sync.signing import canonical_json
 from sync.streams import STREAMS
 from sync.topics import check_node_id
 
@@ -53,9 +74,20 @@ class Record:
     ts_ns: int
     device: str
     data: Mapping[str, Any] = field(default_factory=dict)
+    mono_ns: int | None = None  # the node's monotonic clock when the record was taken (per boot_id)
+    from_seq: int | None = None  # set when the record stands for seqs from_seq..seq (thinned / dropped readings)
+
+    @property
+    def first_seq(self) -> int:
+        return self.seq if self.from_seq is None else self.from_seq
+
+    @property
+    def covers(self) -> int:
+        """How many sequence numbers this record stands for (1 unless thinned / a loss marker)."""
+        return self.seq - self.first_seq + 1
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        obj: dict[str, Any] = {
             "seq": self.seq,
             "id": self.record_id,
             "kind": self.kind,
@@ -63,6 +95,11 @@ class Record:
             "device": self.device,
             "data": dict(self.data),
         }
+        if self.mono_ns is not None:
+            obj["mono_ns"] = self.mono_ns
+        if self.from_seq is not None:
+            obj["from_seq"] = self.from_seq
+        return obj
 
 
 @dataclass(frozen=True)
@@ -73,10 +110,14 @@ class Batch:
     records: tuple[Record, ...]
     sent_at_ns: int = 0
     sig: str | None = None
+    bno: int = 0
+    boot_id: str = ""
+    sent_mono_ns: int = 0
+    signed_body: bytes = field(default=b"", compare=False, repr=False)  # set by decode: what ``sig`` covers
 
     @property
     def first_seq(self) -> int:
-        return self.records[0].seq
+        return self.records[0].first_seq
 
     @property
     def last_seq(self) -> int:
@@ -92,14 +133,59 @@ class Ack:
     held: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class StreamBacklog:
+    head: int  # highest seq produced
+    acked: int  # highest seq central acknowledged
+    pending: int  # records waiting on the node
+    oldest_age_s: float | None  # age of the oldest pending record
+    lost: int = 0  # records given up to the disk quota (readings / health only), ever
+
+    def to_json(self) -> dict[str, Any]:
+        return {"head": self.head, "acked": self.acked, "pending": self.pending,
+                "oldest_age_s": self.oldest_age_s, "lost": self.lost}
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    node: str
+    epoch: str
+    bno: int
+    sent_at_ns: int
+    mono_ns: int
+    boot_id: str
+    version: str
+    streams: Mapping[str, StreamBacklog]
+    alarms: tuple[str, ...] = ()
+    sig: str | None = None
+    signed_body: bytes = field(default=b"", compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """Central asks a node to send a stream again from ``from_seq`` (a gap stayed open)."""
+
+    node: str
+    epoch: str
+    stream: str
+    from_seq: int
+    reason: str = ""
+
+
 def record_digest(record: Record) -> str:
-    """SHA-256 over the canonical JSON of a record: equal records give equal digests on both sides."""
-    canonical = json.dumps(record.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """SHA-256 over the canonical JSON of a record: equal records give equal digests on both sides. ``from_seq``
+    is left out: a sample the quota thinning kept is the same record, whatever range it stands for later."""
+    body = record.to_json()
+    body.pop("from_seq", None)
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _dump(obj: Mapping[str, Any]) -> bytes:
-    body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return _compress(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _compress(body: bytes) -> bytes:
     if len(body) >= COMPRESS_MIN_BYTES:
         packed = zlib.compress(body, 6)
         if len(packed) + 1 <= 0.9 * len(body):
@@ -169,10 +255,24 @@ def _check_common(obj: Mapping[str, Any], expected_type: str) -> tuple[str, str,
     return node, epoch, stream
 
 
-def encode_batch(batch: Batch) -> bytes:
+Signer = Callable[[bytes], str]  # canonical body → base64 signature
+
+
+def _dump_signed(obj: dict[str, Any], signer: Signer | None, sig: str | None) -> bytes:
+    """Serialise ``obj``; with a signer, as its canonical JSON with the signature spliced in at the end."""
+    if signer is None:
+        obj["sig"] = sig
+        return _dump(obj)
+    body = canonical_json(obj)
+    signed = body[:-1] + b',"sig":' + json.dumps(signer(body)).encode() + b"}"
+    return _compress(signed)
+
+
+def encode_batch(batch: Batch, *, signer: Signer | None = None) -> bytes:
+    """The wire form of ``batch``; with ``signer`` (the node key) it is signed, else it carries ``batch.sig``."""
     if not batch.records:
         raise ValueError("a batch needs at least one record")
-    return _dump(
+    return _dump_signed(
         {
             "v": ENVELOPE_VERSION,
             "type": "batch",
@@ -181,11 +281,30 @@ def encode_batch(batch: Batch) -> bytes:
             "stream": batch.stream,
             "first_seq": batch.first_seq,
             "last_seq": batch.last_seq,
+            "bno": batch.bno,
             "sent_at_ns": batch.sent_at_ns,
+            "sent_mono_ns": batch.sent_mono_ns,
+            "boot_id": batch.boot_id,
             "records": [r.to_json() for r in batch.records],
-            "sig": batch.sig,
-        }
+        },
+        signer, batch.sig,
     )
+
+
+def _opt_int(obj: Mapping[str, Any], key: str, path: str = "", *, minimum: int = 0) -> int | None:
+    if key not in obj or obj[key] is None:
+        return None
+    value = _get(obj, key, int, path)
+    if value < minimum:
+        raise DecodeError(f"must be >= {minimum}", field=f"{path}{key}")
+    return int(value)
+
+
+def _sig(obj: Mapping[str, Any]) -> str | None:
+    sig = obj.get("sig")
+    if sig is not None and not isinstance(sig, str):
+        raise DecodeError("expected a string or null", field="sig")
+    return sig
 
 
 def decode_batch(payload: bytes) -> Batch:
@@ -199,18 +318,24 @@ def decode_batch(payload: bytes) -> Batch:
         raise DecodeError("a batch needs at least one record", field="records")
     if len(raw_records) > MAX_RECORDS_PER_BATCH:
         raise DecodeError(f"{len(raw_records)} records exceed {MAX_RECORDS_PER_BATCH}", field="records")
-    if first < 1 or last - first + 1 != len(raw_records):
-        raise DecodeError(
-            f"first_seq {first} .. last_seq {last} does not match {len(raw_records)} records", field="last_seq"
-        )
+    if first < 1 or last < first:
+        raise DecodeError(f"first_seq {first} .. last_seq {last} is not a range of sequence numbers",
+                          field="last_seq")
     records = []
+    expected = first  # the first seq the next record must stand for
     for i, raw in enumerate(raw_records):
         path = f"records[{i}]."
         if not isinstance(raw, dict):
             raise DecodeError("expected an object", field=f"records[{i}]")
         seq = _get(raw, "seq", int, path)
-        if seq != first + i:
-            raise DecodeError(f"expected seq {first + i} (records must be contiguous), got {seq}", field=f"{path}seq")
+        from_seq = _opt_int(raw, "from_seq", path, minimum=1)
+        if from_seq is not None and from_seq > seq:
+            raise DecodeError(f"from_seq {from_seq} is after seq {seq}", field=f"{path}from_seq")
+        if from_seq is not None and from_seq < seq and STREAMS[stream].durable:
+            raise DecodeError(f"a {stream} record stands for itself only (no range)", field=f"{path}from_seq")
+        if (from_seq if from_seq is not None else seq) != expected:
+            raise DecodeError(f"expected seq {expected} (records must be contiguous), got {seq}", field=f"{path}seq")
+        expected = seq + 1
         records.append(
             Record(
                 seq=seq,
@@ -219,19 +344,27 @@ def decode_batch(payload: bytes) -> Batch:
                 ts_ns=_get(raw, "ts_ns", int, path),
                 device=_get(raw, "device", str, path),
                 data=_get(raw, "data", dict, path),
+                mono_ns=_opt_int(raw, "mono_ns", path),
+                from_seq=from_seq,
             )
         )
-    sent_at = obj.get("sent_at_ns", 0)
-    sig = obj.get("sig")
-    if sig is not None and not isinstance(sig, str):
-        raise DecodeError("expected a string or null", field="sig")
+    if records[-1].seq != last:
+        raise DecodeError(f"last_seq {last} does not match the last record's seq {records[-1].seq}",
+                          field="last_seq")
+    boot_id = obj.get("boot_id", "")
+    if not isinstance(boot_id, str) or len(boot_id) > 64:
+        raise DecodeError("expected a string of at most 64 characters", field="boot_id")
     return Batch(
         node=node,
         epoch=epoch,
         stream=stream,
         records=tuple(records),
-        sent_at_ns=sent_at if isinstance(sent_at, int) else 0,
-        sig=sig,
+        sent_at_ns=_opt_int(obj, "sent_at_ns") or 0,
+        sig=_sig(obj),
+        bno=_opt_int(obj, "bno") or 0,
+        boot_id=boot_id,
+        sent_mono_ns=_opt_int(obj, "sent_mono_ns") or 0,
+        signed_body=canonical_json(obj),
     )
 
 
@@ -259,3 +392,73 @@ def decode_ack(payload: bytes) -> Ack:
     if not isinstance(held, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in held):
         raise DecodeError("expected a list of integers", field="held")
     return Ack(node=node, epoch=epoch, stream=stream, acked_seq=acked, held=tuple(held))
+
+
+def encode_heartbeat(hb: Heartbeat, *, signer: Signer | None = None) -> bytes:
+    return _dump_signed(
+        {
+            "v": ENVELOPE_VERSION,
+            "type": "heartbeat",
+            "node": hb.node,
+            "epoch": hb.epoch,
+            "bno": hb.bno,
+            "sent_at_ns": hb.sent_at_ns,
+            "mono_ns": hb.mono_ns,
+            "boot_id": hb.boot_id,
+            "version": hb.version,
+            "alarms": list(hb.alarms),
+            "streams": {name: b.to_json() for name, b in hb.streams.items()},
+        },
+        signer, hb.sig,
+    )
+
+
+def decode_heartbeat(payload: bytes) -> Heartbeat:
+    obj = _load(payload)
+    msg_type = _get(obj, "type", str)
+    if msg_type != "heartbeat":
+        raise DecodeError(f"expected 'heartbeat', got {msg_type!r}", field="type")
+    node = check_node_id(_get(obj, "node", str))
+    epoch = _get(obj, "epoch", str)
+    raw_streams = _get(obj, "streams", dict)
+    streams: dict[str, StreamBacklog] = {}
+    for name, raw in raw_streams.items():
+        path = f"streams.{name}."
+        if name not in STREAMS:
+            raise DecodeError(f"unknown stream {name!r}", field=f"streams.{name}")
+        if not isinstance(raw, dict):
+            raise DecodeError("expected an object", field=f"streams.{name}")
+        age = raw.get("oldest_age_s")
+        if age is not None and (isinstance(age, bool) or not isinstance(age, int | float)):
+            raise DecodeError("expected a number or null", field=f"{path}oldest_age_s")
+        streams[name] = StreamBacklog(
+            head=_get(raw, "head", int, path), acked=_get(raw, "acked", int, path),
+            pending=_get(raw, "pending", int, path), oldest_age_s=None if age is None else float(age),
+            lost=_opt_int(raw, "lost", path) or 0,
+        )
+    alarms = obj.get("alarms", [])
+    if not isinstance(alarms, list) or not all(isinstance(a, str) for a in alarms):
+        raise DecodeError("expected a list of strings", field="alarms")
+    version = obj.get("version", "")
+    return Heartbeat(
+        node=node, epoch=epoch, bno=_opt_int(obj, "bno") or 0, sent_at_ns=_get(obj, "sent_at_ns", int),
+        mono_ns=_opt_int(obj, "mono_ns") or 0, boot_id=str(obj.get("boot_id", ""))[:64],
+        version=version if isinstance(version, str) else "", streams=streams, alarms=tuple(alarms),
+        sig=_sig(obj), signed_body=canonical_json(obj),
+    )
+
+
+def encode_replay(req: Replay) -> bytes:
+    return _dump({"v": ENVELOPE_VERSION, "type": "replay", "node": req.node, "epoch": req.epoch,
+                  "stream": req.stream, "from_seq": req.from_seq, "reason": req.reason})
+
+
+def decode_replay(payload: bytes) -> Replay:
+    obj = _load(payload)
+    node, epoch, stream = _check_common(obj, "replay")
+    from_seq = _get(obj, "from_seq", int)
+    if from_seq < 1:
+        raise DecodeError("must be >= 1", field="from_seq")
+    reason = obj.get("reason", "")
+    return Replay(node=node, epoch=epoch, stream=stream, from_seq=from_seq,
+                  reason=reason if isinstance(reason, str) else "")

@@ -2,6 +2,10 @@
 
     floorgate/v1/<node>/up/<stream>   edge → central   a batch of records (QoS 1)
     floorgate/v1/<node>/ack           central → edge   application acknowledgement (QoS 1)
+    floorgate/v1/<node>/heartbeat     edge → central   backlog per stream, alarms, clocks (QoS 1, not stored)
+    floorgate/v1/<node>/replay        central → edge   "send stream S again from seq N" (QoS 1)
+
+Several central ingest workers share ``$share/<group>/floorgate/v1/+/up/+`` (MQTT 5 shared subscription).
 
 A node may publish only below its own ``<node>``; central takes the node identity from the topic and checks that
 the payload names the same node.
@@ -36,9 +40,30 @@ def ack_topic(node_id: str) -> str:
     return f"{PREFIX}/{check_node_id(node_id)}/ack"
 
 
-def batch_subscription() -> str:
-    """What central subscribes to for batches of every node."""
-    return f"{PREFIX}/+/up/+"
+def heartbeat_topic(node_id: str) -> str:
+    return f"{PREFIX}/{check_node_id(node_id)}/heartbeat"
+
+
+def replay_topic(node_id: str) -> str:
+    return f"{PREFIX}/{check_node_id(node_id)}/replay"
+
+
+def batch_subscription(share_group: str | None = None) -> str:
+    """What central subscribes to for batches of every node (shared among workers when ``share_group`` is set)."""
+    topic = f"{PREFIX}/+/up/+"
+    return f"$share/{share_group}/{topic}" if share_group else topic
+
+
+def heartbeat_subscription() -> str:
+    return f"{PREFIX}/+/heartbeat"
+
+
+def parse_node_topic(topic: str, leaf: str) -> str:
+    """The node of ``floorgate/v1/<node>/<leaf>``; DecodeError for anything else."""
+    parts = topic.split("/")
+    if len(parts) != 4 or "/".join(parts[:2]) != PREFIX or parts[3] != leaf:
+        raise DecodeError(f"not a {leaf} topic: {topic!r}", field="topic")
+    return check_node_id(parts[2])
 
 
 def parse_batch_topic(topic: str) -> tuple[str, str]:

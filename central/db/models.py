@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -65,11 +66,25 @@ class Base(DeclarativeBase):
 
 
 class Node(Base):
+    """A node: its signing key (registered at enrolment), what its last heartbeat said, and its clock."""
+
     __tablename__ = "nodes"
     node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    epoch: Mapped[str] = mapped_column(String(64))
-    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    epoch: Mapped[str | None] = mapped_column(String(64))
+    first_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    public_key: Mapped[str | None] = mapped_column(String(128))  # "ed25519:<base64>"
+    key_fingerprint: Mapped[str | None] = mapped_column(String(32))
+    enrolled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    software_version: Mapped[str | None] = mapped_column(String(32))
+    boot_id: Mapped[str | None] = mapped_column(String(64))
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat: Mapped[dict[str, Any] | None] = mapped_column(Json)  # streams backlog + alarms as last reported
+    last_hb_bno: Mapped[int | None] = mapped_column(BigInteger)
+    clock_skew_s: Mapped[float | None] = mapped_column(Float)  # central receive time − node send time
+    wall_mono_offset_ns: Mapped[int | None] = mapped_column(BigInteger)  # wall − monotonic, within boot_id
+    clock_flag: Mapped[str | None] = mapped_column(Text)  # the last clock problem seen (jump back, far off)
+    clock_flag_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Device(Base):
@@ -121,7 +136,11 @@ class InboxEntry(Base):
     record_id: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(32))
     digest: Mapped[str] = mapped_column(String(64))
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # central's clock
+    first_seq: Mapped[int | None] = mapped_column(BigInteger)  # set when the record stands for first_seq..seq
+    device_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the node's wall clock
+    mono_ns: Mapped[int | None] = mapped_column(BigInteger)  # the node's monotonic clock …
+    boot_id: Mapped[str | None] = mapped_column(String(64))  # … within this OS boot
 
 
 class StreamMark(Base):
@@ -135,6 +154,9 @@ class StreamMark(Base):
     records: Mapped[int] = mapped_column(BigInteger, default=0)
     duplicates: Mapped[int] = mapped_column(BigInteger, default=0)
     last_batch_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lost: Mapped[int] = mapped_column(BigInteger, default=0)  # seqs the node gave up to its disk quota
+    last_bno: Mapped[int] = mapped_column(BigInteger, default=0)  # newest batch number applied (replay check)
+    replays_requested: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class QuarantineEntry(Base):

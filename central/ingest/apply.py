@@ -13,6 +13,7 @@ workers never interleave the same stream.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -30,7 +31,18 @@ from sync.envelope import Batch, Record, record_digest
 log = logging.getLogger(__name__)
 
 MAX_HELD_REPORTED = 64
+LOSS_KIND = "loss"  # a record standing for readings the node dropped to its disk quota
+CLOCK_JUMP_NS = 2_000_000_000  # wall clock moving back this much against the monotonic clock is flagged
 SERIES = frozenset({"readings", "device_health"})  # InfluxDB measurements a reading record may go to
+
+
+class BatchReplayed(Exception):
+    """An old batch sent again: its batch number is older than one already applied and it brings nothing new."""
+
+    def __init__(self, batch: Batch, last_bno: int) -> None:
+        self.reason = (f"replayed batch: bno {batch.bno} is older than bno {last_bno} already applied and all "
+                       f"{len(batch.records)} record(s) (seq {batch.first_seq}..{batch.last_seq}) are held")
+        super().__init__(self.reason)
 
 
 class RecordRejected(Exception):
@@ -51,6 +63,8 @@ class ApplyResult:
     conflicts: list[int] = field(default_factory=list)
     rejected: list[int] = field(default_factory=list)
     points: int = 0
+    lost: int = 0  # sequence numbers the node gave up to its disk quota (thinned / dropped readings)
+    clock_flags: list[str] = field(default_factory=list)
 
 
 def _ts(ns: int) -> datetime:
@@ -151,6 +165,18 @@ def _apply_record(session: Session, batch: Batch, record: Record, now: datetime,
         log.warning("node %s: record seq %d of unknown kind %r kept in the inbox only", node, record.seq, record.kind)
 
 
+def _check_clock(batch: Batch, prev: Record | None, record: Record, result: ApplyResult) -> None:
+    """Within one boot, wall − monotonic must not shrink: if it does, the node's wall clock was set back."""
+    if prev is None or prev.mono_ns is None or record.mono_ns is None or record.mono_ns < prev.mono_ns:
+        return
+    drift = (record.ts_ns - record.mono_ns) - (prev.ts_ns - prev.mono_ns)
+    if drift <= -CLOCK_JUMP_NS:
+        flag = (f"wall clock of node {batch.node} jumped back {-drift / 1e9:.1f} s between {batch.stream} seq "
+                f"{prev.seq} and {record.seq}")
+        log.warning("%s", flag)
+        result.clock_flags.append(flag)
+
+
 def apply_batch(
     sessions: sessionmaker[Session],
     batch: Batch,
@@ -175,8 +201,10 @@ def apply_batch(
             session.flush()
         node = session.get(Node, batch.node)
         if node is None:
-            session.add(Node(node_id=batch.node, epoch=batch.epoch, first_seen=now, last_seen=now))
+            node = Node(node_id=batch.node, epoch=batch.epoch, first_seen=now, last_seen=now)
+            session.add(node)
         else:
+            node.first_seen = node.first_seen or now
             node.last_seen = now
             node.epoch = batch.epoch
 
@@ -191,17 +219,28 @@ def apply_batch(
             ).all()
         )
         result = ApplyResult(acked_seq=mark.acked_seq)
+        held_seqs = sorted(existing)
         points: list[Point] = []
+        prev: Record | None = None
         for record in batch.records:
+            _check_clock(batch, prev, record, result)
+            prev = record
             digest = record_digest(record)
             if record.seq in existing:
-                if existing[record.seq] != digest:
-                    result.conflicts.append(record.seq)
+                if existing[record.seq] == digest or record.from_seq is not None or record.kind == LOSS_KIND:
+                    result.duplicates += 1  # a resend, or a loss marker for a record central has anyway
                 else:
-                    result.duplicates += 1
+                    result.conflicts.append(record.seq)
                 continue
+            if record.from_seq is not None:  # stands for seqs the node gave up: those central lacks are lost
+                covered = record.seq - record.from_seq
+                held = bisect.bisect_left(held_seqs, record.seq) - bisect.bisect_left(held_seqs, record.from_seq)
+                result.lost += covered - held
+            if record.kind == LOSS_KIND:
+                result.lost += 1
             try:
-                _apply_record(session, batch, record, now, points)
+                if record.kind != LOSS_KIND:
+                    _apply_record(session, batch, record, now, points)
             except RecordRejected as exc:
                 # keep the record (quarantine) and its seq (inbox), so the stream goes on and nothing is lost
                 result.rejected.append(record.seq)
@@ -217,9 +256,13 @@ def apply_batch(
                 InboxEntry(
                     node_id=batch.node, epoch=batch.epoch, stream=batch.stream, seq=record.seq,
                     record_id=record.record_id, kind=record.kind, digest=digest, received_at=now,
+                    first_seq=record.from_seq, device_time=_ts(record.ts_ns), mono_ns=record.mono_ns,
+                    boot_id=batch.boot_id or None,
                 )
             )
             result.applied += 1
+        if result.applied == 0 and not result.conflicts and batch.bno and batch.bno < mark.last_bno:
+            raise BatchReplayed(batch, mark.last_bno)  # rolls back: nothing of it is kept
         if points and write_points is not None:
             write_points(points)  # raises → rollback → no ack → the node resends
         result.points = len(points)
@@ -229,24 +272,29 @@ def apply_batch(
         if batch.first_seq <= acked + 1:
             acked = max(acked, batch.last_seq)
         beyond = session.execute(
-            select(InboxEntry.seq)
+            select(InboxEntry.seq, InboxEntry.first_seq)
             .where(
                 InboxEntry.node_id == batch.node, InboxEntry.epoch == batch.epoch,
                 InboxEntry.stream == batch.stream, InboxEntry.seq > acked,
             )
             .order_by(InboxEntry.seq)
             .limit(10_000)
-        ).scalars().all()
+        ).all()
         held = []
-        for seq in beyond:
-            if seq == acked + 1 and not held:
+        for seq, first in beyond:
+            if (first or seq) <= acked + 1 and not held:
                 acked = seq
             else:
                 held.append(seq)
         mark.acked_seq = acked
         mark.records += result.applied
         mark.duplicates += result.duplicates
+        mark.lost = (mark.lost or 0) + result.lost
+        mark.last_bno = max(mark.last_bno or 0, batch.bno)
         mark.last_batch_at = now
+        if result.clock_flags:
+            node.clock_flag = result.clock_flags[-1]
+            node.clock_flag_at = now
         result.acked_seq = acked
         result.held = tuple(held[:MAX_HELD_REPORTED])
     log.debug("applied %s: %s", key, result)

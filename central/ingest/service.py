@@ -1,8 +1,21 @@
-"""The ingest service: a durable MQTT consumer that applies batches exactly once and acknowledges them.
+"""The ingest service: a durable MQTT consumer that checks, applies and acknowledges batches exactly once.
 
-One worker task per stream, so a slow or unavailable metrics store (readings) never holds up business records.
-Within a stream, batches are applied in the order they arrive. A message that cannot be decoded, or whose payload
-names another node than its topic, is stored in quarantine with the reason — ingest goes on.
+For every batch: the topic's node must be the payload's node, the node must be enrolled (public key registered with
+``floorgate central node register``) and the Ed25519 signature must verify — otherwise the message goes to the
+quarantine with the reason and changes nothing. A replayed batch (older batch number, nothing new) is quarantined
+too. One worker task per stream, so a slow or unavailable metrics store (readings) never holds up business records;
+within a stream, batches are applied in the order they arrive.
+
+Heartbeats (signed the same way) update the node's row (backlog per stream, alarms, software version, clock skew),
+go to the metrics store as ``node_backlog`` points, and drive gap repair: when central's contiguous mark of a stream
+stays behind the node's head for ``ingest.replay_after_s`` without moving, central asks the node to replay from the
+mark.
+
+Several workers (``floorgate central ingest``) share the load through an MQTT 5 shared subscription
+(``ingest.share_group``); the per-stream row lock in ``apply_batch`` keeps them from interleaving one stream.
+
+Fault injection for the test suite: with ``FLOORGATE_FAULT_CRASH_AFTER_COMMITS=N`` in the environment the process
+kills itself (SIGKILL) right after its N-th committed batch, before the ack is published.
 """
 
 from __future__ import annotations
@@ -10,27 +23,54 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aiomqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from central.config import BrokerSettings
-from central.db.models import QuarantineEntry
-from central.ingest.apply import apply_batch
+from central.config import BrokerSettings, IngestSettings
+from central.db.models import Node, QuarantineEntry, StreamMark
+from central.ingest.apply import BatchReplayed, apply_batch
 from central.ingest.mqtt import make_client
-from central.metrics import MetricsStore, MetricsStoreError
-from sync.envelope import Ack, Batch, decode_batch, encode_ack
+from central.metrics import MetricsStore, MetricsStoreError, Point
+from sync.envelope import (
+    Ack,
+    Batch,
+    Heartbeat,
+    Replay,
+    decode_batch,
+    decode_heartbeat,
+    encode_ack,
+    encode_batch,
+    encode_replay,
+)
 from sync.errors import DecodeError
+from sync.signing import SigningKeyError, parse_public_key, verify
 from sync.streams import STREAMS
-from sync.topics import ack_topic, batch_subscription, parse_batch_topic
+from sync.topics import (
+    ack_topic,
+    batch_subscription,
+    heartbeat_subscription,
+    parse_batch_topic,
+    parse_node_topic,
+    replay_topic,
+)
 
 log = logging.getLogger(__name__)
 
 PING_TOPIC = "floorgate/v1/_central/ping"  # nobody subscribes: the PUBACK is the answer
+KEY_REFRESH_S = 5.0  # an unknown node's key is looked up again at most this often
+CRASH_ENV = "FLOORGATE_FAULT_CRASH_AFTER_COMMITS"
+
+
+class Rejected(Exception):
+    """A message that is not applied; the reason goes to the quarantine."""
 
 
 @dataclass
@@ -41,6 +81,10 @@ class IngestCounters:
     quarantined: int = 0
     conflicts: int = 0
     rejected: int = 0
+    replayed: int = 0
+    lost: int = 0
+    heartbeats: int = 0
+    replays_requested: int = 0
     store_failures: int = 0
     db_failures: int = 0
     last_lag_s: float | None = None
@@ -50,16 +94,22 @@ class IngestCounters:
 class IngestService:
     def __init__(
         self, broker: BrokerSettings, sessions: sessionmaker[Session], store: MetricsStore, *,
-        client_id: str | None = None,
+        client_id: str | None = None, settings: IngestSettings | None = None,
     ) -> None:
         self.broker = broker
         self.sessions = sessions
         self.store = store
+        self.settings = settings or IngestSettings()
         self.client_id = client_id or broker.client_id
         self.counters = IngestCounters()
         self.connected = False
         self._queues: dict[str, asyncio.Queue[Batch]] = {}
         self._client: aiomqtt.Client | None = None
+        self._keys: dict[str, tuple[Ed25519PublicKey | None, float]] = {}
+        self._gaps: dict[tuple[str, str, str], tuple[int, float]] = {}  # (node, epoch, stream) → (mark, since)
+        crash = os.environ.get(CRASH_ENV)
+        self._crash_after = int(crash) if crash else None
+        self._commits = 0
 
     async def run(self) -> None:
         self._queues = {s: asyncio.Queue(maxsize=1000) for s in STREAMS}
@@ -75,19 +125,29 @@ class IngestService:
 
     async def _consume(self) -> None:
         delay = 0.5
+        group = self.settings.share_group
+        hb_sub = heartbeat_subscription()
+        if group:
+            hb_sub = f"$share/{group}/{hb_sub}"
         while True:
             try:
                 async with make_client(self.broker, client_id=self.client_id) as client:
                     self._client = client
                     self.connected = True
                     delay = 0.5
-                    await client.subscribe(batch_subscription(), qos=1)
-                    log.info("ingest connected to %s as %s", self.broker.url, self.client_id)
+                    await client.subscribe(batch_subscription(group), qos=1)
+                    await client.subscribe(hb_sub, qos=1)
+                    log.info("ingest connected to %s as %s%s", self.broker.url, self.client_id,
+                             f" (shared group {group})" if group else "")
                     async for message in client.messages:
                         payload = message.payload
                         if not isinstance(payload, bytes):
                             payload = str(payload or "").encode()
-                        await self._dispatch(str(message.topic), payload)
+                        topic = str(message.topic)
+                        if topic.endswith("/heartbeat"):
+                            await self._on_heartbeat(topic, payload)
+                        else:
+                            await self._dispatch(topic, payload)
             except aiomqtt.MqttError as exc:
                 log.warning("ingest: broker %s unavailable: %s", self.broker.url, exc)
             finally:
@@ -105,6 +165,35 @@ class IngestService:
         await client.publish(PING_TOPIC, b"", qos=1, timeout=timeout_s)
         return time.perf_counter() - t0
 
+    # -- authenticity ---------------------------------------------------------------------------------------------
+    def _node_key(self, node: str) -> Ed25519PublicKey | None:
+        cached = self._keys.get(node)
+        if cached is not None and (cached[0] is not None or time.monotonic() - cached[1] < KEY_REFRESH_S):
+            return cached[0]
+        with self.sessions() as session:
+            row = session.get(Node, node)
+            text = row.public_key if row is not None else None
+        key = None
+        if text:
+            try:
+                key = parse_public_key(text)
+            except SigningKeyError as exc:
+                log.error("ingest: node %s has an unusable registered key: %s", node, exc)
+        self._keys[node] = (key, time.monotonic())
+        return key
+
+    def forget_key(self, node: str) -> None:
+        self._keys.pop(node, None)
+
+    def _authenticate(self, node: str, body: bytes, sig: str | None) -> None:
+        key = self._node_key(node)
+        if key is None:
+            raise Rejected(f"node {node!r} is not enrolled (no public key registered; "
+                           f"`floorgate central node register {node} --public-key …`)")
+        problem = verify(key, body, sig)
+        if problem is not None:
+            raise Rejected(f"node {node!r}: {problem}")
+
     async def _dispatch(self, topic: str, payload: bytes) -> None:
         try:
             node, stream = parse_batch_topic(topic)
@@ -113,10 +202,16 @@ class IngestService:
                 raise DecodeError(f"payload names node {batch.node!r} but was published by {node!r}", field="node")
             if batch.stream != stream:
                 raise DecodeError(f"payload is for stream {batch.stream!r}, topic says {stream!r}", field="stream")
-        except DecodeError as exc:
+            await asyncio.to_thread(self._authenticate, node, batch.signed_body, batch.sig)
+        except (DecodeError, Rejected) as exc:
             await asyncio.to_thread(self._quarantine, topic, payload, str(exc))
             return
-        await self._queues[batch.stream].put(batch)
+        queue = self._queues[batch.stream]
+        if queue.full() and not STREAMS[batch.stream].durable:
+            log.warning("ingest: %s queue full; %s seq %d..%d left for the node to resend", batch.stream,
+                        batch.node, batch.first_seq, batch.last_seq)
+            return
+        await queue.put(batch)
 
     def _quarantine(self, topic: str, payload: bytes, reason: str) -> None:
         self.counters.quarantined += 1
@@ -133,6 +228,7 @@ class IngestService:
         except SQLAlchemyError:
             log.exception("ingest: cannot store quarantined message from %s", topic)
 
+    # -- batches --------------------------------------------------------------------------------------------------
     async def _worker(self, stream: str) -> None:
         queue = self._queues[stream]
         while True:
@@ -145,6 +241,11 @@ class IngestService:
     async def _apply(self, batch: Batch) -> None:
         try:
             result = await asyncio.to_thread(apply_batch, self.sessions, batch, write_points=self.store.write)
+        except BatchReplayed as exc:
+            self.counters.replayed += 1
+            await asyncio.to_thread(self._quarantine, f"floorgate/v1/{batch.node}/up/{batch.stream}",
+                                    encode_batch(batch), exc.reason)
+            return
         except MetricsStoreError as exc:
             self.counters.store_failures += 1
             log.warning("ingest: %s %s seq %d..%d not applied, metrics store unavailable (node will resend): %s",
@@ -155,14 +256,22 @@ class IngestService:
             log.error("ingest: %s %s seq %d..%d not applied, database error (node will resend): %s",
                       batch.node, batch.stream, batch.first_seq, batch.last_seq, exc)
             return
+        self._commits += 1
+        if self._crash_after is not None and self._commits >= self._crash_after:
+            log.critical("fault injection: SIGKILL after commit %d, before its ack", self._commits)
+            os.kill(os.getpid(), signal.SIGKILL)
         c = self.counters
         c.batches += 1
         c.records += result.applied
         c.duplicates += result.duplicates
         c.rejected += len(result.rejected)
+        c.lost += result.lost
         c.last_batch_at = time.time()
         if batch.sent_at_ns:
             c.last_lag_s = max(0.0, time.time() - batch.sent_at_ns / 1e9)
+        if result.lost:
+            log.warning("ingest: node %s gave up %d %s record(s) to its disk quota (seq ≤ %d)", batch.node,
+                        result.lost, batch.stream, batch.last_seq)
         if result.conflicts:
             c.conflicts += len(result.conflicts)
             log.critical(
@@ -171,10 +280,110 @@ class IngestService:
             )
         ack = Ack(node=batch.node, epoch=batch.epoch, stream=batch.stream, acked_seq=result.acked_seq,
                   held=result.held)
+        await self._publish(ack_topic(batch.node), encode_ack(ack), f"ack to {batch.node}")
+
+    async def _publish(self, topic: str, payload: bytes, what: str) -> None:
         client = self._client
         if client is None:
             return  # the node resends; the inbox makes that harmless
         try:
-            await client.publish(ack_topic(batch.node), encode_ack(ack), qos=1, timeout=10)
+            await client.publish(topic, payload, qos=1, timeout=10)
         except aiomqtt.MqttError as exc:
-            log.warning("ingest: ack to %s not sent (%s); the node will resend", batch.node, exc)
+            log.warning("ingest: %s not sent (%s); the node will resend", what, exc)
+
+    # -- heartbeats -----------------------------------------------------------------------------------------------
+    async def _on_heartbeat(self, topic: str, payload: bytes) -> None:
+        try:
+            node = parse_node_topic(topic, "heartbeat")
+            hb = decode_heartbeat(payload)
+            if hb.node != node:
+                raise DecodeError(f"payload names node {hb.node!r} but was published by {node!r}", field="node")
+            await asyncio.to_thread(self._authenticate, node, hb.signed_body, hb.sig)
+        except (DecodeError, Rejected) as exc:
+            await asyncio.to_thread(self._quarantine, topic, payload, f"heartbeat: {exc}")
+            return
+        self.counters.heartbeats += 1
+        try:
+            marks = await asyncio.to_thread(self._record_heartbeat, hb)
+        except SQLAlchemyError as exc:
+            log.warning("ingest: heartbeat of %s not recorded: %s", node, exc)
+            return
+        if marks is None:
+            return  # an old heartbeat arriving late
+        await self._write_backlog_points(hb)
+        for stream, backlog in hb.streams.items():
+            await self._check_gap(hb, stream, backlog.head, marks.get(stream, 0))
+
+    def _record_heartbeat(self, hb: Heartbeat) -> dict[str, int] | None:
+        now = datetime.now(UTC)
+        skew = (now.timestamp() * 1e9 - hb.sent_at_ns) / 1e9
+        with self.sessions.begin() as session:
+            node = session.get(Node, hb.node, with_for_update=True)
+            if node is None:
+                return None
+            if node.last_hb_bno is not None and hb.bno <= node.last_hb_bno:
+                return None
+            node.last_hb_bno = hb.bno
+            node.last_heartbeat_at = now
+            node.software_version = hb.version[:32]
+            node.heartbeat = {"streams": {k: v.to_json() for k, v in hb.streams.items()}, "alarms": list(hb.alarms),
+                              "epoch": hb.epoch}
+            offset = hb.sent_at_ns - hb.mono_ns
+            if node.boot_id == hb.boot_id and node.wall_mono_offset_ns is not None and hb.mono_ns:
+                jump = offset - node.wall_mono_offset_ns
+                if jump <= -2_000_000_000:
+                    node.clock_flag = f"wall clock jumped back {-jump / 1e9:.1f} s (heartbeat {hb.bno})"
+                    node.clock_flag_at = now
+                    log.warning("ingest: node %s: %s", hb.node, node.clock_flag)
+            node.boot_id = hb.boot_id[:64]
+            node.wall_mono_offset_ns = offset if hb.mono_ns else None
+            node.clock_skew_s = round(skew, 3)
+            if abs(skew) > self.settings.max_clock_skew_s:
+                node.clock_flag = f"clock {skew:+.1f} s off central's (limit {self.settings.max_clock_skew_s:g} s)"
+                node.clock_flag_at = now
+                log.warning("ingest: node %s: %s", hb.node, node.clock_flag)
+            for alarm in hb.alarms:
+                log.warning("ingest: node %s reports ALARM: %s", hb.node, alarm)
+            rows = session.query(StreamMark.stream, StreamMark.acked_seq).filter(
+                StreamMark.node_id == hb.node, StreamMark.epoch == hb.epoch).all()
+            return {stream: int(acked) for stream, acked in rows}
+
+    async def _write_backlog_points(self, hb: Heartbeat) -> None:
+        points = []
+        for stream, b in hb.streams.items():
+            fields: dict[str, float] = {"pending": float(b.pending), "head": float(b.head), "acked": float(b.acked),
+                                        "lost": float(b.lost)}
+            if b.oldest_age_s is not None:
+                fields["oldest_age_s"] = float(b.oldest_age_s)
+            points.append(Point("node_backlog", {"node": hb.node, "stream": stream}, fields, hb.sent_at_ns))
+        try:
+            await asyncio.to_thread(self.store.write, points)
+        except MetricsStoreError as exc:
+            log.debug("ingest: backlog of %s not written to the metrics store: %s", hb.node, exc)
+
+    async def _check_gap(self, hb: Heartbeat, stream: str, head: int, mark: int) -> None:
+        key = (hb.node, hb.epoch, stream)
+        if mark >= head:
+            self._gaps.pop(key, None)
+            return
+        now = time.monotonic()
+        seen = self._gaps.get(key)
+        if seen is None or seen[0] != mark:
+            self._gaps[key] = (mark, now)  # behind, but moving (or new): give it time
+            return
+        if now - seen[1] < self.settings.replay_after_s:
+            return
+        self._gaps[key] = (mark, now)
+        self.counters.replays_requested += 1
+        reason = (f"central holds {stream} up to seq {mark}, the node's head is {head}; no progress for "
+                  f"{now - seen[1]:.0f} s")
+        log.warning("ingest: asking node %s to replay %s from seq %d: %s", hb.node, stream, mark + 1, reason)
+        await asyncio.to_thread(self._count_replay, hb.node, hb.epoch, stream)
+        req = Replay(node=hb.node, epoch=hb.epoch, stream=stream, from_seq=mark + 1, reason=reason)
+        await self._publish(replay_topic(hb.node), encode_replay(req), f"replay request to {hb.node}")
+
+    def _count_replay(self, node: str, epoch: str, stream: str) -> None:
+        with contextlib.suppress(SQLAlchemyError), self.sessions.begin() as session:
+            mark = session.get(StreamMark, (node, epoch, stream))
+            if mark is not None:
+                mark.replays_requested = (mark.replays_requested or 0) + 1

@@ -12,6 +12,7 @@ frame), ``wrong_unit`` (an answer from another unit id), ``exception_<code>`` (a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from edge.errors import OutboxError
 from edge.outbox import NewRecord
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ class DeviceHealth:
     consecutive_failures: int = 0
     skipped_until: float | None = None  # monotonic time; set by the scheduler while the device sits out
     skip_episodes: int = 0
+    stopped: str | None = None  # why the device is stopped (its records cannot be stored); None while it runs
 
     def success(self, rtt_s: float) -> None:
         self.polls += 1
@@ -79,6 +82,24 @@ class DeviceHealth:
                       reason)
         if self.consecutive_failures >= self.offline_after and self.online is not False:
             self._set_online(False, f"{kind}: {reason}")
+
+    def stop(self, reason: str) -> None:
+        """Its business records cannot be stored: no more polls until ``resume`` (an alarm while stopped)."""
+        if self.stopped is None:
+            log.critical("ALARM device %s stopped: %s", self.device_id, reason, extra={"device": self.device_id})
+        self.stopped = reason
+        with contextlib.suppress(OutboxError):  # the health stream may still have room to tell central
+            self.sink.emit("health", [NewRecord(kind="device_status", device=self.device_id,
+                                                data={"status": "stopped", "reason": reason,
+                                                      "device_kind": self.kind})])
+
+    def resume(self) -> None:
+        if self.stopped is None:
+            return
+        log.warning("device %s resumed (the outbox has room again)", self.device_id,
+                    extra={"device": self.device_id})
+        self.stopped = None
+        self.online = None  # the next poll decides and reports online / offline again
 
     def glitch(self, kind: str, reason: str, *, frames: Sequence[bytes] = ()) -> None:
         """A failed attempt that a retry then made good: counted by kind, never a value, not a failed poll."""

@@ -32,7 +32,7 @@ from typing import Any
 
 from edge.bus.connection import BusConnection
 from edge.bus.health import DeviceHealth
-from edge.errors import DeviceIOError
+from edge.errors import DeviceIOError, OutboxFull
 from protocols.errors import DeviceErrorResponse, FrameError
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ DEFAULT_SKIP_AFTER = 3
 DEFAULT_SKIP_BASE_S = 5.0
 DEFAULT_SKIP_MAX_S = 300.0
 MAX_STAGGER_S = 2.0
+STOPPED_RETRY_S = 1.0  # how often a stopped device is looked at again (it resumes when the agent allows)
 
 
 class ExchangeError(Exception):
@@ -162,6 +163,9 @@ class BusScheduler:
                 heapq.heappop(heap)
                 drv = self.drivers[device_id]
                 interval = drv.groups[group]
+                if drv.health.stopped is not None:  # its records cannot be stored: no polls until resumed
+                    heapq.heappush(heap, (now + STOPPED_RETRY_S, next(self._order), device_id, group))
+                    continue
                 skip_until = drv.health.skipped_until
                 if skip_until is not None and now < skip_until:
                     heapq.heappush(heap, (skip_until, next(self._order), device_id, group))
@@ -231,6 +235,9 @@ class BusScheduler:
                 error = ExchangeError(exc.code if exc.code.startswith("exception_") else "device_error", str(exc))
             except TimeoutError:
                 error = ExchangeError("timeout", f"no complete answer within {drv.poll_timeout_s()} s")
+            except OutboxFull as exc:  # a business record was not stored: stop the device, raise the alarm
+                health.stop(str(exc))
+                return ExchangeError("outbox_full", f"device {drv.device_id} stopped: {exc}")
         end = self.clock()
         self._line_quiet_since = max(t0, min(end, getattr(self.conn, "last_rx_at", end)))
         elapsed = end - t0

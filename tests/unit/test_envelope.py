@@ -91,7 +91,7 @@ def _payload(**overrides: object) -> bytes:
         (_payload(node="a/+"), "node", "not a valid node id"),
         (_payload(stream="gossip"), "stream", "unknown stream 'gossip'"),
         (_payload(first_seq=True), "first_seq", "got a boolean"),
-        (_payload(last_seq=9), "last_seq", "does not match 2 records"),
+        (_payload(last_seq=9), "last_seq", "does not match the last record's seq 6"),
         (_payload(records=[]), "records", "at least one record"),
         (_payload(records=[{"seq": 5, "id": "a", "kind": "w", "ts_ns": 1, "device": "b", "data": {}},
                            {"seq": 7, "id": "b", "kind": "w", "ts_ns": 1, "device": "b", "data": {}}]),
