@@ -30,6 +30,7 @@ import httpx
 import yaml
 
 from edge.outbox import read_stats
+from sync.signing import load_or_create_private_key, public_key_text
 from protocols.sim.modbus_devices import Sdm630Model, ThProbeModel, start_modbus_tcp
 from protocols.sim.weighbridge import Weighbridge, serve_tcp
 from sync.streams import STREAMS
@@ -158,6 +159,7 @@ def _write_configs(data_dir: Path, *, broker: _Broker, api_port: int, ports: dic
         "broker": {"url": f"mqtt://127.0.0.1:{broker.port}", "protocol": broker.protocol},
         "uplink": {"ack_timeout_s": 5},
         "health_interval_s": 10,
+        "http": {"listen": f"127.0.0.1:{ports['node-http']}"},
         "devices": [
             {"id": "bridge-1", "type": "mtsics-scale", "address": f"tcp://127.0.0.1:{ports['weighbridge']}",
              "interval_s": 0.3, "weighing": {"threshold": 500}},
@@ -243,7 +245,7 @@ async def _demo(args: argparse.Namespace, data_dir: Path) -> int:
         return 1
     broker = _Broker(args.broker, data_dir)
     bridge = Weighbridge(time_scale=args.time_scale, seed=7)
-    ports = {"weighbridge": _free_port(), "sdm630": _free_port(), "th-probe": _free_port()}
+    ports = {"weighbridge": _free_port(), "sdm630": _free_port(), "th-probe": _free_port(), "node-http": _free_port()}
     wb_server = await serve_tcp(bridge, host="127.0.0.1", port=ports["weighbridge"])
     meter = await start_modbus_tcp({1: Sdm630Model()}, host="127.0.0.1", port=ports["sdm630"])
     probe = await start_modbus_tcp({1: ThProbeModel()}, host="127.0.0.1", port=ports["th-probe"])
@@ -258,6 +260,16 @@ async def _demo(args: argparse.Namespace, data_dir: Path) -> int:
         if migrate.returncode:
             print(migrate.stdout + migrate.stderr, file=sys.stderr)
             return 1
+        # enrolment, as an admin would do it: the node makes its key, central registers the public half
+        key, _ = load_or_create_private_key(data_dir / "edge" / "node.key")
+        enrol = subprocess.run(
+            [sys.executable, "-m", "floorgate_cli", "central", "node", "register", NODE_ID, "--public-key",
+             public_key_text(key), "--config", str(central_cfg)],
+            capture_output=True, text=True, check=False,
+        )
+        if enrol.returncode:
+            print(enrol.stdout + enrol.stderr, file=sys.stderr)
+            return 1
         central_proc = _spawn(["central", "run", "--config", str(central_cfg)], data_dir / "central.log")
         await _wait_port(args.api_port, 30)  # central's durable session exists before the first batch
         edge_proc = _spawn(["edge", "run", "--config", str(node_cfg)], data_dir / "edge.log")
@@ -266,7 +278,7 @@ async def _demo(args: argparse.Namespace, data_dir: Path) -> int:
             f"floorgate demo — API {api} (docs {api}/docs, open read-only without login on 127.0.0.1)\n"
             f"  broker: {broker.kind} on 127.0.0.1:{broker.port} (MQTT {broker.protocol}) · "
             f"simulators: weighbridge :{ports['weighbridge']}, SDM630 :{ports['sdm630']}, "
-            f"T/H probe :{ports['th-probe']}\n"
+            f"T/H probe :{ports['th-probe']} · node health http://127.0.0.1:{ports['node-http']}/health\n"
             f"  data and logs: {data_dir} · try: curl {api}/api/v1/weighings · Ctrl-C to stop",
             flush=True,
         )

@@ -95,3 +95,21 @@ def wait_until(what: str, probe: Callable[[], T | None], *, timeout_s: float, pr
         time.sleep(interval_s)
     logs = "\n".join(p.tail() for p in procs)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last probe: {last!r}\n{logs}")
+
+
+def enrol(node_cfg: Path, central_cfg: Path) -> str:
+    """What an admin does: make the node's key (``edge enrol``), register its public key at central. Returns the
+    public key text."""
+    made = floorgate(["edge", "enrol", "--config", str(node_cfg)])
+    assert made.returncode == 0, made.stdout + made.stderr
+    key = next(line.split()[-1] for line in made.stdout.splitlines() if line.startswith("public key"))
+    reg = floorgate(["central", "node", "register", _node_id(node_cfg), "--public-key", key,
+                     "--config", str(central_cfg)])
+    assert reg.returncode == 0, reg.stdout + reg.stderr
+    return key
+
+
+def _node_id(node_cfg: Path) -> str:
+    import yaml
+
+    return str(yaml.safe_load(node_cfg.read_text())["node_id"])

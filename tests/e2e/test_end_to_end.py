@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from edge.outbox import read_stats
-from tests.procs import Proc, floorgate, wait_until
+from tests.procs import Proc, enrol, floorgate, wait_until
 from tests.services import InfluxServer, MosquittoServer, free_port
 
 pytestmark = pytest.mark.e2e
@@ -90,6 +90,7 @@ def test_records_arrive_exactly_once_through_agent_and_broker_crashes(
             "broker": {"url": mosquitto.url, "protocol": "5"},
             "uplink": {"ack_timeout_s": 2, "retry_min_s": 0.2, "retry_max_s": 2},
             "health_interval_s": 1,
+            "http": {"listen": None},
             "devices": [
                 {"id": "bridge-1", "type": "mtsics-scale", "address": bridge_addr, "interval_s": 0.08,
                  "weighing": {"threshold": 500}},
@@ -101,6 +102,7 @@ def test_records_arrive_exactly_once_through_agent_and_broker_crashes(
         })
         migrated = floorgate(["central", "migrate", "--config", str(central_cfg)])
         assert migrated.returncode == 0, migrated.stderr
+        enrol(node_cfg, central_cfg)
         central = Proc("central", ["central", "run", "--config", str(central_cfg)], tmp_path).start()
         procs.append(central)
         wait_until("central API", lambda: api.get("/health").status_code == 200, timeout_s=30, procs=procs)
