@@ -21,9 +21,10 @@ T = TypeVar("T")
 
 
 class Proc:
-    def __init__(self, name: str, args: list[str], log_dir: Path) -> None:
+    def __init__(self, name: str, args: list[str], log_dir: Path, *, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.args = args
+        self.env = env
         self.log_path = log_dir / f"{name}.log"
         self.popen: subprocess.Popen[bytes] | None = None
 
@@ -32,8 +33,13 @@ class Proc:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "floorgate_cli", "--log-level", "debug", *self.args],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, **self.env} if self.env else None,
             )
         return self
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
 
     def wait_for_line(self, prefix: str, timeout_s: float = 15) -> str:
         deadline = time.monotonic() + timeout_s

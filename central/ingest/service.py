@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 PING_TOPIC = "floorgate/v1/_central/ping"  # nobody subscribes: the PUBACK is the answer
 KEY_REFRESH_S = 5.0  # an unknown node's key is looked up again at most this often
 CRASH_ENV = "FLOORGATE_FAULT_CRASH_AFTER_COMMITS"
+QUARANTINE_REPEAT_S = 10.0
 
 
 class Rejected(Exception):
@@ -79,6 +80,7 @@ class IngestCounters:
     records: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    quarantine_repeats: int = 0  # the same trouble again within QUARANTINE_REPEAT_S: counted, not stored
     conflicts: int = 0
     rejected: int = 0
     replayed: int = 0
@@ -106,7 +108,8 @@ class IngestService:
         self._queues: dict[str, asyncio.Queue[Batch]] = {}
         self._client: aiomqtt.Client | None = None
         self._keys: dict[str, tuple[Ed25519PublicKey | None, float]] = {}
-        self._gaps: dict[tuple[str, str, str], tuple[int, float]] = {}  # (node, epoch, stream) → (mark, since)
+        self._gaps: dict[tuple[str, str, str], tuple[int, float]] = {}
+        self._quarantined_at: dict[tuple[str | None, str], float] = {}  # (node, epoch, stream) → (mark, since)
         crash = os.environ.get(CRASH_ENV)
         self._crash_after = int(crash) if crash else None
         self._commits = 0
@@ -214,9 +217,18 @@ class IngestService:
         await queue.put(batch)
 
     def _quarantine(self, topic: str, payload: bytes, reason: str) -> None:
-        self.counters.quarantined += 1
         parts = topic.split("/")
         node = parts[2][:64] if len(parts) > 2 else None
+        # the same trouble from the same node (a node not enrolled resends every few seconds) is kept once per
+        # QUARANTINE_REPEAT_S, the rest counted: the quarantine must not flood
+        key = (node, reason[:48])
+        now = time.monotonic()
+        if now - self._quarantined_at.get(key, -QUARANTINE_REPEAT_S) < QUARANTINE_REPEAT_S:
+            self.counters.quarantine_repeats += 1
+            log.debug("ingest: again on %s: %s", topic, reason)
+            return
+        self._quarantined_at[key] = now
+        self.counters.quarantined += 1
         log.error("ingest: quarantined message on %s: %s", topic, reason, extra={"topic": topic})
         try:
             with self.sessions.begin() as session:
