@@ -1,4 +1,11 @@
-"""Central's MQTT client: a durable consumer (persistent session, never Clean Start), MQTT 5 or 3.1.1."""
+"""Central's MQTT client, MQTT 5 or 3.1.1.
+
+A single consumer is durable: persistent session, never Clean Start, so the broker queues batches while central
+restarts. A member of a shared-subscription group is **not**: its session ends with its connection (Clean Start,
+session expiry 0), because a dead member whose session lives on keeps being dealt its share of the messages, which
+then wait for it instead of going to the living members. Whatever was in flight to a member that died is sent again
+by the node (no ack), so nothing depends on that session.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ from central.config import BrokerSettings
 SESSION_EXPIRY_S = 7 * 24 * 3600
 
 
-def make_client(broker: BrokerSettings, *, client_id: str) -> aiomqtt.Client:
+def make_client(broker: BrokerSettings, *, client_id: str, durable: bool = True) -> aiomqtt.Client:
     common = {
         "identifier": client_id,
         "username": broker.username,
@@ -22,12 +29,12 @@ def make_client(broker: BrokerSettings, *, client_id: str) -> aiomqtt.Client:
     }
     if broker.protocol == "5":
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.SessionExpiryInterval = SESSION_EXPIRY_S if durable else 0
         return aiomqtt.Client(
-            broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props,
+            broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5, clean_start=not durable, properties=props,
             **common,  # type: ignore[arg-type]
         )
     return aiomqtt.Client(
-        broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V311, clean_session=False,
+        broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V311, clean_session=not durable,
         **common,  # type: ignore[arg-type]
     )

@@ -134,7 +134,7 @@ class IngestService:
             hb_sub = f"$share/{group}/{hb_sub}"
         while True:
             try:
-                async with make_client(self.broker, client_id=self.client_id) as client:
+                async with make_client(self.broker, client_id=self.client_id, durable=not group) as client:
                     self._client = client
                     self.connected = True
                     delay = 0.5
