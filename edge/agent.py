@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from edge.bus.scheduler import BusScheduler, Driver
 from edge.config import NodeConfig
 from edge.errors import OutboxError
-from edge.outbox import QUOTA_LOW_WATER, NewRecord, Outbox
+from edge.outbox import NewRecord, Outbox
 from edge.uplink import Uplink
 from edge.wiring import build_buses
 from sync.signing import fingerprint, load_or_create_private_key, public_key_text
@@ -124,11 +124,10 @@ class Agent:
         stopped = [d for d in self.drivers if d.health.stopped]
         if not stopped:
             return
-        quota = self.outbox.quota_bytes
-        if quota is not None and self.outbox.used_bytes() > quota * QUOTA_LOW_WATER:
-            return  # still full of records waiting for central
+        if not self.outbox.has_room():
+            return  # still full of records waiting for central, or the disk is full
         for d in stopped:
-            d.health.resume()  # disk full: the next business record tells whether there is room again
+            d.health.resume()
 
     async def run(self) -> None:
         from edge.http import serve_http

@@ -5,6 +5,9 @@
     floorgate bench codec     sync.encode_batch/decode_batch (validated, maybe compressed) vs. plain json.dumps/loads
     floorgate bench bus       serial line efficiency at 19200 / 115200 baud; CPU and peak RSS polling N TCP devices
                               × R registers at 1 s vs. a raw pymodbus loop (see edge/bench_bus.py)
+    floorgate bench sync      a backlog of readings / business records drained edge → mosquitto → central →
+                              InfluxDB / Postgres vs. a raw paho QoS 1 loop; bytes on the wire (floorgate_bench.py,
+                              wired in by the CLI root: it needs central too)
 
 A ratio of 0.8 means floorgate reaches 80 % of the raw baseline's rate. Absolute rates depend on the disk and the
 machine; the ratio is what to compare between versions.
@@ -24,10 +27,11 @@ from edge.outbox import NewRecord, Outbox
 from sync.envelope import Batch, Record, decode_batch, encode_batch
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], *,
+             sync: Callable[[argparse.Namespace], int] | None = None) -> None:
     p = subparsers.add_parser("bench", help="measure throughput against a raw baseline",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["outbox", "codec", "bus", "all"], help="what to measure")
+    p.add_argument("what", choices=["outbox", "codec", "bus", "sync", "all"], help="what to measure")
     p.add_argument("--records", type=int, default=2000, help="records per measurement (default 2000)")
     p.add_argument("--batch", type=int, default=100, help="records per batch / transaction for readings (default 100)")
     p.add_argument("--devices", type=int, default=100, help="bus: TCP devices (default 100)")
@@ -35,7 +39,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--seconds", type=float, default=20.0, help="bus: measuring time per run (default 20)")
     p.add_argument("--dir", type=Path, default=None, help="where the databases go (default: a temp dir; "
                    "put it on the node's real disk to measure fsync cost)")
-    p.set_defaults(func=_run)
+    p.add_argument("--readings", type=int, default=1_000_000, help="sync: readings in the backlog (default 1000000)")
+    p.add_argument("--business", type=int, default=100_000, help="sync: business records in the backlog "
+                   "(default 100000)")
+    p.set_defaults(func=_run, sync=sync)
 
 
 def _rate(n: int, fn: Callable[[], None]) -> float:
@@ -132,6 +139,10 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{name:<40} {raw:>12,.0f} {ours:>16,.0f} {ours / raw:>7.2f}")
     if args.what in ("bus", "all"):
         _bench_bus(args)
+    if args.what in ("sync", "all"):
+        if args.sync is None:
+            raise SystemExit("floorgate bench sync: not available (it is wired in by floorgate_cli)")
+        return int(args.sync(args))
     return 0
 
 

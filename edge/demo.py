@@ -30,9 +30,9 @@ import httpx
 import yaml
 
 from edge.outbox import read_stats
-from sync.signing import load_or_create_private_key, public_key_text
 from protocols.sim.modbus_devices import Sdm630Model, ThProbeModel, start_modbus_tcp
 from protocols.sim.weighbridge import Weighbridge, serve_tcp
+from sync.signing import load_or_create_private_key, public_key_text
 from sync.streams import STREAMS
 
 NODE_ID = "demo-node"

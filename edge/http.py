@@ -119,13 +119,14 @@ def make_app(agent: Agent) -> FastAPI:
     registry = CollectorRegistry()
     registry.register(_AgentCollector(agent))
 
+    # async: they run on the agent's event loop thread, the one that owns the outbox connection
     @app.get("/health")
-    def get_health() -> JSONResponse:
+    async def get_health() -> JSONResponse:
         code, body = health(agent)
         return JSONResponse(body, status_code=code)
 
     @app.get("/metrics")
-    def get_metrics() -> Response:
+    async def get_metrics() -> Response:
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import shutil
 import sqlite3
 import time
 import uuid
@@ -137,7 +138,8 @@ class Outbox:
         self.lost_unstored: dict[str, int] = {}  # records that could not even be written (disk full), this run
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            # one owner at a time (the agent's event loop); tests may hand it between threads
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA journal_size_limit=4194304")
             self._migrate(node_id)
@@ -182,7 +184,8 @@ class Outbox:
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
         if version:
             log.info("outbox %s: schema migrated from version %d to %d", self.path, version, SCHEMA_VERSION)
@@ -279,9 +282,25 @@ class Outbox:
         free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
         return int((pages - free) * self.page_size)
 
+    def has_room(self, margin_bytes: int = 1 << 20) -> bool:
+        """Whether a business record would fit: below the quota's low-water mark, and ``margin_bytes`` free on the
+        disk or in the database's free pages."""
+        if self.quota_bytes is not None and self.used_bytes() > self.quota_bytes * QUOTA_LOW_WATER:
+            return False
+        free_pages = self._db.execute("PRAGMA freelist_count").fetchone()[0] * self.page_size
+        return bool(free_pages >= margin_bytes or shutil.disk_usage(self.path.parent).free >= margin_bytes)
+
     def make_room(self, *, force: bool = False) -> int:
         """Give up readings (thin, then drop the oldest), then health, until the use is below the low-water mark
-        (``force``: at least one step even without a quota — the disk is full). Returns records given up."""
+        (``force``: at least one step even without a quota — the disk is full). Returns records given up; 0 if
+        nothing could be given up (a full disk may refuse even the deletes)."""
+        try:
+            return self._make_room(force)
+        except sqlite3.Error as exc:
+            log.error("outbox %s: cannot give up records to make room: %s", self.path, exc)
+            return 0
+
+    def _make_room(self, force: bool) -> int:
         target = int(self.quota_bytes * QUOTA_LOW_WATER) if self.quota_bytes is not None else None
         given_up = 0
         for stream in sorted((s for s in STREAMS if not STREAMS[s].durable), key=lambda s: -STREAMS[s].priority):
@@ -341,7 +360,8 @@ class Outbox:
             self._db.execute("UPDATE streams SET lost=lost+? WHERE stream=?", (given_up, stream))
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
         log.warning("outbox %s: quota: thinned %d %s record(s), %d given up", self.path, len(rows), stream, given_up)
         return max(given_up, 1)
@@ -371,7 +391,8 @@ class Outbox:
             self._db.execute("UPDATE streams SET lost=lost+? WHERE stream=?", (given_up, stream))
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
         log.warning("outbox %s: quota: dropped the oldest %d %s record(s), seq %d..%d", self.path, given_up, stream,
                     first, last)
@@ -426,7 +447,8 @@ class Outbox:
                 ).rowcount
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
         return released
 

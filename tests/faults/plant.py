@@ -89,7 +89,7 @@ class Plant:
         migrated = floorgate(["central", "migrate", "--config", str(self.central_cfg)])
         assert migrated.returncode == 0, migrated.stderr
         enrol(self.node_cfg, self.central_cfg)
-        self.engine = sa.create_engine(self.pg_url)
+        self.engine = sa.create_engine(self.pg_url, pool_pre_ping=True)
         return self
 
     def _sim(self, name: str, args: list[str]) -> str:

@@ -8,6 +8,7 @@ The faults are real: SIGKILL, restarts of the servers, a link that silently drop
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -22,7 +23,7 @@ import pytest
 from sync.envelope import Batch, Record, encode_batch
 from sync.signing import generate_key, sign
 from tests.faults.plant import Plant
-from tests.procs import Proc, wait_until
+from tests.procs import Proc, floorgate, wait_until
 from tests.services import InfluxServer, MosquittoServer, PostgresServer
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
@@ -91,6 +92,11 @@ def test_crashes_restarts_and_outages_lose_and_double_nothing(
         assert health["status"] == "degraded", health  # the node says so, and keeps everything
         assert health["backlog"]["readings"]["pending"] > 0, health
         assert health["backlog"]["readings"]["oldest_age_s"] > 1, health
+    status = floorgate(["edge", "status", "--config", str(plant.node_cfg), "--json"])
+    assert status.returncode == 0, status.stderr
+    backlog = json.loads(status.stdout)["streams"]
+    assert backlog["readings"]["pending"] > 0, backlog
+    assert backlog["readings"]["oldest_age_s"] > 1, backlog
     plant.net.restore()
 
     # forged, replayed and conflicting batches in the middle of it all
@@ -113,6 +119,14 @@ def test_crashes_restarts_and_outages_lose_and_double_nothing(
     assert "forged or altered" in reasons
     assert "not signed" in reasons
     assert plant.weighings() == stats["business"].produced  # the forged 99999 kg weighing is not there
+    # the backlog the heartbeats reported is in InfluxDB, and the node row knows key, heartbeat and clock
+    res = influx_server.query(plant.influx_db, f"SELECT max(\"pending\") FROM \"node_backlog\" WHERE "
+                                               f"\"node\"='{plant.node}' AND \"stream\"='readings'")
+    assert res["results"][0]["series"][0]["values"][0][1] > 0, res
+    nodes = floorgate(["central", "node", "list", "--config", str(plant.central_cfg)])
+    line = next(ln for ln in nodes.stdout.splitlines() if ln.startswith(plant.node))
+    assert "NOT ENROLLED" not in line, nodes.stdout
+    assert "0.1.0" in line, nodes.stdout
 
 
 def test_a_full_disk_quota_thins_and_drops_readings_as_counted_loss_and_keeps_every_business_record(
