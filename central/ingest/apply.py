@@ -229,8 +229,13 @@ def apply_batch(
             if record.seq in existing:
                 if existing[record.seq] == digest or record.from_seq is not None or record.kind == LOSS_KIND:
                     result.duplicates += 1  # a resend, or a loss marker for a record central has anyway
-                else:
+                else:  # integrity alarm: keep what we hold, put the other body where an auditor finds it
                     result.conflicts.append(record.seq)
+                    session.add(QuarantineEntry(
+                        received_at=now, topic=f"{batch.node}/{batch.stream}", node_id=batch.node,
+                        reason=(f"integrity conflict: {batch.stream} seq {record.seq} (epoch {batch.epoch}) resent "
+                                f"with a different body; the record held since then is kept"),
+                        payload=json.dumps(record.to_json(), ensure_ascii=False).encode()))
                 continue
             if record.from_seq is not None:  # stands for seqs the node gave up: those central lacks are lost
                 covered = record.seq - record.from_seq

@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from sync.envelope import Batch, Record, encode_batch
-from sync.signing import generate_key, sign
+from sync.signing import generate_key, load_private_key, sign
 from tests.faults.plant import Plant
 from tests.procs import Proc, floorgate, wait_until
 from tests.services import InfluxServer, MosquittoServer, PostgresServer
@@ -55,9 +55,18 @@ def test_crashes_restarts_and_outages_lose_and_double_nothing(
 ) -> None:
     rng = random.Random(4)
     plant.start()
+    captured: list[bytes] = []  # an eavesdropper keeps a real signed batch to replay it later
+    spy = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    spy.on_message = lambda _c, _u, msg: captured.append(msg.payload) if not captured else None
+    spy.connect(mosquitto.host, mosquitto.port)
+    spy.subscribe(f"floorgate/v1/{plant.node}/up/business", qos=1)
+    spy.loop_start()
     # central will SIGKILL itself right after its 8th commit, before sending that ack
     central = plant.start_central(env={"FLOORGATE_FAULT_CRASH_AFTER_COMMITS": "8"})
     plant.start_edge()
+    wait_until("a business batch on the wire", lambda: captured, timeout_s=60, procs=plant.alive())
+    spy.loop_stop()
+    spy.disconnect()
     wait_until("central to kill itself between commit and ack", lambda: not central.running, timeout_s=60,
                procs=[p for p in plant.procs if p is not central])
     assert "fault injection: SIGKILL after commit 8" in central.log()
@@ -111,7 +120,19 @@ def test_crashes_restarts_and_outages_lose_and_double_nothing(
 
     plant.stop_devices()
     epoch, stats = plant.drain(timeout_s=180)
-    figures = plant.verify(epoch, stats)
+    # replayed: the eavesdropped batch again (validly signed, old batch number, nothing new);
+    # conflicting: seq 1 with another weight, signed with the node's own key (a broken or cloned node)
+    _publish(mosquitto, topic, captured[0])
+    node_key = load_private_key(plant.edge_dir / "node.key")
+    conflicting = Batch(node=plant.node, epoch=epoch, stream="business", bno=(1 << 60), records=(
+        Record(seq=1, record_id="other-1", kind="weighing", ts_ns=time.time_ns(), device="bridge-1",
+               data={"gross": "77777", "unit": "kg"}),))
+    _publish(mosquitto, topic, encode_batch(conflicting, signer=lambda body: sign(node_key, body)))
+    wait_until("the replayed and the conflicting batch in quarantine",
+               lambda: (r := " | ".join(plant.quarantine_reasons())) and "replayed batch" in r
+               and "integrity conflict" in r, timeout_s=30, procs=plant.alive())
+    plant.stop_edge()
+    figures = plant.verify()
     assert kills == 10
     assert stats["business"].produced >= 5, figures
     assert stats["readings"].produced > 100, figures
@@ -146,14 +167,14 @@ def test_a_full_disk_quota_thins_and_drops_readings_as_counted_loss_and_keeps_ev
         time.sleep(3)
         plant.net.restore()
         plant.stop_devices()
-        epoch, stats = plant.drain(timeout_s=180)
-        figures = plant.verify(epoch, stats, loss_allowed=True)
+        _epoch, stats = plant.drain(timeout_s=180)
+        plant.stop_edge()
+        figures = plant.verify(loss_allowed=True)
         assert stats["readings"].lost > 200
         assert figures["readings_lost"] > 0, figures  # central counted the loss too
         assert stats["business"].produced >= business_during_cut >= 2
         assert plant.weighings() == stats["business"].produced
-        assert plant.edge is not None
-        assert "quota: thinned" in plant.edge.log()
+        assert "quota: thinned" in (plant.tmp / "edge.log").read_text()
     finally:
         plant.close()
 
@@ -181,8 +202,9 @@ def test_two_ingest_workers_share_the_load_without_loss_or_duplicates(
         wait_until("worker-3 in the group", lambda: connected(worker), timeout_s=30, procs=plant.alive())
         plant.wait_weighings(plant.weighings() + 3)
         plant.stop_devices()
-        epoch, stats = plant.drain(timeout_s=120)
-        plant.verify(epoch, stats)
+        _epoch, _stats = plant.drain(timeout_s=120)
+        plant.stop_edge()
+        plant.verify()
         applied_by = {p.name: p.log().count("applied (") for p in plant.centrals}
         assert all(n > 0 for n in applied_by.values()), applied_by  # both live members did take a share
         assert all("shared group ingest" in p.log() for p in plant.centrals)
@@ -221,8 +243,9 @@ def test_a_full_disk_stops_the_device_whose_business_record_cannot_be_stored_and
                    timeout_s=30, procs=plant.alive())
         filler.unlink()
         plant.stop_devices()
-        epoch, stats = plant.drain(timeout_s=180)
-        plant.verify(epoch, stats, loss_allowed=True)  # readings may have been given up to make room
+        _epoch, stats = plant.drain(timeout_s=180)
+        plant.stop_edge()
+        plant.verify(loss_allowed=True)  # readings may have been given up to make room
         assert plant.weighings() == stats["business"].produced >= 2
     finally:
         plant.close()
