@@ -1,4 +1,7 @@
-"""Smoke tests of the throwaway servers in ``tests/services.py`` and the fixtures in ``tests/conftest.py``."""
+"""Smoke tests of the throwaway servers (``central.devservers``, re-exported by ``tests/services.py``) and the fixtures
+in ``tests/conftest.py``, including what fault-injection tests rely on: stop, kill and start again on the same port
+with the data kept.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,9 @@ import queue
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import httpx
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
@@ -119,3 +124,115 @@ def test_influx_write_and_query(influx_server: InfluxServer, influx_db: str) -> 
     assert series["values"] == [[1700000000000000000, 23410.5, "bridge", True]]
     with pytest.raises(RuntimeError, match="database not found"):
         influx_server.write(influx_db + "_missing", "weight kg=1")
+
+
+def _shm_ids() -> set[int]:
+    """Ids of the System V shared memory segments that exist now."""
+    lines = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    return {int(line.split()[1]) for line in lines}
+
+
+def test_postgres_keeps_committed_data_and_port_across_sigkill(unique_id: str) -> None:
+    with PostgresServer() as pg:
+        port = pg.port
+        with psycopg.connect(pg.admin_url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE weighing (id int PRIMARY KEY, kg numeric)")
+            conn.execute("INSERT INTO weighing VALUES (1, 23410.5), (2, 8120)")
+        in_flight = psycopg.connect(pg.admin_url)  # a session with an open, uncommitted transaction
+        in_flight.execute("INSERT INTO weighing VALUES (3, 1)")
+        old_pid = pg.postmaster_pid
+
+        pg.restart(kill=True)  # SIGKILL of the postmaster and every backend, then crash recovery
+
+        assert pg.is_running
+        assert pg.port == port
+        assert pg.admin_url == f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        assert pg.postmaster_pid != old_pid
+        with pytest.raises(psycopg.OperationalError):
+            in_flight.execute("SELECT 1")  # its backend died with the server
+        in_flight.close()
+        with psycopg.connect(pg.admin_url) as conn:
+            assert conn.execute("SELECT id, kg FROM weighing ORDER BY id").fetchall() == [(1, 23410.5), (2, 8120)]
+            conn.execute("INSERT INTO weighing VALUES (4, 42)")
+
+        pg.kill()
+        assert not pg.is_running
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(pg.admin_url, connect_timeout=2).close()
+        pg.start()
+        for mode in ("immediate", "fast", "immediate"):  # stop / start repeatedly, every time on the same port
+            pg.stop(mode)
+            assert not pg.is_running
+            pg.start()
+            assert pg.port == port
+        pg.restart()
+        url = pg.create_database(unique_id)
+        assert url == f"postgresql+psycopg://postgres@127.0.0.1:{port}/{unique_id}"
+        with psycopg.connect(pg.admin_url) as conn:
+            assert conn.execute("SELECT id FROM weighing ORDER BY id").fetchall() == [(1,), (2,), (4,)]
+
+
+def test_postgres_kill_without_restart_leaves_no_shared_memory() -> None:
+    with PostgresServer() as pg:
+        shmid = int((pg.data_dir / "postmaster.pid").read_text().splitlines()[6].split()[1])
+        assert shmid in _shm_ids()
+        pg.kill()
+        assert shmid not in _shm_ids()  # a power cut ends it too; close() could not remove it any more
+
+
+def _points(influx: InfluxServer, database: str) -> list[list[object]]:
+    body = influx.query(database, 'SELECT "kg" FROM "weight"')
+    return [list(row) for row in body["results"][0]["series"][0]["values"]]
+
+
+def test_influx_keeps_points_and_port_across_stop_and_kill() -> None:
+    t0 = 1_700_000_000_000_000_000
+    with InfluxServer() as influx:
+        port = influx.port
+        influx.create_database("metrics")
+        influx.write("metrics", f"weight,scale=bridge kg=1 {t0}\nweight,scale=bridge kg=2 {t0 + 1}")
+
+        influx.stop()
+        assert not influx.is_running
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2)
+        influx.start()
+        assert influx.is_running
+        assert influx.port == port
+        assert influx.url == f"http://127.0.0.1:{port}"
+        assert _points(influx, "metrics") == [[t0, 1], [t0 + 1, 2]]
+
+        influx.write("metrics", f"weight,scale=bridge kg=3 {t0 + 2}")
+        influx.restart(kill=True)  # acknowledged writes are in the WAL, replayed on start
+        assert influx.port == port
+        assert _points(influx, "metrics") == [[t0, 1], [t0 + 1, 2], [t0 + 2, 3]]
+
+        influx.restart()
+        influx.kill()
+        assert not influx.is_running
+        influx.start()
+        assert influx.port == port
+        assert _points(influx, "metrics") == [[t0, 1], [t0 + 1, 2], [t0 + 2, 3]]
+
+
+def test_mosquitto_keeps_port_and_persistence_across_a_clean_restart(
+    mosquitto: MosquittoServer, unique_id: str
+) -> None:
+    topic = f"floorgate/test/{unique_id}/retained"
+    port, persistence_dir = mosquitto.port, mosquitto.persistence_dir
+    with _mqtt_client(mosquitto, f"{unique_id}-pub") as pub:
+        info = pub.publish(topic, b"kept", qos=1, retain=True)
+        info.wait_for_publish(TIMEOUT_S)
+        assert info.is_published()
+
+    mosquitto.restart()  # SIGTERM: the snapshot is written into the persistence directory, read back on start
+
+    assert (mosquitto.port, mosquitto.persistence_dir) == (port, persistence_dir)
+    assert (persistence_dir / "mosquitto.db").is_file()
+    received: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+    with _mqtt_client(mosquitto, f"{unique_id}-sub") as sub:
+        sub.on_message = lambda _c, _u, message: received.put(message)
+        sub.subscribe(topic, qos=1)
+        message = received.get(timeout=TIMEOUT_S)
+        assert (message.payload, message.retain) == (b"kept", True)
+        sub.publish(topic, b"", qos=1, retain=True).wait_for_publish(TIMEOUT_S)  # clear it for later tests
