@@ -13,6 +13,7 @@ from floorgate_cli import main
 COMMANDS = [
     [], ["demo"], ["edge"], ["edge", "run"], ["edge", "check-config"], ["edge", "status"], ["central"],
     ["central", "migrate"], ["central", "run"], ["central", "ingest"], ["simulate"], ["bench"],
+    ["edge", "enrol"], ["central", "node"], ["central", "node", "register"], ["central", "node", "list"],
 ]
 
 
@@ -61,3 +62,24 @@ def test_the_example_central_config_is_valid() -> None:
     root = Path(__file__).resolve().parents[2]
     settings = load_settings(root / "firmware-config/examples/central.yaml")
     assert settings.metrics.kind == "influxdb-v1"
+
+
+def test_enrol_makes_a_key_once_and_a_bad_public_key_is_refused_with_exit_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "node.yaml"
+    cfg.write_text("node_id: n-1\ndata_dir: data\nbroker: {url: 'mqtt://127.0.0.1:1883'}\n")
+    assert main(["edge", "enrol", "--config", str(cfg)]) == 0
+    first = capsys.readouterr().out
+    assert "new signing key" in first
+    assert (tmp_path / "data" / "node.key").stat().st_mode & 0o077 == 0  # nobody but the owner reads it
+    assert main(["edge", "enrol", "--config", str(cfg)]) == 0
+    second = capsys.readouterr().out
+    assert "existing signing key" in second
+    key = next(line.split()[-1] for line in first.splitlines() if line.startswith("public key"))
+    assert key in second
+    assert key.startswith("ed25519:")
+    central = tmp_path / "central.yaml"
+    central.write_text(f"database_url: sqlite:///{tmp_path / 'c.db'}\nmetrics: {{kind: sqlite, path: m.db}}\n")
+    assert main(["central", "node", "register", "n-1", "--public-key", "ed25519:AAAA", "--config",
+                 str(central)]) == 2
+    assert "an Ed25519 public key has 32 bytes, this one 3" in capsys.readouterr().out
