@@ -6,7 +6,8 @@
     floorgate simulate DEVICE …          a device simulator (protocols.cli)
     floorgate profiles validate [PATH…]  device profiles against their JSON Schema (edge.profiles_cli)
     floorgate probe ADDRESS …            read a register range, decoded every way (edge.probe)
-    floorgate bench outbox|codec|bus|all throughput as ratios against a raw baseline (edge.bench)
+    floorgate bench outbox|codec|bus|sync|all  throughput as ratios against a raw baseline (edge.bench;
+                                         sync: floorgate_bench)
 
 This module is the composition root: the only place besides tests that imports both ``edge`` and ``central``.
 Logs are structured: ``--log-format json`` writes one JSON object per line (for journald / Loki), the default
@@ -83,8 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     register_simulate(sub)
     register_profiles(sub)
     register_probe(sub)
-    register_bench(sub)
+    register_bench(sub, sync=_bench_sync)
     return parser
+
+
+def _bench_sync(args: argparse.Namespace) -> int:
+    from floorgate_bench import run  # edge and central together: imported only when asked for
+
+    return run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

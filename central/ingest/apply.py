@@ -13,7 +13,6 @@ workers never interleave the same stream.
 
 from __future__ import annotations
 
-import bisect
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.db.models import Device, InboxEntry, Node, QuarantineEntry, StreamMark, Weighing
@@ -103,10 +102,16 @@ def reading_points(node: str, record: Record) -> list[Point]:
 
 
 def _touch_device(session: Session, node: str, record: Record, seen: datetime) -> Device:
-    dev = session.get(Device, (node, record.device))
+    # the session's identity map holds objects weakly: keep the batch's devices here, one SELECT per device and
+    # batch instead of one per record
+    cache: dict[tuple[str, str], Device] = session.info.setdefault("floorgate_devices", {})
+    dev = cache.get((node, record.device))
     if dev is None:
-        dev = Device(node_id=node, device_id=record.device)
-        session.add(dev)
+        dev = session.get(Device, (node, record.device))
+        if dev is None:
+            dev = Device(node_id=node, device_id=record.device)
+            session.add(dev)
+        cache[(node, record.device)] = dev
     kind = record.data.get("device_kind")
     if isinstance(kind, str):
         dev.kind = kind
@@ -165,6 +170,26 @@ def _apply_record(session: Session, batch: Batch, record: Record, now: datetime,
         log.warning("node %s: record seq %d of unknown kind %r kept in the inbox only", node, record.seq, record.kind)
 
 
+def _newly_lost(session: Session, batch: Batch, first: int, last: int) -> int:
+    """How many of the seqs ``first..last`` central neither holds nor already counted lost: a held record covers its
+    own seq and, when it is a range record (thinned sample or loss marker), the seqs from its ``first_seq`` on."""
+    if last < first:
+        return 0
+    rows = session.execute(
+        select(InboxEntry.seq, InboxEntry.first_seq).where(
+            InboxEntry.node_id == batch.node, InboxEntry.epoch == batch.epoch, InboxEntry.stream == batch.stream,
+            InboxEntry.seq >= first, func.coalesce(InboxEntry.first_seq, InboxEntry.seq) <= last,
+        ).order_by(InboxEntry.seq)
+    ).all()
+    accounted = 0
+    upto = first - 1  # highest seq of first..last known to be accounted for so far (ranges merged in seq order)
+    for lo, hi in sorted((max(start or seq, first), min(seq, last)) for seq, start in rows):
+        if hi > upto:
+            accounted += hi - max(lo, upto + 1) + 1
+            upto = hi
+    return (last - first + 1) - accounted
+
+
 def _check_clock(batch: Batch, prev: Record | None, record: Record, result: ApplyResult) -> None:
     """Within one boot, wall − monotonic must not shrink: if it does, the node's wall clock was set back."""
     if prev is None or prev.mono_ns is None or record.mono_ns is None or record.mono_ns < prev.mono_ns:
@@ -219,7 +244,6 @@ def apply_batch(
             ).all()
         )
         result = ApplyResult(acked_seq=mark.acked_seq)
-        held_seqs = sorted(existing)
         points: list[Point] = []
         prev: Record | None = None
         for record in batch.records:
@@ -227,7 +251,7 @@ def apply_batch(
             prev = record
             digest = record_digest(record)
             if record.seq in existing:
-                if existing[record.seq] == digest or record.from_seq is not None or record.kind == LOSS_KIND:
+                if existing[record.seq] == digest or record.kind == LOSS_KIND:
                     result.duplicates += 1  # a resend, or a loss marker for a record central has anyway
                 else:  # integrity alarm: keep what we hold, put the other body where an auditor finds it
                     result.conflicts.append(record.seq)
@@ -238,9 +262,7 @@ def apply_batch(
                         payload=json.dumps(record.to_json(), ensure_ascii=False).encode()))
                 continue
             if record.from_seq is not None:  # stands for seqs the node gave up: those central lacks are lost
-                covered = record.seq - record.from_seq
-                held = bisect.bisect_left(held_seqs, record.seq) - bisect.bisect_left(held_seqs, record.from_seq)
-                result.lost += covered - held
+                result.lost += _newly_lost(session, batch, record.from_seq, record.seq - 1)
             if record.kind == LOSS_KIND:
                 result.lost += 1
             try:

@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 
 PING_TOPIC = "floorgate/v1/_central/ping"  # nobody subscribes: the PUBACK is the answer
 KEY_REFRESH_S = 5.0  # an unknown node's key is looked up again at most this often
+KEY_TTL_S = 60.0  # a known node's key is re-read after this long (replaced / revoked keys take effect)
 CRASH_ENV = "FLOORGATE_FAULT_CRASH_AFTER_COMMITS"
 QUARANTINE_REPEAT_S = 10.0
 
@@ -169,10 +170,17 @@ class IngestService:
         return time.perf_counter() - t0
 
     # -- authenticity ---------------------------------------------------------------------------------------------
-    def _node_key(self, node: str) -> Ed25519PublicKey | None:
+    def _node_key(self, node: str, *, reload: bool = False) -> Ed25519PublicKey | None:
+        """The node's registered key, cached: an unknown node is looked up again after KEY_REFRESH_S, a known key
+        after KEY_TTL_S (a key replaced or revoked with ``central node register`` takes effect then), or sooner when
+        a signature does not match (``reload``; at most once per KEY_REFRESH_S so a flood of forgeries cannot
+        hammer the database)."""
         cached = self._keys.get(node)
-        if cached is not None and (cached[0] is not None or time.monotonic() - cached[1] < KEY_REFRESH_S):
-            return cached[0]
+        if cached is not None:
+            key, loaded = cached
+            age = time.monotonic() - loaded
+            if age < (KEY_TTL_S if key is not None else KEY_REFRESH_S) and not (reload and age >= KEY_REFRESH_S):
+                return key
         with self.sessions() as session:
             row = session.get(Node, node)
             text = row.public_key if row is not None else None
@@ -194,6 +202,10 @@ class IngestService:
             raise Rejected(f"node {node!r} is not enrolled (no public key registered; "
                            f"`floorgate central node register {node} --public-key …`)")
         problem = verify(key, body, sig)
+        if problem is not None and sig is not None:  # perhaps the key was replaced since we cached it
+            fresh = self._node_key(node, reload=True)
+            if fresh is not None and fresh is not key:
+                problem = verify(fresh, body, sig)
         if problem is not None:
             raise Rejected(f"node {node!r}: {problem}")
 
@@ -221,7 +233,7 @@ class IngestService:
         node = parts[2][:64] if len(parts) > 2 else None
         # the same trouble from the same node (a node not enrolled resends every few seconds) is kept once per
         # QUARANTINE_REPEAT_S, the rest counted: the quarantine must not flood
-        key = (node, reason[:48])
+        key = (node, reason.replace(node, "…") if node else reason)
         now = time.monotonic()
         if now - self._quarantined_at.get(key, -QUARANTINE_REPEAT_S) < QUARANTINE_REPEAT_S:
             self.counters.quarantine_repeats += 1
