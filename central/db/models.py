@@ -13,8 +13,10 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -70,6 +72,9 @@ class Node(Base):
 
     __tablename__ = "nodes"
     node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id", ondelete="SET NULL"), index=True)
+    name: Mapped[str | None] = mapped_column(String(128))
+    cert_fingerprint: Mapped[str | None] = mapped_column(String(95))  # SHA-256 of its X.509 certificate (hex)
     epoch: Mapped[str | None] = mapped_column(String(64))
     first_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -92,6 +97,9 @@ class Device(Base):
     node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str | None] = mapped_column(String(32))
+    profile: Mapped[str | None] = mapped_column(String(64))  # device profile from firmware-config/
+    bus: Mapped[str | None] = mapped_column(String(128))  # serial port or tcp endpoint it is polled on
+    name: Mapped[str | None] = mapped_column(String(128))
     status: Mapped[str | None] = mapped_column(String(16))
     status_reason: Mapped[str | None] = mapped_column(Text)
     status_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -169,3 +177,228 @@ class QuarantineEntry(Base):
     node_id: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(Text)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# --- business master data ----------------------------------------------------------------------------------------
+
+
+class Site(Base):
+    """A plant or yard: its nodes are grouped under it."""
+
+    __tablename__ = "sites"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    timezone: Mapped[str] = mapped_column(String(64), default="Europe/Berlin")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Article(Base):
+    """Goods that are weighed or sold: wheat, barley, a 25 kg bag of layer feed."""
+
+    __tablename__ = "articles"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    unit: Mapped[str] = mapped_column(String(8))  # the unit it is traded in: kg, t, piece
+    price: Mapped[Decimal | None] = mapped_column(ExactDecimal())  # per unit, exact
+    currency: Mapped[str | None] = mapped_column(String(3))  # ISO 4217, with price
+    vat_rate: Mapped[Decimal | None] = mapped_column(ExactDecimal())  # percent: 7, 19, 10.7 (§24 UStG)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Partner(Base):
+    """A customer or supplier (farmer, haulier, feed buyer)."""
+
+    __tablename__ = "partners"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))  # customer / supplier / both
+    address: Mapped[str | None] = mapped_column(Text)
+    vat_id: Mapped[str | None] = mapped_column(String(32))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Lot(Base):
+    """A lot (Charge): goods of one article traced from delivery to sale."""
+
+    __tablename__ = "lots"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    article_id: Mapped[int] = mapped_column(ForeignKey("articles.id"), index=True)
+    partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"), index=True)
+    notes: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Ticket(Base):
+    """A weighing ticket: first and second weighing of a vehicle, net by difference (paired in issue 6)."""
+
+    __tablename__ = "tickets"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    direction: Mapped[str] = mapped_column(String(8))  # in (incoming goods) / out (outgoing goods)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open / complete / cancelled
+    vehicle: Mapped[str | None] = mapped_column(String(32))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), index=True)
+    partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"), index=True)
+    article_id: Mapped[int | None] = mapped_column(ForeignKey("articles.id"), index=True)
+    lot_id: Mapped[int | None] = mapped_column(ForeignKey("lots.id"), index=True)
+    delivery_note: Mapped[str | None] = mapped_column(String(64), index=True)
+    first_weighing_id: Mapped[int | None] = mapped_column(ForeignKey("weighings.id"))
+    second_weighing_id: Mapped[int | None] = mapped_column(ForeignKey("weighings.id"))
+    gross: Mapped[Decimal | None] = mapped_column(ExactDecimal())
+    tare: Mapped[Decimal | None] = mapped_column(ExactDecimal())
+    net: Mapped[Decimal | None] = mapped_column(ExactDecimal())
+    unit: Mapped[str] = mapped_column(String(8), default="kg")
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
+    notes: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TseTransaction(Base):
+    """A sale signed by a TSE (KassenSichV), as synced from the node; ``verified`` by central (issue 7)."""
+
+    __tablename__ = "tse_transactions"
+    __table_args__ = (UniqueConstraint("tse_serial", "tx_number"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    node_id: Mapped[str] = mapped_column(String(64), index=True)
+    record_id: Mapped[str | None] = mapped_column(String(64))
+    tse_serial: Mapped[str] = mapped_column(String(128))  # hex SHA-256 of the TSE public key
+    client_id: Mapped[str] = mapped_column(String(64))  # the cash register (Kassen-Seriennummer)
+    tx_number: Mapped[int] = mapped_column(BigInteger)
+    signature_counter: Mapped[int] = mapped_column(BigInteger)
+    process_type: Mapped[str] = mapped_column(String(64))  # Kassenbeleg-V1, …
+    process_data: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    signature: Mapped[str] = mapped_column(Text)  # base64
+    algorithm: Mapped[str] = mapped_column(String(64))
+    time_format: Mapped[str] = mapped_column(String(32), default="unixTime")
+    total: Mapped[Decimal | None] = mapped_column(ExactDecimal())
+    currency: Mapped[str] = mapped_column(String(3), default="EUR")
+    qr: Mapped[str | None] = mapped_column(Text)
+    tse_failed: Mapped[bool] = mapped_column(Boolean, default=False)
+    verified: Mapped[str] = mapped_column(String(16), default="pending")  # pending / valid / invalid
+    verify_error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# --- people, machines, audit -------------------------------------------------------------------------------------
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))  # argon2id
+    role: Mapped[str] = mapped_column(String(16))  # admin / operator / auditor / viewer
+    full_name: Mapped[str | None] = mapped_column(String(128))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ApiKey(Base):
+    """A machine's credential: only an argon2 hash of the secret is kept; ``prefix`` finds the row."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LoginAttempt(Base):
+    """Failed logins, shared by every API worker: the rate limit counts them."""
+
+    __tablename__ = "login_attempts"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    client: Mapped[str | None] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class AuditEntry(Base):
+    """Every change made through the API: who, when, what, before and after."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor: Mapped[str] = mapped_column(String(80))  # user:<name> / apikey:<prefix> / system
+    action: Mapped[str] = mapped_column(String(16))  # create / update / delete / cancel / revoke / command / login
+    resource: Mapped[str] = mapped_column(String(32), index=True)
+    resource_id: Mapped[str] = mapped_column(String(128))
+    before: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    after: Mapped[dict[str, Any] | None] = mapped_column(Json)
+
+
+# --- device commands and alerts ----------------------------------------------------------------------------------
+
+
+class Command(Base):
+    """A command for a device on a node (tare, zero, weigh, poll, reload), tracked until the node answers or the
+    timeout passes."""
+
+    __tablename__ = "commands"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    command_id: Mapped[str] = mapped_column(String(36), unique=True)  # uuid sent to the node
+    node_id: Mapped[str] = mapped_column(String(64), index=True)
+    device_id: Mapped[str | None] = mapped_column(String(64))
+    command: Mapped[str] = mapped_column(String(16))
+    args: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # queued / sent / succeeded / failed / timeout
+    result: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    error: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    timeout_s: Mapped[float] = mapped_column(Float, default=30.0)
+
+
+class Alert(Base):
+    """One firing of an alert rule for one subject (a device point, a device, a node): firing until resolved."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_rule_subject_state", "rule", "subject", "state"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    rule: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(200))  # node/device/point the rule fired for
+    severity: Mapped[str] = mapped_column(String(16))  # info / warning / critical
+    state: Mapped[str] = mapped_column(String(16))  # firing / resolved
+    message: Mapped[str] = mapped_column(Text)
+    value: Mapped[float | None] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    notified_firing_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    notified_resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    details: Mapped[dict[str, Any] | None] = mapped_column(Json)
+
+
+class Notification(Base):
+    """Each notification sent (or suppressed by the rate limit) for an alert, per channel."""
+
+    __tablename__ = "alert_notifications"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"), index=True)
+    channel: Mapped[str] = mapped_column(String(64))  # webhook:<name> / email:<name>
+    event: Mapped[str] = mapped_column(String(16))  # firing / resolved
+    status: Mapped[str] = mapped_column(String(16))  # sent / failed / suppressed
+    error: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
