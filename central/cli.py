@@ -1,4 +1,4 @@
-"""``floorgate central …`` sub-commands: migrate, run, ingest, node register|list."""
+"""``floorgate central …`` sub-commands: migrate, run, ingest, create-admin, node register|list."""
 
 from __future__ import annotations
 
@@ -30,6 +30,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     i.add_argument("--client-id", help="MQTT client id of this worker (default: from the config)")
     i.set_defaults(func=_ingest)
     i.add_argument("--share-group", help="MQTT 5 shared subscription group (overrides ingest.share_group)")
+
+    ca = add("create-admin", "create the first admin (or another one)",
+             "Create a user with role admin. There is no default password anywhere: this is how the first person "
+             "gets in. The password is asked for (twice) on a terminal, or read from stdin with --password-stdin.")
+    ca.add_argument("--username", required=True, help="user name to log in with")
+    ca.add_argument("--full-name", help="the person's name, for the audit log")
+    ca.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    ca.set_defaults(func=_create_admin)
 
     node = sub.add_parser("node", help="enrol nodes and list them",
                           description="Register a node's public signing key at central, or list the nodes.")
@@ -134,4 +142,53 @@ def _node_list(args: argparse.Namespace) -> int:
         print(f"{n.node_id:20} {n.key_fingerprint or 'NOT ENROLLED':17} {n.last_heartbeat_at or '-'!s:26} "
               f"{n.software_version or '-':8} {n.clock_skew_s if n.clock_skew_s is not None else '-':>7}  "
               f"{backlog} {alarms}{'  CLOCK: ' + n.clock_flag if n.clock_flag else ''}")
+    return 0
+
+
+def _create_admin(args: argparse.Namespace) -> int:
+    import getpass
+    import re
+    import sys
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from central.api import audit
+    from central.api.routes.users import USERNAME
+    from central.api.security import check_password_strength, hash_secret
+    from central.db.models import User
+
+    if not re.match(USERNAME, args.username):
+        print(f"floorgate: --username {args.username!r}: use 1-64 letters, digits, _ . @ -", file=sys.stderr)
+        return 2
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        if not sys.stdin.isatty():
+            print("floorgate: no terminal to ask for the password: use --password-stdin", file=sys.stderr)
+            return 2
+        password = getpass.getpass(f"password for {args.username}: ")
+        if getpass.getpass("again: ") != password:
+            print("floorgate: the two passwords differ", file=sys.stderr)
+            return 2
+    problem = check_password_strength(password)
+    if problem:
+        print(f"floorgate: password: {problem}", file=sys.stderr)
+        return 2
+    engine, sessions = _sessions(args.config)
+    try:
+        with sessions.begin() as session:
+            if session.execute(select(User).where(User.username == args.username)).scalar_one_or_none():
+                print(f"floorgate: user {args.username!r} exists already (change it through the API)",
+                      file=sys.stderr)
+                return 1
+            now = datetime.now(UTC)
+            user = User(username=args.username, password_hash=hash_secret(password), role="admin",
+                        full_name=args.full_name, active=True, created_at=now, updated_at=now)
+            session.add(user)
+            session.flush()
+            audit.record(session, "cli:create-admin", "create", "users", user.id, after=audit.snapshot(user))
+    finally:
+        engine.dispose()
+    print(f"admin {args.username!r} created; log in at POST /api/v1/auth/token")
     return 0

@@ -10,12 +10,14 @@ Example (``firmware-config/examples/central.yaml``)::
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from central.metrics.config import MetricsSettings
 from sync.config_errors import ConfigError, problems_from_pydantic
@@ -52,6 +54,36 @@ class BrokerSettings(_Model):
 class ApiSettings(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    open_read_only: bool = Field(
+        False, description="read-only access without login (the demo only): refused unless host is a loopback address")
+
+    @model_validator(mode="after")
+    def _open_only_on_loopback(self) -> ApiSettings:
+        if self.open_read_only and self.host not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError(f"open_read_only needs host 127.0.0.1 (or ::1), not {self.host!r}: "
+                             "unauthenticated access is for a demo on this machine only")
+        return self
+
+
+class AuthSettings(_Model):
+    jwt_secret: SecretStr | None = Field(
+        None, description="HMAC key for access tokens, the same for every API worker (at least 32 characters); "
+                          "set it as FLOORGATE_AUTH__JWT_SECRET rather than in the file")
+    token_ttl_s: float = Field(900.0, ge=30, le=86400, description="lifetime of an access token")
+    login_max_failures: int = Field(5, ge=1, description="failed logins of one user within the window → wait")
+    login_window_s: float = Field(300.0, gt=0)
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _secret_len(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 32:
+            raise ValueError("expected at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return v
+
+    def secret(self) -> str:
+        if self.jwt_secret is None:
+            raise RuntimeError("auth.jwt_secret is not set")
+        return self.jwt_secret.get_secret_value()
 
 
 class IngestSettings(_Model):
@@ -68,6 +100,7 @@ class CentralSettings(_Model):
     broker: BrokerSettings = BrokerSettings()
     metrics: MetricsSettings = Field(description="where readings go: InfluxDB v1/v2, or an embedded SQLite store")
     api: ApiSettings = ApiSettings()
+    auth: AuthSettings = AuthSettings()
     ingest: IngestSettings = IngestSettings()
     device_stale_after_s: float = Field(120.0, gt=0, description="a device not heard of for this long is offline")
 
@@ -88,7 +121,40 @@ def parse_settings(data: object, *, source: str) -> CentralSettings:
         raise ConfigError(source, problems_from_pydantic(exc.errors())) from None
 
 
-def load_settings(path: str | Path) -> CentralSettings:
+ENV_PREFIX = "FLOORGATE_"
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``FLOORGATE_DATABASE_URL`` → ``database_url``, ``FLOORGATE_AUTH__JWT_SECRET`` → ``auth.jwt_secret``: every
+    variable whose first part names a top-level setting; others (``FLOORGATE_FAULT_…``) are not settings."""
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        if path[0] not in CentralSettings.model_fields or not all(path):
+            continue
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {name}", [f"{'.'.join(path)}: conflicts with another"])
+        node[path[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(path: str | Path, *, environ: Mapping[str, str] | None = None) -> CentralSettings:
+    """The file's settings with ``FLOORGATE_…`` environment variables on top (secrets belong there)."""
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
@@ -96,4 +162,9 @@ def load_settings(path: str | Path) -> CentralSettings:
         raise ConfigError(str(p), [f"cannot read: {exc.strerror}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError(str(p), [f"not valid YAML: {exc}"]) from None
+    over = env_overrides(os.environ if environ is None else environ)
+    if over and isinstance(data, dict):
+        names = ", ".join(sorted(k for k in (os.environ if environ is None else environ) if k.startswith(ENV_PREFIX)
+                                 and k[len(ENV_PREFIX):].lower().split("__")[0] in CentralSettings.model_fields))
+        return parse_settings(_merge(data, over), source=f"{p} with environment {names}")
     return parse_settings(data, source=str(p))

@@ -29,6 +29,14 @@ class Central:
                 f"database {self.engine.url.render_as_string(hide_password=True)} has no schema: "
                 "run `floorgate central migrate --config …` first"
             )
+        if with_api and settings.auth.jwt_secret is None:
+            raise SystemExit(
+                "auth.jwt_secret is not set: the API signs access tokens with it. Set FLOORGATE_AUTH__JWT_SECRET "
+                "(the same value for every API worker, e.g. `openssl rand -hex 32`)"
+            )
+        if with_api and settings.api.open_read_only:
+            log.warning("API OPEN FOR READING WITHOUT LOGIN on %s:%d (api.open_read_only — for the demo only)",
+                        settings.api.host, settings.api.port)
         self.sessions = make_session_factory(self.engine)
         self.store = open_store(settings.metrics)
         try:

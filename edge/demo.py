@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -150,7 +151,10 @@ def _write_configs(data_dir: Path, *, broker: _Broker, api_port: int, ports: dic
         "database_url": f"sqlite:///{data_dir / 'central.db'}",
         "broker": {"url": f"mqtt://127.0.0.1:{broker.port}", "protocol": broker.protocol},
         "metrics": {"kind": "sqlite", "path": str(data_dir / "metrics.db")},
-        "api": {"host": "127.0.0.1", "port": api_port},
+        # the demo only: read without login, on 127.0.0.1 (central refuses open_read_only on any other address);
+        # a fresh token key each run — there is no user until `floorgate central create-admin`
+        "api": {"host": "127.0.0.1", "port": api_port, "open_read_only": True},
+        "auth": {"jwt_secret": secrets.token_hex(32)},
         "device_stale_after_s": 30,
     }
     node = {

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.api_support import ApiHarness, build_api
 from tests.services import InfluxServer, MosquittoServer, PostgresServer
 
 
@@ -63,3 +64,10 @@ def mosquitto(mosquitto_server: MosquittoServer) -> MosquittoServer:
     if not mosquitto_server.is_running:
         mosquitto_server.start()
     return mosquitto_server
+
+
+@pytest.fixture
+def api(pg_url: str, influx_server: InfluxServer, influx_db: str) -> Iterator[ApiHarness]:
+    """Central's API app on a fresh migrated Postgres database and a fresh InfluxDB database, with a TestClient;
+    ``api.auth(role)`` gives the header of a logged-in user of that role (tests/api_support.py)."""
+    yield from build_api(pg_url, {"kind": "influxdb-v1", "url": influx_server.url, "database": influx_db})

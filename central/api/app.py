@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from central import __version__
 from central.api import errors
 from central.api.deps import AppState
-from central.api.routes import devices, health, weighings
+from central.api.routes import auth, devices, health, users, weighings
 from central.api.routes import ingest as ingest_routes
 from central.config import CentralSettings
 from central.ingest.service import IngestService
@@ -36,6 +36,6 @@ def create_app(
         settings=settings, sessions=sessions, store=store, ingest=ingest, started_at=time.time()
     )
     errors.install(app)
-    for module in (health, weighings, devices, ingest_routes):
+    for module in (health, auth, users, weighings, devices, ingest_routes):
         app.include_router(module.router)
     return app

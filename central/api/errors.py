@@ -25,8 +25,10 @@ class ErrorResponse(BaseModel):
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, *, field: str | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, *, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         self.status = status
+        self.headers = headers
         self.code = code
         self.message = message
         self.field = field
@@ -40,7 +42,7 @@ def _body(code: str, message: str, field: str | None = None) -> dict[str, object
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(_body(exc.code, exc.message, exc.field), status_code=exc.status)
+        return JSONResponse(_body(exc.code, exc.message, exc.field), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -60,5 +62,16 @@ def install(app: FastAPI) -> None:
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorResponse, "description": "A parameter is not usable (a cursor or sort this list does not "
+                                                 "have); `field` names it."},
+    401: {"model": ErrorResponse, "description": "No valid credentials: a bearer token or API key is needed."},
+    403: {"model": ErrorResponse, "description": "The caller's role may not do this."},
     422: {"model": ErrorResponse, "description": "A parameter is invalid; `field` names it."},
+}
+NOT_FOUND: dict[int | str, dict[str, object]] = {
+    404: {"model": ErrorResponse, "description": "No such resource."},
+}
+CONFLICT: dict[int | str, dict[str, object]] = {
+    409: {"model": ErrorResponse, "description": "Conflicts with what is stored (a code or name already taken, "
+                                                 "a state that does not allow it)."},
 }
