@@ -72,11 +72,13 @@ class ApiHarness:
     sessions: sessionmaker[Session]
     store: MetricsStore
     _headers: dict[str, dict[str, str]] = field(default_factory=dict)
+    auth_names: dict[str, str] = field(default_factory=dict)  # role → the user name auth(role) logged in
 
     def auth(self, role: str) -> dict[str, str]:
         """Bearer header of a user with ``role`` (created and logged in on first use)."""
         if role not in self._headers:
             name = f"{role}-{secrets.token_hex(3)}"
+            self.auth_names[role] = name
             add_user(self.sessions, name, role)
             r = self.client.post("/api/v1/auth/token", data={"username": name, "password": PASSWORD})
             assert r.status_code == 200, r.text

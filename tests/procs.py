@@ -115,6 +115,24 @@ def enrol(node_cfg: Path, central_cfg: Path) -> str:
     return key
 
 
+E2E_ADMIN_PASSWORD = "e2e-admin-password"  # noqa: S105 — a throwaway test database
+
+
+def create_admin(central_cfg: Path, username: str = "admin", password: str = E2E_ADMIN_PASSWORD) -> None:
+    """What an admin does first: ``floorgate central create-admin`` (the password read from stdin)."""
+    done = subprocess.run([sys.executable, "-m", "floorgate_cli", "central", "create-admin", "--config",
+                           str(central_cfg), "--username", username, "--password-stdin"], input=password + "\n",
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def login(api: httpx.Client, username: str = "admin", password: str = E2E_ADMIN_PASSWORD) -> None:
+    """Log ``api`` in (OAuth2 password flow): its later requests carry the bearer token."""
+    r = api.post("/api/v1/auth/token", data={"username": username, "password": password})
+    assert r.status_code == 200, r.text
+    api.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+
+
 def _node_id(node_cfg: Path) -> str:
     import yaml
 

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from edge.outbox import read_stats
-from tests.procs import Proc, enrol, floorgate, wait_until
+from tests.api_support import TEST_JWT_SECRET
+from tests.procs import Proc, create_admin, enrol, floorgate, login, wait_until
 from tests.services import InfluxServer, MosquittoServer, free_port
 
 pytestmark = pytest.mark.e2e
@@ -82,6 +83,7 @@ def test_records_arrive_exactly_once_through_agent_and_broker_crashes(
             "broker": {"url": mosquitto.url, "protocol": "5", "client_id": f"central-{NODE}"},
             "metrics": {"kind": "influxdb-v1", "url": influx_server.url, "database": influx_db},
             "api": {"host": "127.0.0.1", "port": api_port},
+            "auth": {"jwt_secret": TEST_JWT_SECRET},
         })
         edge_dir = tmp_path / "edge"
         node_cfg = _write_yaml(tmp_path / "node.yaml", {
@@ -103,9 +105,12 @@ def test_records_arrive_exactly_once_through_agent_and_broker_crashes(
         migrated = floorgate(["central", "migrate", "--config", str(central_cfg)])
         assert migrated.returncode == 0, migrated.stderr
         enrol(node_cfg, central_cfg)
+        create_admin(central_cfg)
         central = Proc("central", ["central", "run", "--config", str(central_cfg)], tmp_path).start()
         procs.append(central)
         wait_until("central API", lambda: api.get("/health").status_code == 200, timeout_s=30, procs=procs)
+        assert api.get("/api/v1/weighings").status_code == 401  # nothing without logging in
+        login(api)
         edge = Proc("edge", ["edge", "run", "--config", str(node_cfg)], tmp_path).start()
         procs.append(edge)
 

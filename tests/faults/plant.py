@@ -19,6 +19,7 @@ import sqlalchemy as sa
 import yaml
 
 from edge.outbox import StreamStats, read_stats
+from tests.api_support import TEST_JWT_SECRET
 from tests.netcut import NetCut
 from tests.procs import Proc, enrol, floorgate, wait_until
 from tests.services import InfluxServer, MosquittoServer, free_port
@@ -65,6 +66,7 @@ class Plant:
             "broker": {"url": self.mosquitto.url, "protocol": "5", "client_id": f"central-{self.node}"},
             "metrics": {"kind": "influxdb-v1", "url": self.influx.url, "database": self.influx_db},
             "api": {"host": "127.0.0.1", "port": self.api_port},
+            "auth": {"jwt_secret": TEST_JWT_SECRET},
             "ingest": {"replay_after_s": 5, **({"share_group": self.share_group} if self.share_group else {})},
         })
         self.edge_dir = self.edge_dir or self.tmp / "edge"

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from central.api.deps import SessionDep
-from central.api.errors import ERROR_RESPONSES
-from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, keyset_page
+from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
+from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sorted_page
+from central.api.security import CanRead
 from central.db.models import Weighing
 
 router = APIRouter(prefix="/api/v1/weighings", tags=["weighings"])
@@ -50,10 +51,13 @@ def _out(w: Weighing) -> WeighingOut:
 @router.get("", response_model=WeighingPage, responses=ERROR_RESPONSES, summary="List weighings, newest first")
 def list_weighings(
     session: SessionDep,
+    principal: CanRead,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="from `next_cursor` of the previous page")] = None,
+    sort: Annotated[str, Query(description="weighed_at, received_at or id; - for descending")] = "-id",
     node_id: str | None = None,
     device_id: str | None = None,
+    unit: str | None = None,
     since: Annotated[datetime | None, Query(description="weighed at or after (ISO 8601)")] = None,
     until: Annotated[datetime | None, Query(description="weighed before (ISO 8601)")] = None,
 ) -> WeighingPage:
@@ -62,9 +66,23 @@ def list_weighings(
         q = q.where(Weighing.node_id == node_id)
     if device_id:
         q = q.where(Weighing.device_id == device_id)
+    if unit:
+        q = q.where(Weighing.unit == unit)
     if since:
         q = q.where(Weighing.weighed_at >= _utc(since))
     if until:
         q = q.where(Weighing.weighed_at < _utc(until))
-    rows, next_cursor = keyset_page(session, q, Weighing.id, limit=limit, cursor=cursor)
+    rows, next_cursor = sorted_page(
+        session, q, {"weighed_at": Weighing.weighed_at, "received_at": Weighing.received_at, "id": Weighing.id},
+        Weighing.id, sort=sort, limit=limit, cursor=cursor)
     return WeighingPage(items=[_out(w) for w in rows], next_cursor=next_cursor)
+
+
+@router.get("/{weighing_id}", response_model=WeighingOut, responses={**ERROR_RESPONSES, **NOT_FOUND},
+            summary="One weighing")
+def get_weighing(weighing_id: Annotated[int, Path(ge=1, le=2**63 - 1)], session: SessionDep,
+                 principal: CanRead) -> WeighingOut:
+    w = session.get(Weighing, weighing_id)
+    if w is None:
+        raise ApiError(404, "not_found", f"no weighing with id {weighing_id}", field="weighing_id")
+    return _out(w)
