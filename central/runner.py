@@ -74,7 +74,7 @@ class Central:
                     t.cancel()
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(t, 5)
+                    await asyncio.wait_for(t, 20)  # ingest finishes the batches in hand (≤ 15 s)
             self.store.close()
             self.engine.dispose()
 

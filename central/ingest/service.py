@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 
 PING_TOPIC = "floorgate/v1/_central/ping"  # nobody subscribes: the PUBACK is the answer
 KEY_REFRESH_S = 5.0  # an unknown node's key is looked up again at most this often
+SHUTDOWN_GRACE_S = 15.0  # how long a stopping ingest waits for the batches it is applying
 KEY_TTL_S = 60.0  # a known node's key is re-read after this long (replaced / revoked keys take effect)
 CRASH_ENV = "FLOORGATE_FAULT_CRASH_AFTER_COMMITS"
 QUARANTINE_REPEAT_S = 10.0
@@ -114,6 +115,7 @@ class IngestService:
         crash = os.environ.get(CRASH_ENV)
         self._crash_after = int(crash) if crash else None
         self._commits = 0
+        self._in_hand: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         self._queues = {s: asyncio.Queue(maxsize=1000) for s in STREAMS}
@@ -143,15 +145,19 @@ class IngestService:
                     await client.subscribe(hb_sub, qos=1)
                     log.info("ingest connected to %s as %s%s", self.broker.url, self.client_id,
                              f" (shared group {group})" if group else "")
-                    async for message in client.messages:
-                        payload = message.payload
-                        if not isinstance(payload, bytes):
-                            payload = str(payload or "").encode()
-                        topic = str(message.topic)
-                        if topic.endswith("/heartbeat"):
-                            await self._on_heartbeat(topic, payload)
-                        else:
-                            await self._dispatch(topic, payload)
+                    try:
+                        async for message in client.messages:
+                            payload = message.payload
+                            if not isinstance(payload, bytes):
+                                payload = str(payload or "").encode()
+                            topic = str(message.topic)
+                            if topic.endswith("/heartbeat"):
+                                await self._on_heartbeat(topic, payload)
+                            else:
+                                await self._dispatch(topic, payload)
+                    except asyncio.CancelledError:
+                        await self._finish_in_hand()
+                        raise
             except aiomqtt.MqttError as exc:
                 log.warning("ingest: broker %s unavailable: %s", self.broker.url, exc)
             finally:
@@ -159,6 +165,17 @@ class IngestService:
                 self._client = None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+    async def _finish_in_hand(self) -> None:
+        """Shutting down: take no new message, but let the batches being applied commit and send their acks
+        while the connection is still up (queued batches are left: the node resends them)."""
+        if not self._in_hand:
+            return
+        log.info("ingest: stopping — finishing %d batch(es) in hand", len(self._in_hand))
+        _, pending = await asyncio.wait(set(self._in_hand), timeout=SHUTDOWN_GRACE_S)
+        if pending:
+            log.warning("ingest: %d batch(es) still applying after %.0f s; the node will resend them", len(pending),
+                        SHUTDOWN_GRACE_S)
 
     async def ping(self, *, timeout_s: float = 2.0) -> float:
         """Round trip to the broker (QoS 1 publish until PUBACK) on the ingest connection, in seconds."""
@@ -257,8 +274,14 @@ class IngestService:
         queue = self._queues[stream]
         while True:
             batch = await queue.get()
+            # the batch in hand runs as its own task: a shutdown (cancel) lets it commit and ack (see _consume)
+            task = asyncio.create_task(self._apply(batch), name=f"apply:{batch.node}:{stream}")
+            self._in_hand.add(task)
+            task.add_done_callback(self._in_hand.discard)
             try:
-                await self._apply(batch)
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 log.exception("ingest: unexpected failure applying %s %s", batch.node, stream)
 

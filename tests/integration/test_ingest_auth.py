@@ -84,6 +84,7 @@ class Central:
     client: aiomqtt.Client
     acks: list[Ack] = field(default_factory=list)
     replays: list[Replay] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None  # the running service (a test may stop it)
 
     def enrol(self, node: str) -> Ed25519PrivateKey:
         key = generate_key()
@@ -143,7 +144,7 @@ async def central(pg_url: str, mosquitto: MosquittoServer, tmp_path: Path, uniqu
     task = asyncio.create_task(service.run(), name="ingest")
     try:
         async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier=f"node-side-{unique_id}") as client:
-            c = Central(service, sessions, mosquitto, client)
+            c = Central(service, sessions, mosquitto, client, task=task)
             collector = asyncio.create_task(_collect(client, c))
             # ready once the service is subscribed: a junk heartbeat of a probe node comes back as quarantined
             probe = f"{unique_id}-probe"
@@ -421,3 +422,29 @@ async def test_different_troubles_of_a_node_with_a_long_id_are_all_quarantined(c
     await central.quarantined(short)
     await central.publish(short, signed(business(short, weighing(1), bno=BNO + 2), key))
     assert ["not signed" in e.reason for e in await central.quarantined(short, 2)] == [True, False]
+
+
+async def test_a_stopping_ingest_finishes_the_batch_in_hand_and_acks_it(central: Central, unique_id: str) -> None:
+    """Graceful shutdown: the batch being applied when SIGTERM comes is committed and acknowledged before the
+    connection closes (the node need not resend it); the apply is held up here by a row lock on its stream."""
+    node = f"{unique_id}-stop"
+    key = central.enrol(node)
+    await central.listen(node)
+    await central.publish(node, signed(business(node, weighing(1), bno=BNO + 1), key))
+    await central.acked(node, 1)
+    blocker = central.sessions()
+    blocker.execute(select(StreamMark).where(StreamMark.node_id == node).with_for_update())  # hold the stream
+    try:
+        await central.publish(node, signed(business(node, weighing(2), bno=BNO + 2), key))
+        await until("the batch to be in hand", lambda: central.service._in_hand)
+        assert central.task is not None
+        central.task.cancel()  # what SIGTERM does in `floorgate central run`
+        await asyncio.sleep(0.5)
+        assert not central.task.done(), "ingest stopped without waiting for the batch it was applying"
+    finally:
+        blocker.rollback()
+        blocker.close()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(central.task, 20)
+    assert await asyncio.to_thread(central.weighings, node) == [(1, "24560"), (2, "24560")]
+    await central.acked(node, 2)
