@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -54,6 +55,13 @@ def install(app: FastAPI) -> None:
             for e in exc.errors()
         )
         return JSONResponse(_body("invalid_request", message, field), status_code=422)
+
+    @app.exception_handler(DataError)
+    async def _data(_: Request, exc: DataError) -> JSONResponse:
+        # a value the database cannot take: a NUL character in text, an integer beyond BIGINT, …
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else "value out of range"
+        return JSONResponse(_body("invalid_value", f"a parameter has a value the database cannot use: {reason}"),
+                            status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -218,7 +218,7 @@ def login_throttled(session: Session, *, username: str, client: str | None, max_
 
     now = datetime.now(UTC)
     since = now - timedelta(seconds=window_s)
-    checks = [(LoginAttempt.username == username[:64], max_failures)]
+    checks = [(LoginAttempt.username == username.replace("\x00", "\ufffd")[:64], max_failures)]
     if client:
         checks.append((LoginAttempt.client == client[:64], max_failures * 4))
     wait: float | None = None
@@ -234,6 +234,8 @@ def login_throttled(session: Session, *, username: str, client: str | None, max_
 def record_failed_login(session: Session, *, username: str, client: str | None) -> None:
     from central.db.models import LoginAttempt
 
-    session.add(LoginAttempt(username=username[:64], client=(client or "")[:64] or None, at=datetime.now(UTC)))
+    # NUL cannot be stored in Postgres text; the name is only kept to count attempts
+    session.add(LoginAttempt(username=username.replace("\x00", "\ufffd")[:64],
+                             client=(client or "")[:64] or None, at=datetime.now(UTC)))
     session.commit()
 

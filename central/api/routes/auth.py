@@ -62,7 +62,9 @@ def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Reques
     if wait is not None:
         raise ApiError(429, "too_many_attempts", f"too many failed logins; try again in {int(wait)} s",
                        headers={"Retry-After": str(int(wait))})
-    user = session.execute(select(User).where(User.username == form.username)).scalar_one_or_none()
+    usable = "\x00" not in form.username and "\x00" not in form.password
+    user = (session.execute(select(User).where(User.username == form.username)).scalar_one_or_none()
+            if usable else None)
     ok = verify_secret(user.password_hash if user else _DUMMY_HASH, form.password)
     if user is None or not ok or not user.active:
         record_failed_login(session, username=form.username, client=client)

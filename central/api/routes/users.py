@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -24,6 +24,7 @@ from central.db.models import ApiKey, User
 router = APIRouter(tags=["users"])
 Role = Literal["admin", "operator", "auditor", "viewer"]
 USERNAME = r"^[A-Za-z0-9_.@-]{1,64}$"
+MAX_ID = 2**63 - 1  # BIGINT: a larger id is a 422, not a database error
 
 
 def _aware(dt: datetime | None) -> datetime | None:
@@ -114,13 +115,14 @@ def create_user(body: UserCreate, session: SessionDep, principal: IsAdmin) -> Us
 
 @router.get("/api/v1/users/{user_id}", response_model=UserOut, responses={**ERROR_RESPONSES, **NOT_FOUND},
             summary="Get a user")
-def get_user(user_id: int, session: SessionDep, principal: IsAdmin) -> UserOut:
+def get_user(user_id: Annotated[int, Path(ge=1, le=MAX_ID)], session: SessionDep, principal: IsAdmin) -> UserOut:
     return _user_out(_get_user(session, user_id))
 
 
 @router.patch("/api/v1/users/{user_id}", response_model=UserOut, responses={**ERROR_RESPONSES, **NOT_FOUND},
               summary="Change a user's role, name, password or disable them")
-def update_user(user_id: int, body: UserUpdate, session: SessionDep, principal: IsAdmin) -> UserOut:
+def update_user(user_id: Annotated[int, Path(ge=1, le=MAX_ID)], body: UserUpdate, session: SessionDep,
+                principal: IsAdmin) -> UserOut:
     user = _get_user(session, user_id)
     before = audit.snapshot(user)
     if body.password is not None:
@@ -221,7 +223,7 @@ def create_api_key(body: ApiKeyCreate, session: SessionDep, principal: IsAdmin) 
 
 @router.get("/api/v1/api-keys/{key_id}", response_model=ApiKeyOut, responses={**ERROR_RESPONSES, **NOT_FOUND},
             summary="Get an API key (without its secret)")
-def get_api_key(key_id: int, session: SessionDep, principal: IsAdmin) -> ApiKeyOut:
+def get_api_key(key_id: Annotated[int, Path(ge=1, le=MAX_ID)], session: SessionDep, principal: IsAdmin) -> ApiKeyOut:
     row = session.get(ApiKey, key_id)
     if row is None:
         raise ApiError(404, "not_found", f"no API key with id {key_id}", field="key_id")
@@ -230,7 +232,7 @@ def get_api_key(key_id: int, session: SessionDep, principal: IsAdmin) -> ApiKeyO
 
 @router.post("/api/v1/api-keys/{key_id}/revoke", response_model=ApiKeyOut,
              responses={**ERROR_RESPONSES, **NOT_FOUND}, summary="Revoke an API key (immediately, for good)")
-def revoke_api_key(key_id: int, session: SessionDep, principal: IsAdmin) -> ApiKeyOut:
+def revoke_api_key(key_id: Annotated[int, Path(ge=1, le=MAX_ID)], session: SessionDep, principal: IsAdmin) -> ApiKeyOut:
     row = session.get(ApiKey, key_id)
     if row is None:
         raise ApiError(404, "not_found", f"no API key with id {key_id}", field="key_id")
