@@ -37,7 +37,8 @@ def test_readme_quickstart_is_exactly_the_two_commands() -> None:
 def test_floorgate_commands_in_the_readme_exist() -> None:
     parser = build_parser()
     for line in re.findall(r"`(floorgate [a-z][^`]*)`", README):
-        words = [w for w in line.split()[1:] if (not w.startswith("-") and w.isidentifier()) or "|" in w]
+        words = [w for w in line.split()[1:]
+                 if (not w.startswith("-") and re.fullmatch(r"[A-Za-z_][\w-]*", w)) or "|" in w]
         first = words[0].split("|")[0] if words else None
         if first is None:
             continue
