@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from central.alerts.config import AlertSettings
 from central.metrics.config import MetricsSettings
 from sync.config_errors import ConfigError, problems_from_pydantic
 
@@ -102,6 +103,7 @@ class CentralSettings(_Model):
     api: ApiSettings = ApiSettings()
     auth: AuthSettings = AuthSettings()
     ingest: IngestSettings = IngestSettings()
+    alerts: AlertSettings = AlertSettings()
     device_stale_after_s: float = Field(120.0, gt=0, description="a device not heard of for this long is offline")
 
     @field_validator("database_url")

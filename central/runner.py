@@ -10,6 +10,7 @@ import signal
 
 import uvicorn
 
+from central.alerts.engine import AlertEvaluator
 from central.api.app import create_app
 from central.config import CentralSettings
 from central.db import migrate
@@ -45,12 +46,16 @@ class Central:
             log.warning("metrics store not ready yet: %s", exc)
         self.ingest = IngestService(settings.broker, self.sessions, self.store, client_id=client_id,
                                     settings=settings.ingest)
+        self.alerts = (AlertEvaluator(settings.alerts, self.sessions, self.store, ingest=self.ingest)
+                       if settings.alerts.rules_file is not None else None)
         self.app = (
             create_app(settings, sessions=self.sessions, store=self.store, ingest=self.ingest) if with_api else None
         )
 
     async def run(self) -> None:
         tasks = [asyncio.create_task(self.ingest.run(), name="ingest")]
+        if self.alerts is not None:  # cancelled at the end: it finishes the evaluation under way
+            tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
         server = None
         if self.app is not None:
             config = uvicorn.Config(
@@ -70,7 +75,7 @@ class Central:
             if server is not None:
                 server.should_exit = True
             for t in tasks:
-                if t.get_name() == "ingest":
+                if t.get_name() in ("ingest", "alerts"):
                     t.cancel()
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):

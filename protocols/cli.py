@@ -21,9 +21,11 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from protocols.sim.forced import ForcedValues
 from protocols.sim.modbus_devices import (
     MAX_UNIT_ID,
     MIN_UNIT_ID,
@@ -216,6 +218,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"Modbus devices only: unit id to answer ({MIN_UNIT_ID}-{MAX_UNIT_ID}, default {DEFAULT_UNIT_ID}); "
         "other unit ids get exception 0x0B on Modbus TCP, no answer on RTU",
     )
+    parser.add_argument(
+        "--force-file", type=Path, default=None, metavar="PATH",
+        help="Modbus devices only: a JSON object of point name -> value, read on every poll; those points read "
+        "these values instead of the model's (no file: none forced), e.g. {\"temperature_5\": 41.0}",
+    )  # fmt: skip
     line = parser.add_argument_group("serial line (Modbus devices with --pty; toledo-continuous: the stream's pace)")
     line.add_argument("--baudrate", type=_baudrate, default=None,
                       help=f"bits per second (default {DEFAULT_BAUDRATE}; eastron-sdm120: 2400)")  # fmt: skip
@@ -277,7 +284,8 @@ def _option_error(args: argparse.Namespace) -> str | None:
             if value is not None:
                 return f"{option} applies to the scales ({', '.join(SCALES)}) only, not {args.device}"
     else:
-        for option, value in (("--unit-id", args.unit_id), ("--rtu-over-tcp", args.rtu_over_tcp or None)):
+        for option, value in (("--unit-id", args.unit_id), ("--rtu-over-tcp", args.rtu_over_tcp or None),
+                              ("--force-file", args.force_file)):
             if value is not None:
                 return f"{option} applies to Modbus devices, not the {args.device} scale"
     if device != "sartorius-sbi":
@@ -362,7 +370,8 @@ async def _serve_scale(args: argparse.Namespace, device: str, stop: asyncio.Even
 async def _serve_modbus(args: argparse.Namespace, device: str, stop: asyncio.Event) -> None:
     host, port = args.listen or _listen_address(DEFAULT_LISTEN)
     unit_id = args.unit_id or DEFAULT_UNIT_ID
-    devices = {unit_id: MODBUS_MODELS[device](args.seed)}
+    model = MODBUS_MODELS[device](args.seed)
+    devices = {unit_id: ForcedValues(model, args.force_file) if args.force_file else model}
     crc, truncate, wrong_unit = (getattr(args, option) or 0 for option in _FAULT_OPTIONS)
     if args.pty:
         baudrate = args.baudrate or DEFAULT_BAUDRATES.get(device, DEFAULT_BAUDRATE)
