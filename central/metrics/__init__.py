@@ -1,6 +1,7 @@
 """Central's time-series store: one interface (``MetricsStore``), one small module per backend.
 
-    base.py          Point, MetricsStore, MetricsStoreError   the contract every backend passes
+    base.py          Point, MetricsStore, MetricsStoreError   the contract every backend passes (write, query,
+                                                              latest, aggregate)
     lineprotocol.py  Point -> InfluxDB line protocol          pure encoding and escaping
     influxql.py      InfluxQL over /query + HTTP errors       shared by both InfluxDB stores
     influx_v1.py     InfluxV1Store                            InfluxDB 1.x (/write, /query)
@@ -21,7 +22,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from central.metrics.base import MAX_TIME_NS, MIN_TIME_NS, FieldValue, MetricsStore, MetricsStoreError, Point
+from central.metrics.base import (
+    AGGREGATE_FUNCTIONS,
+    MAX_BUCKETS,
+    MAX_TIME_NS,
+    MIN_TIME_NS,
+    AggregatedSeries,
+    FieldValue,
+    MetricsStore,
+    MetricsStoreError,
+    Point,
+)
 from central.metrics.config import MetricsKind, MetricsSettings, open_store
 from central.metrics.influx_v1 import InfluxV1Store
 from central.metrics.lineprotocol import encode_point, encode_points
@@ -31,8 +42,11 @@ if TYPE_CHECKING:
     from central.metrics.influx_v2 import InfluxV2Store
 
 __all__ = [
+    "AGGREGATE_FUNCTIONS",
+    "MAX_BUCKETS",
     "MAX_TIME_NS",
     "MIN_TIME_NS",
+    "AggregatedSeries",
     "FieldValue",
     "InfluxV1Store",
     "InfluxV2Store",

@@ -10,6 +10,11 @@ the demo) implements ``MetricsStore`` and passes the same conformance suite
   non-retryable error ("field type conflict").
 - ``query`` returns points ordered by time (ties in unspecified order) with the time range half-open:
   ``start_ns <= time < end_ns``.
+- ``aggregate`` is InfluxQL's ``SELECT fn(field) ... GROUP BY time(every), <tags> fill(none)``: buckets start at
+  multiples of ``every`` counted from the Unix epoch (the first one may start before ``start_ns``), only buckets
+  holding a value are returned, and a bucket's time is its start. ``fn`` is one of ``AGGREGATE_FUNCTIONS``; the
+  field must be numeric (float or integer) except for ``count``. Values come back as ``float`` (``count``: ``int``);
+  a sum that overflows is ``inf`` on SQLite, and InfluxDB fails the whole query (it cannot encode it in JSON).
 
 What a point may contain is checked when it is built, so that all backends accept and return the same points
 (the limits come from the line protocol of InfluxDB 1.x/2.x, see ``lineprotocol.py``):
@@ -36,15 +41,21 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar, Literal, Self, get_args
 
 __all__ = [
+    "AGGREGATE_FUNCTIONS",
+    "MAX_BUCKETS",
     "MAX_TIME_NS",
+    "MIN_EVERY_NS",
     "MIN_TIME_NS",
+    "AggregateFn",
+    "AggregatedSeries",
     "FieldValue",
     "MetricsStore",
     "MetricsStoreError",
     "Point",
+    "bucket_count",
     "check_key",
     "check_name",
     "check_tag_value",
@@ -59,6 +70,19 @@ _MIN_INT = -(2**63)
 _MAX_INT = 2**63 - 1
 _RESERVED_KEYS = frozenset({"time"})
 _SPECIAL_AFTER_BACKSLASH = frozenset(', ="')
+
+AggregateFn = Literal["mean", "min", "max", "first", "last", "count", "sum"]
+AGGREGATE_FUNCTIONS: tuple[str, ...] = get_args(AggregateFn)
+MAX_BUCKETS = 10_000  # per series and call: a bound on the work one ``aggregate`` may ask of the store
+MIN_EVERY_NS = 1_000_000  # 1 ms
+_MAX_EVERY_NS = 2**62  # bucket arithmetic stays within 64 bits
+
+
+def bucket_count(start_ns: int, end_ns: int, every_ns: int) -> int:
+    """How many epoch-aligned buckets of ``every_ns`` the half-open range ``[start_ns, end_ns)`` touches."""
+    if end_ns <= start_ns:
+        return 0
+    return (end_ns - 1) // every_ns - start_ns // every_ns + 1
 
 
 def check_tag_value(what: str, value: object) -> str:
@@ -164,6 +188,15 @@ class Point:
         return hash((self.measurement, tuple(sorted(self.tags.items())), self.time_ns))
 
 
+@dataclass(frozen=True)
+class AggregatedSeries:
+    """The buckets of one series of ``aggregate``: ``tags`` has every ``group_by`` key ("" where the points lack
+    it); ``buckets`` are (bucket start ns, value), oldest first, only those holding a value."""
+
+    tags: Mapping[str, str]
+    buckets: Sequence[tuple[int, float | int]]
+
+
 class MetricsStoreError(Exception):
     """A metrics store operation failed; ``retryable`` says whether the same call may succeed later."""
 
@@ -238,6 +271,62 @@ class MetricsStore(abc.ABC):
         points = self._latest(check_name("measurement", measurement), group_by=keys, tags=_check_tag_filter(tags))
         return sorted(points, key=lambda p: tuple(p.tags.get(k, "") for k in keys))
 
+    def aggregate(
+        self,
+        measurement: str,
+        *,
+        tags: Mapping[str, str] | None = None,
+        start_ns: int,
+        end_ns: int,
+        every_s: float,
+        fn: str,
+        field: str = "value",
+        group_by: Sequence[str] = ("node", "device", "point"),
+    ) -> list[AggregatedSeries]:
+        """``fn`` of ``field`` per bucket of ``every_s`` seconds and per combination of the ``group_by`` tag values,
+        for points with all the given ``tags`` and ``start_ns <= time < end_ns``; series sorted by their tags.
+
+        ValueError for an unknown ``fn``, ``every_s`` below 1 ms, an empty or reversed range, or more than
+        ``MAX_BUCKETS`` buckets in the range (the message names ``every``).
+        """
+        if fn not in AGGREGATE_FUNCTIONS:
+            raise ValueError(f"fn must be one of {', '.join(AGGREGATE_FUNCTIONS)}, not {fn!r}")
+        keys = [check_key("group_by tag key", key) for key in group_by]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"group_by has duplicates: {keys}")
+        for name, value in (("start_ns", start_ns), ("end_ns", end_ns)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an int, not {type(value).__name__}")
+            if not MIN_TIME_NS <= value <= MAX_TIME_NS:
+                raise ValueError(f"{name} {value} is outside InfluxDB's range [{MIN_TIME_NS}, {MAX_TIME_NS}]")
+        if start_ns >= end_ns:
+            raise ValueError(f"start_ns {start_ns} must be before end_ns {end_ns}")
+        if isinstance(every_s, bool) or not isinstance(every_s, int | float) or not math.isfinite(every_s):
+            raise ValueError(f"every must be a finite number of seconds, not {every_s!r}")
+        every_ns = round(every_s * 1_000_000_000)
+        if not MIN_EVERY_NS <= every_ns <= _MAX_EVERY_NS:
+            raise ValueError(f"every must be between 1 ms and {_MAX_EVERY_NS // 10**9} s, not {every_s} s")
+        if start_ns // every_ns * every_ns < MIN_TIME_NS:
+            raise ValueError(f"start_ns {start_ns}: its bucket of every {every_s:g} s would begin before the earliest "
+                             f"time InfluxDB can store ({MIN_TIME_NS})")
+        buckets = bucket_count(start_ns, end_ns, every_ns)
+        if buckets > MAX_BUCKETS:
+            raise ValueError(
+                f"every {every_s:g} s makes {buckets} buckets of the range, at most {MAX_BUCKETS} are allowed: "
+                "choose a longer every or a shorter range"
+            )
+        series = self._aggregate(
+            check_name("measurement", measurement),
+            tags=_check_tag_filter(tags),
+            start_ns=start_ns,
+            end_ns=end_ns,
+            every_ns=every_ns,
+            fn=fn,
+            field=check_key("field key", field),
+            group_by=keys,
+        )
+        return sorted(series, key=lambda s: tuple(s.tags.get(k, "") for k in keys))
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections; the store is not used afterwards."""
@@ -258,6 +347,20 @@ class MetricsStore(abc.ABC):
 
     @abc.abstractmethod
     def _latest(self, measurement: str, *, group_by: list[str], tags: dict[str, str]) -> list[Point]: ...
+
+    @abc.abstractmethod
+    def _aggregate(
+        self,
+        measurement: str,
+        *,
+        tags: dict[str, str],
+        start_ns: int,
+        end_ns: int,
+        every_ns: int,
+        fn: str,
+        field: str,
+        group_by: list[str],
+    ) -> list[AggregatedSeries]: ...
 
     def __enter__(self) -> Self:
         return self

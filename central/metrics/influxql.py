@@ -10,6 +10,12 @@ and what type each field has (JSON turns the float ``1.0`` into ``1``)::
 
     SHOW TAG KEYS FROM "m"; SHOW FIELD KEYS FROM "m"; SELECT * FROM "m" WHERE ... ORDER BY time ASC LIMIT n
 
+``aggregate`` is one statement; the time buckets are given in nanoseconds, so any ``every`` is exact and aligned to
+the epoch as InfluxDB aligns them, and empty buckets are left out::
+
+    SELECT mean("value") FROM "readings" WHERE "device" = 'd1' AND time >= S AND time < E
+        GROUP BY time(60000000000ns), "node", "device", "point" fill(none)
+
 Identifiers are double-quoted and string literals single-quoted, each with backslash escapes, so no tag value or
 measurement name can change the statement.
 
@@ -25,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from central.metrics.base import FieldValue, MetricsStore, MetricsStoreError, Point
+from central.metrics.base import AggregatedSeries, FieldValue, MetricsStore, MetricsStoreError, Point
 
 __all__ = [
     "InfluxQLReader",
@@ -236,6 +242,44 @@ class InfluxQLReader:
         return [p for s in all_series for p in self._points(measurement, s, tag_keys, field_types)]
 
 
+    def aggregate(
+        self,
+        measurement: str,
+        *,
+        tags: Mapping[str, str],
+        start_ns: int,
+        end_ns: int,
+        every_ns: int,
+        fn: str,
+        field: str,
+        group_by: list[str],
+    ) -> list[AggregatedSeries]:
+        select = (
+            f"SELECT {fn.upper()}({quote_ident(field)}) FROM {self.source(measurement)}"  # noqa: S608 (all quoted)
+            f"{_where(tags, start_ns, end_ns)} GROUP BY time({int(every_ns)}ns)"
+        )
+        for key in group_by:
+            select += f", {quote_ident(key)}"
+        select += " fill(none)"
+        (result,) = self.execute([select], database=self._database)
+        out = []
+        for series in result.get("series", []):
+            group = series.get("tags") or {}
+            buckets: list[tuple[int, float | int]] = []
+            for time_ns, value in series.get("values", []):
+                if value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise MetricsStoreError(
+                        self._backend, f"{fn} of field {field!r} of {measurement!r} is not a number: {value!r}",
+                        retryable=False,
+                    )
+                buckets.append((int(time_ns), int(value) if fn == "count" else float(value)))
+            if buckets:
+                out.append(AggregatedSeries({k: str(group.get(k) or "") for k in group_by}, buckets))
+        return out
+
+
 class InfluxQLStore(MetricsStore):
     """Base of the InfluxDB stores: ``ping``, ``query`` and ``latest`` go through ``self._reader``."""
 
@@ -257,3 +301,20 @@ class InfluxQLStore(MetricsStore):
 
     def _latest(self, measurement: str, *, group_by: list[str], tags: dict[str, str]) -> list[Point]:
         return self._reader.latest(measurement, group_by=group_by, tags=tags)
+
+    def _aggregate(
+        self,
+        measurement: str,
+        *,
+        tags: dict[str, str],
+        start_ns: int,
+        end_ns: int,
+        every_ns: int,
+        fn: str,
+        field: str,
+        group_by: list[str],
+    ) -> list[AggregatedSeries]:
+        return self._reader.aggregate(
+            measurement, tags=tags, start_ns=start_ns, end_ns=end_ns, every_ns=every_ns, fn=fn, field=field,
+            group_by=group_by,
+        )

@@ -12,6 +12,11 @@ ones (upsert with ``json_patch``), so replays are harmless, and a field keeps th
 (a different type is a non-retryable "field type conflict"; InfluxDB checks per shard, this store per
 measurement). A batch is written in one transaction: all points or none.
 
+``aggregate`` groups in SQL: the bucket of a row is ``time_ns - ((time_ns % every) + every) % every`` (the epoch-
+aligned start, also before 1970), a field's value is read with ``json_each`` (any key, no JSON path quoting), and
+``first`` / ``last`` use SQLite's ``min()`` / ``max()`` with a bare column, which takes the value of the row holding
+the minimum / maximum time.
+
 Thread-safe: one connection guarded by a lock (central calls the store from a worker thread). A database locked
 by another process beyond ``busy_timeout_s``, a full disk or an I/O error are retryable ``MetricsStoreError``s.
 """
@@ -27,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from central.metrics.base import FieldValue, MetricsStore, MetricsStoreError, Point, field_type
+from central.metrics.base import AggregatedSeries, FieldValue, MetricsStore, MetricsStoreError, Point, field_type
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT_S", "SQLiteMetricsStore"]
 
@@ -61,6 +66,13 @@ _RETRYABLE_CODES = frozenset({5, 6, 10, 13, 15})
 # The value of one tag of the row ``p`` ('' when the point does not have that tag), for WHERE and PARTITION BY.
 _TAG_VALUE = "coalesce((SELECT value FROM json_each(p.tags) WHERE key = ?), '')"
 _HAS_TAG = "EXISTS (SELECT 1 FROM json_each(p.tags) WHERE key = ? AND value = ?)"
+_FIELD_VALUE = "(SELECT value FROM json_each(p.fields) WHERE key = ?)"
+# fn -> (aggregate over v, extra bare column); first/last take v of the row with min/max t (SQLite's bare columns)
+_AGGREGATES = {
+    "mean": "avg(v)", "min": "min(v)", "max": "max(v)", "sum": "total(v)", "count": "count(v)",
+    "first": "min(t), v", "last": "max(t), v",
+}
+_NUMERIC = frozenset({"float", "integer"})
 
 
 def _dumps(mapping: dict[str, Any]) -> str:
@@ -205,6 +217,50 @@ class SQLiteMetricsStore(MetricsStore):
         with self._connection(f"latest of {measurement!r}") as conn:
             rows = conn.execute(sql, [*group_by, *where_params]).fetchall()
         return [self._point(measurement, row) for row in rows]
+
+    def _aggregate(
+        self,
+        measurement: str,
+        *,
+        tags: dict[str, str],
+        start_ns: int,
+        end_ns: int,
+        every_ns: int,
+        fn: str,
+        field: str,
+        group_by: list[str],
+    ) -> list[AggregatedSeries]:
+        where, where_params = self._where(measurement, tags)
+        groups = "".join(f"{_TAG_VALUE} AS g{i}, " for i in range(len(group_by)))
+        group_names = [f"g{i}" for i in range(len(group_by))]
+        # Only fixed SQL fragments are formatted in; every value is a bound parameter.
+        sql = (
+            f"SELECT {', '.join([*group_names, 'bucket'])}, {_AGGREGATES[fn]} FROM ("  # noqa: S608
+            f" SELECT {groups}p.time_ns - ((p.time_ns % ?) + ?) % ? AS bucket, p.time_ns AS t,"
+            f" {_FIELD_VALUE} AS v FROM points AS p WHERE {where} AND p.time_ns >= ? AND p.time_ns < ?"
+            f") WHERE v IS NOT NULL GROUP BY {', '.join([*group_names, 'bucket'])}"
+            f" ORDER BY {', '.join([*group_names, 'bucket'])}"
+        )
+        params = [*group_by, every_ns, every_ns, every_ns, field, *where_params, start_ns, end_ns]
+        with self._connection(f"aggregate of {measurement!r}") as conn:
+            row = conn.execute("SELECT type FROM field_types WHERE measurement = ? AND field = ?",
+                               (measurement, field)).fetchone()
+            if row is None:
+                return []
+            if fn != "count" and row[0] not in _NUMERIC:
+                raise MetricsStoreError(
+                    self.kind, f"{fn} of field {field!r} of {measurement!r}: the field is a {row[0]}, not a number",
+                    retryable=False,
+                )
+            rows = conn.execute(sql, params).fetchall()
+        series: dict[tuple[str, ...], list[tuple[int, float | int]]] = {}
+        width = len(group_by)
+        for result in rows:
+            value = result[-1]
+            series.setdefault(tuple(result[:width]), []).append(
+                (int(result[width]), int(value) if fn == "count" else float(value))
+            )
+        return [AggregatedSeries(dict(zip(group_by, key, strict=True)), buckets) for key, buckets in series.items()]
 
     @staticmethod
     def _where(measurement: str, tags: dict[str, str]) -> tuple[str, list[Any]]:

@@ -43,6 +43,14 @@ def test_demo_shows_weighings_reaching_central(tmp_path: Path, broker: str) -> N
                 "database": True, "broker": True, "influxdb": True}
             devices = api.get("/api/v1/devices").json()["items"]
             assert {d["device_id"] for d in devices if d["online"]} >= {"bridge-1", "meter-1"}
+            # readings from the demo's metrics store, newest and per minute; Prometheus figures of central
+            latest = api.get("/api/v1/readings/latest", params={"device_id": "meter-1"}).json()["items"]
+            assert latest, "no readings of meter-1"
+            node, point = latest[0]["node_id"], latest[0]["point"]
+            ranged = api.get("/api/v1/readings", params={"node_id": node, "device_id": "meter-1", "point": point,
+                                                         "every": "1m", "fn": "count"}).json()
+            assert sum(b["value"] for s in ranged["series"] for b in s["points"]) >= 1, ranged
+            assert "floorgate_ingest_batches_total" in api.get("/metrics").text
             time.sleep(1.5)  # let the live view print at least once more
     finally:
         demo.terminate()

@@ -93,7 +93,7 @@ MATRIX: dict[tuple[str, str], frozenset[str] | None] = {
 
 
 def _routes(api: ApiHarness) -> set[tuple[str, str]]:
-    """Every operation of the app: those in its OpenAPI document, plus /metrics (kept out of the document)."""
+    """Every operation of the app: those in its OpenAPI document (plus /metrics, should it leave the document)."""
     out = {(method.upper(), path) for path, ops in api.app.openapi()["paths"].items() for method in ops}
     if api.client.get("/metrics").status_code != 404:
         out.add(("GET", "/metrics"))

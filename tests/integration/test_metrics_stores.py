@@ -29,7 +29,15 @@ from central.metrics import (
     Point,
     SQLiteMetricsStore,
 )
-from central.metrics.base import check_key, check_name, check_tag_value
+from central.metrics.base import (
+    AGGREGATE_FUNCTIONS,
+    MAX_BUCKETS,
+    MIN_TIME_NS,
+    AggregatedSeries,
+    check_key,
+    check_name,
+    check_tag_value,
+)
 from tests.influx_v2_adapter import InfluxV2Adapter
 from tests.services import InfluxServer
 
@@ -37,6 +45,7 @@ pytestmark = pytest.mark.integration
 
 BACKENDS = ["influxdb-v1", "influxdb-v2", "sqlite"]
 T0 = 1_700_000_000_000_000_000  # 2023-11-14, nanoseconds
+SECOND = 1_000_000_000
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +285,11 @@ def test_unavailable_store_raises_retryable(unavailable: tuple[MetricsStore, boo
         store.ping,
     ]
     if reads_fail:
-        calls += [lambda: store.query("m"), lambda: store.latest("m", group_by=["a"])]
+        calls += [
+            lambda: store.query("m"),
+            lambda: store.latest("m", group_by=["a"]),
+            lambda: store.aggregate("m", start_ns=T0, end_ns=T0 + 60 * SECOND, every_s=60, fn="mean"),
+        ]
     for call in calls:
         with pytest.raises(MetricsStoreError) as caught:
             call()
@@ -382,3 +395,197 @@ def test_property_any_valid_point_round_trips(store: MetricsStore, points: list[
         assert typed(store.query(measurement, tags=points[0].tags)) == by_time(
             [p for p in points if p.tags.items() >= points[0].tags.items()]
         )
+
+
+# --- aggregate: buckets of every backend match what the points say ----------------------------------------------
+
+GROUP = ("node", "device", "point")
+
+
+def model_aggregate(
+    points: Sequence[Point], *, start_ns: int, end_ns: int, every_ns: int, fn: str, field: str = "value",
+    group_by: Sequence[str] = GROUP, tags: dict[str, str] | None = None,
+) -> list[AggregatedSeries]:
+    """What ``aggregate`` must return, computed here from the written points (times unique per group)."""
+    groups: dict[tuple[str, ...], dict[int, list[tuple[int, float | int]]]] = {}
+    for p in points:
+        if not start_ns <= p.time_ns < end_ns or field not in p.fields:
+            continue
+        if tags and not p.tags.items() >= tags.items():
+            continue
+        key = tuple(p.tags.get(k, "") for k in group_by)
+        bucket = p.time_ns - p.time_ns % every_ns  # Python's % floors: epoch-aligned before 1970 too
+        value = p.fields[field]
+        assert isinstance(value, int | float)
+        groups.setdefault(key, {}).setdefault(bucket, []).append((p.time_ns, value))
+    out = []
+    for key in sorted(groups):
+        buckets: list[tuple[int, float | int]] = []
+        for bucket, timed in sorted(groups[key].items()):
+            values = [v for _, v in sorted(timed)]
+            result = {
+                "mean": sum(values) / len(values), "min": min(values), "max": max(values), "first": values[0],
+                "last": values[-1], "sum": sum(values), "count": len(values),
+            }[fn]
+            buckets.append((bucket, int(result) if fn == "count" else float(result)))
+        out.append(AggregatedSeries(dict(zip(group_by, key, strict=True)), buckets))
+    return out
+
+
+def typed_series(series: Sequence[AggregatedSeries]) -> list[tuple[object, ...]]:
+    return [(sorted(s.tags.items()), [(t, type(v).__name__, v) for t, v in s.buckets]) for s in series]
+
+
+def _reading(node: str, device: str, point: str | None, value: float, time_ns: int) -> Point:
+    tags = {"node": node, "device": device, "unit": "kg"}
+    if point is not None:
+        tags["point"] = point
+    return Point("readings", tags, {"value": value}, time_ns)
+
+
+def _readings(seed: int = 11) -> list[Point]:
+    """Readings of a few devices over ~10 minutes; values are multiples of 1/4, so sums and means are exact."""
+    rng = random.Random(seed)
+    points = []
+    for node, device, point in [("n1", "d1", "p1"), ("n1", "d1", "p2"), ("n1", "d2", "p1"), ("n2", "d1", "p1"),
+                                ("n2", "d1", None)]:
+        for time_ns in sorted(rng.sample(range(T0 - 30 * SECOND, T0 + 600 * SECOND, 997_000_001), 40)):
+            points.append(_reading(node, device, point, rng.randrange(-4000, 4000) / 4, time_ns))
+    return points
+
+
+@pytest.mark.parametrize("fn", ["mean", "min", "max", "first", "last", "count", "sum"])
+def test_aggregate_matches_the_points(store: MetricsStore, fn: str) -> None:
+    points = _readings()
+    store.write(points)
+    store.write([Point("other", {"node": "n1", "device": "d1", "point": "p1"}, {"value": 1.0}, T0)])
+    start, end = T0 + 7 * SECOND, T0 + 500 * SECOND + 3  # not on bucket bounds
+    for every_s, tags in ((60, None), (60, {"node": "n1"}), (17.5, {"device": "d1", "point": "p1"}), (3600, None)):
+        got = store.aggregate("readings", tags=tags, start_ns=start, end_ns=end, every_s=every_s, fn=fn)
+        want = model_aggregate(points, start_ns=start, end_ns=end, every_ns=int(every_s * SECOND), fn=fn,
+                               tags=tags)
+        assert typed_series(got) == typed_series(want), (every_s, tags)
+        assert want
+
+
+def test_aggregate_buckets_are_epoch_aligned_and_the_range_half_open(store: MetricsStore) -> None:
+    minute = 60 * SECOND
+    base = T0 - T0 % minute  # a bucket start
+    points = [_reading("n", "d", "p", float(i), base + offset) for i, offset in
+              enumerate([-1, 0, 5 * SECOND, minute - 1, minute, 2 * minute + 30 * SECOND])]
+    store.write(points)
+    got = store.aggregate("readings", start_ns=base + 1, end_ns=base + 2 * minute + 30 * SECOND, every_s=60,
+                          fn="count")
+    # base - 1 and base are before the range, the last point is at its (excluded) end; the first bucket starts at
+    # base although the range starts 1 ns later
+    assert typed_series(got) == typed_series([AggregatedSeries({"node": "n", "device": "d", "point": "p"},
+                                                               [(base, 2), (base + minute, 1)])])
+    before_1970 = [_reading("n", "d", "p", 1.0, -7 * SECOND - 1), _reading("n", "d", "p", 2.0, -1)]
+    store.write(before_1970)
+    got = store.aggregate("readings", start_ns=-10 * SECOND, end_ns=0, every_s=3, fn="sum")
+    assert [s.buckets for s in got] == [[(-9 * SECOND, 1.0), (-3 * SECOND, 2.0)]]
+
+
+def test_aggregate_group_by_and_filters(store: MetricsStore) -> None:
+    points = [
+        _reading("n1", "d1", "p1", 1.0, T0), _reading("n1", "d1", None, 2.0, T0 + 1),
+        _reading("n1", "d2", "p1", 4.0, T0 + 2), _reading("n2", "d1", "p1", 8.0, T0 + 3),
+    ]
+    store.write(points)
+    window = {"start_ns": T0, "end_ns": T0 + SECOND, "every_s": 1}
+    everything = store.aggregate("readings", **window, fn="sum", group_by=[])
+    assert typed_series(everything) == typed_series([AggregatedSeries({}, [(T0, 15.0)])])
+    by_point = store.aggregate("readings", **window, fn="sum", group_by=["point"])
+    # points without the tag form their own group, "" (sorted first)
+    assert [(s.tags, s.buckets) for s in by_point] == [({"point": ""}, [(T0, 2.0)]), ({"point": "p1"}, [(T0, 13.0)])]
+    by_unit = store.aggregate("readings", **window, fn="count", group_by=["node", "unit"], tags={"device": "d1"})
+    assert [(s.tags, s.buckets) for s in by_unit] == [
+        ({"node": "n1", "unit": "kg"}, [(T0, 2)]), ({"node": "n2", "unit": "kg"}, [(T0, 1)])]
+    assert store.aggregate("readings", **window, fn="mean", tags={"node": "n9"}) == []
+    assert store.aggregate("readings", **window, fn="mean", field="no_such_field") == []
+    assert store.aggregate("no_such_measurement", **window, fn="mean") == []
+    assert store.aggregate("readings", start_ns=T0 + SECOND, end_ns=T0 + 2 * SECOND, every_s=1, fn="max") == []
+
+
+def test_aggregate_of_fields_that_are_not_numbers(store: MetricsStore) -> None:
+    store.write([Point("status", {"node": "n"}, {"text": "ok", "flag": True, "n": 3}, T0),
+                 Point("status", {"node": "n"}, {"text": "bad", "flag": False, "n": 5}, T0 + 1)])
+    window = {"start_ns": T0, "end_ns": T0 + SECOND, "every_s": 1, "group_by": ["node"]}
+    for field in ("text", "flag"):
+        assert [s.buckets for s in store.aggregate("status", **window, fn="count", field=field)] == [[(T0, 2)]]
+        for fn in ("mean", "max", "first", "sum"):
+            with pytest.raises(MetricsStoreError) as caught:
+                store.aggregate("status", **window, fn=fn, field=field)
+            assert caught.value.retryable is False
+    # integer fields aggregate like floats and come back as floats
+    assert typed_series(store.aggregate("status", **window, fn="sum", field="n")) == typed_series(
+        [AggregatedSeries({"node": "n"}, [(T0, 8.0)])])
+
+
+def test_aggregate_checks_its_arguments(store: MetricsStore) -> None:
+    window = {"start_ns": T0, "end_ns": T0 + 3600 * SECOND}
+    with pytest.raises(ValueError, match="fn must be one of"):
+        store.aggregate("readings", **window, every_s=60, fn="median")
+    with pytest.raises(ValueError, match="every"):
+        store.aggregate("readings", **window, every_s=0.0001, fn="mean")
+    with pytest.raises(ValueError, match=rf"every 0.1 s makes 36000 buckets .* at most {MAX_BUCKETS}"):
+        store.aggregate("readings", **window, every_s=0.1, fn="mean")
+    with pytest.raises(ValueError, match="before"):
+        store.aggregate("readings", start_ns=T0, end_ns=T0, every_s=60, fn="mean")
+    with pytest.raises(ValueError, match="tag"):
+        store.aggregate("readings", **window, every_s=60, fn="mean", tags={"node": "a\nb"})
+    with pytest.raises(ValueError, match="duplicates"):
+        store.aggregate("readings", **window, every_s=60, fn="mean", group_by=["node", "node"])
+    with pytest.raises(ValueError, match="would begin before the earliest time"):  # 64-bit bucket arithmetic
+        store.aggregate("readings", start_ns=MIN_TIME_NS + SECOND, end_ns=MIN_TIME_NS + 2 * SECOND, every_s=60,
+                        fn="mean")
+    # exactly MAX_BUCKETS is fine; one more is not
+    aligned = T0 - T0 % 360_000_000
+    assert store.aggregate("readings", start_ns=aligned, end_ns=aligned + 3600 * SECOND, every_s=0.36,
+                           fn="mean") == []
+    with pytest.raises(ValueError, match="10001 buckets"):
+        store.aggregate("readings", start_ns=aligned, end_ns=aligned + 3600 * SECOND + 1, every_s=0.36, fn="mean")
+
+
+@pytest.mark.parametrize("text", AWKWARD)
+def test_aggregate_awkward_characters(store: MetricsStore, text: str) -> None:
+    measurement, key, field = "m " + text, "k " + text, "f " + text
+    points = [Point(measurement, {key: text}, {field: 1.5}, T0), Point(measurement, {key: text}, {field: 2.5}, T0 + 1),
+              Point(measurement, {key: text + "2"}, {field: 8.0}, T0 + 2)]
+    store.write(points)
+    got = store.aggregate(measurement, tags={key: text}, start_ns=T0, end_ns=T0 + SECOND, every_s=1, fn="sum",
+                          field=field, group_by=[key])
+    assert [(s.tags, s.buckets) for s in got] == [({key: text}, [(T0, 4.0)])]
+
+
+_QUARTERS = st.integers(-(2**20), 2**20).map(lambda n: n / 4)  # exact sums and means
+
+
+@st.composite
+def _aggregate_cases(draw: st.DrawFn) -> tuple[list[Point], int, int, float, str]:
+    measurement = f"a{next(_counter)}"
+    times = draw(st.lists(st.integers(-(10**11), 10**11), min_size=1, max_size=30, unique=True))
+    points = [
+        Point(measurement, {"node": draw(st.sampled_from(["n1", "n2"])), "point": draw(st.sampled_from(["p", "q"]))},
+              {"value": draw(_QUARTERS)}, T0 + offset)
+        for offset in times
+    ]
+    every_s = draw(st.sampled_from([0.001, 0.25, 1, 7, 60, 86400]))
+    start = T0 + draw(st.integers(-(10**11), 10**11))
+    end = start + draw(st.integers(1, 2 * 10**11))
+    end = min(end, start + int(every_s * SECOND) * (MAX_BUCKETS - 1))
+    return points, start, end, every_s, draw(st.sampled_from(AGGREGATE_FUNCTIONS))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=_aggregate_cases())
+def test_property_aggregate_matches_the_points(
+    store: MetricsStore, case: tuple[list[Point], int, int, float, str]
+) -> None:
+    points, start, end, every_s, fn = case
+    store.write(points)
+    got = store.aggregate(points[0].measurement, start_ns=start, end_ns=end, every_s=every_s, fn=fn,
+                          group_by=["node", "point"])
+    want = model_aggregate(points, start_ns=start, end_ns=end, every_ns=round(every_s * SECOND), fn=fn,
+                           group_by=["node", "point"])
+    assert typed_series(got) == typed_series(want)

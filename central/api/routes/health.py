@@ -5,10 +5,12 @@
      "dependencies": {"database": {"ok": true, "latency_ms": 0.8, "kind": "postgresql"},
                       "broker":   {"ok": true, "latency_ms": 0.3, "url": "mqtt://127.0.0.1:1883"},
                       "influxdb": {"ok": true, "latency_ms": 1.9, "kind": "influxdb-v1"}},
-     "ingest": {"running": true, "lag_s": 0.05, "batches": 120, "records": 480, "duplicates": 3,
-                "quarantined": 1, "conflicts": 0}}
+     "ingest": {"running": true, "connected": true, "lag_s": 0.05, "last_batch_age_s": 2.1, "batches": 120,
+                "records": 480, "duplicates": 3, "quarantined": 1, "conflicts": 0, "rejected": 0, "store_failures": 0}}
 
-HTTP 200 when every dependency is ok, 503 otherwise (so a load balancer or Ansible ``uri`` check can use it).
+HTTP 200 when every dependency is ok, 503 otherwise (so a load balancer or Ansible ``uri`` check can use it). Each
+check gives up after ``CHECK_TIMEOUT_S`` (a database behind a pulled cable must not hang the answer). ``lag_s`` is
+the last batch's time from the node sending it to central applying it; ``last_batch_age_s`` says how old that is.
 """
 
 from __future__ import annotations
@@ -17,19 +19,79 @@ import asyncio
 import os
 import socket
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, Literal
 
 import psutil
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from central import __version__
 from central.api.deps import AppState, StateDep
 
 router = APIRouter(tags=["health"])
+CHECK_TIMEOUT_S = 5.0
 _PROC = psutil.Process()
 _PROC.cpu_percent(None)  # prime: the first reading is always 0
+
+
+class Dependency(BaseModel):
+    ok: bool
+    latency_ms: float = Field(description="how long the check took", examples=[0.8])
+    kind: str | None = Field(None, description="database dialect / metrics store kind", examples=["postgresql"])
+    url: str | None = Field(None, description="the broker", examples=["mqtt://127.0.0.1:1883"])
+    note: str | None = None
+    error: str | None = Field(None, description="why the check failed")
+
+
+class Dependencies(BaseModel):
+    database: Dependency
+    broker: Dependency = Field(description="a QoS 1 round trip on ingest's connection (TCP connect without ingest)")
+    influxdb: Dependency = Field(description="the metrics store: InfluxDB, or the demo's SQLite store")
+
+
+class Cpu(BaseModel):
+    percent: float = Field(description="of one core, by this process, since the previous call")
+    load_1m: float
+
+
+class Memory(BaseModel):
+    rss_bytes: int
+    percent: float
+
+
+class IngestHealth(BaseModel):
+    running: bool = Field(description="whether this process runs the MQTT ingest")
+    connected: bool | None = None
+    lag_s: float | None = Field(None, description="node send → applied, of the last batch")
+    last_batch_age_s: float | None = Field(None, description="since the last batch was applied")
+    batches: int | None = None
+    records: int | None = None
+    duplicates: int | None = None
+    quarantined: int | None = None
+    conflicts: int | None = None
+    rejected: int | None = None
+    store_failures: int | None = None
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"] = Field(description="degraded (HTTP 503) when a dependency is not ok")
+    version: str
+    uptime_s: float
+    cpu: Cpu
+    memory: Memory
+    dependencies: Dependencies
+    ingest: IngestHealth
+
+
+async def _within_timeout(check: Awaitable[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    try:
+        return await asyncio.wait_for(check, CHECK_TIMEOUT_S)
+    except TimeoutError:
+        return {"ok": False, "latency_ms": CHECK_TIMEOUT_S * 1000, **extra,
+                "error": f"no answer within {CHECK_TIMEOUT_S:g} s"}
 
 
 def _timed(fn: Any) -> dict[str, Any]:
@@ -59,7 +121,7 @@ async def _check_broker(state: AppState) -> dict[str, Any]:
         if state.ingest is not None:
             rtt = await state.ingest.ping()
         else:
-            await asyncio.to_thread(socket.create_connection((broker.host, broker.port), timeout=2).close)
+            await asyncio.to_thread(lambda: socket.create_connection((broker.host, broker.port), timeout=2).close())
             rtt = time.perf_counter() - t0
         return {"ok": True, "latency_ms": round(rtt * 1000, 3), "url": broker.url}
     except Exception as exc:
@@ -75,12 +137,17 @@ def _check_metrics(state: AppState) -> dict[str, Any]:
     return out
 
 
-@router.get("/health", summary="Service and dependency health (no authentication)")
+@router.get(
+    "/health",
+    summary="Service and dependency health (no authentication)",
+    responses={200: {"model": HealthOut, "description": "Every dependency is ok."},
+               503: {"model": HealthOut, "description": "A dependency is not ok (status `degraded`)."}},
+)
 async def health(state: StateDep) -> JSONResponse:
     deps = await asyncio.gather(
-        asyncio.to_thread(_check_database, state),
-        _check_broker(state),
-        asyncio.to_thread(_check_metrics, state),
+        _within_timeout(asyncio.to_thread(_check_database, state)),
+        _within_timeout(_check_broker(state), url=state.settings.broker.url),
+        _within_timeout(asyncio.to_thread(_check_metrics, state), kind=state.store.kind),
     )
     dependencies = dict(zip(("database", "broker", "influxdb"), deps, strict=True))
     ok = all(d["ok"] for d in dependencies.values())
@@ -91,6 +158,7 @@ async def health(state: StateDep) -> JSONResponse:
             connected=state.ingest.connected, lag_s=c.last_lag_s, batches=c.batches, records=c.records,
             duplicates=c.duplicates, quarantined=c.quarantined, conflicts=c.conflicts, rejected=c.rejected,
             store_failures=c.store_failures,
+            last_batch_age_s=None if c.last_batch_at is None else round(max(0.0, time.time() - c.last_batch_at), 3),
         )
     mem = _PROC.memory_info()
     body = {
@@ -102,4 +170,5 @@ async def health(state: StateDep) -> JSONResponse:
         "dependencies": dependencies,
         "ingest": ingest,
     }
-    return JSONResponse(body, status_code=200 if ok else 503)
+    checked = HealthOut.model_validate(body).model_dump(mode="json", exclude_unset=True)  # the documented shape
+    return JSONResponse(checked, status_code=200 if ok else 503)
