@@ -1,0 +1,173 @@
+"""``/api/v1/tse-transactions``: sales signed by a TSE (KassenSichV), as the nodes synced them. Read-only.
+
+They arrive by sync from the nodes' cash registers (nobody creates them through the API) and central checks each
+signature (``verified``: pending / valid / invalid). Reading them needs ``fiscal:read``; the CSV needs ``export``.
+
+``GET /api/v1/tse-transactions.csv`` has the columns of the DSFinV-K table ``TSE_Transaktionen``
+(``transactions_tse.csv`` of the DSFinV-K export), in its order::
+
+    Z_KASSE_ID  Z_ERSTELLUNG  Z_NR  BON_ID  TSE_ID  TSE_TANR  TSE_TA_START  TSE_TA_ENDE  TSE_TA_VORGANGSART
+    TSE_TA_SIGZ  TSE_TA_SIG  TSE_TA_FEHLER  TSE_TA_VORGANGSDATEN
+
+filled from a transaction as: Z_KASSE_ID = ``client_id`` (the register's serial number), TSE_ID = ``tse_serial``
+(DSFinV-K numbers the TSEs in its table ``TSE``; floorgate has no such table, so the TSE's serial — the SHA-256 of
+its public key — stands for it), TSE_TANR = ``tx_number``, TSE_TA_START / TSE_TA_ENDE = ``started_at`` /
+``finished_at`` (ISO 8601, UTC), TSE_TA_VORGANGSART = ``process_type``, TSE_TA_SIGZ = ``signature_counter``,
+TSE_TA_SIG = ``signature`` (base64), TSE_TA_FEHLER = ``TSE ausgefallen`` when the TSE failed and the sale went on
+without a signature, TSE_TA_VORGANGSDATEN = ``process_data``.
+
+Left **empty**, because floorgate does not hold them: Z_ERSTELLUNG and Z_NR (the daily closing, Kassenabschluss,
+the transaction belongs to — there are no closings yet) and BON_ID (the register's receipt id; the sync record
+carries no receipt id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from central.api.csvexport import CsvResponse, csv_openapi, stream_csv
+from central.api.deps import SessionDep, StateDep
+from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
+from central.api.pagination import DEFAULT_LIMIT
+from central.api.security import CanExport, CanReadFiscal
+from central.api.values import (
+    Cursor,
+    IdPath,
+    Limit,
+    Since,
+    Until,
+    iso,
+    page,
+    plain,
+    sort_param,
+    text_filter,
+    time_param,
+    utc,
+)
+from central.db.models import TseTransaction
+
+router = APIRouter(tags=["TSE transactions"])
+Verified = Literal["pending", "valid", "invalid"]
+SORTABLE = {"finished_at": TseTransaction.finished_at, "tx_number": TseTransaction.tx_number,
+            "id": TseTransaction.id}
+TSE_FAILED = "TSE ausgefallen"
+
+
+class TseTransactionOut(BaseModel):
+    id: int = Field(examples=[1])
+    node_id: str = Field(examples=["shop-1"])
+    record_id: str | None = Field(None, description="the node's id of the sync record")
+    tse_serial: str = Field(description="the TSE's serial number: hex SHA-256 of its public key")
+    client_id: str = Field(description="the cash register (Kassen-Seriennummer)", examples=["KASSE-01"])
+    tx_number: int = Field(description="the TSE's transaction number", examples=[31])
+    signature_counter: int = Field(description="the TSE's signature counter at FinishTransaction", examples=[1])
+    process_type: str = Field(examples=["Kassenbeleg-V1"])
+    process_data: str = Field(examples=["Beleg^21.42_0.00_0.00_0.00_0.00^21.42:Unbar"])
+    started_at: datetime = Field(description="log time of StartTransaction (the TSE's clock)")
+    finished_at: datetime = Field(description="log time of FinishTransaction (the TSE's clock)")
+    signature: str = Field(description="base64")
+    algorithm: str = Field(examples=["ecdsa-plain-SHA256"])
+    time_format: str = Field(examples=["unixTime"])
+    total: str | None = Field(None, description="the receipt's total, exact decimal string", examples=["21.42"])
+    currency: str = Field(examples=["EUR"])
+    qr: str | None = Field(None, description="the receipt's QR code content (V0;…)")
+    tse_failed: bool = Field(description="the TSE failed: the sale went on without a signature")
+    verified: Verified = Field(description="central's check of the signature")
+    verify_error: str | None = None
+    received_at: datetime = Field(description="when central received it")
+
+
+class TsePage(BaseModel):
+    items: list[TseTransactionOut]
+    next_cursor: str | None = Field(None, description="pass as `cursor` to get the next page; null at the end")
+
+
+def _out(t: TseTransaction) -> TseTransactionOut:
+    return TseTransactionOut(
+        id=t.id, node_id=t.node_id, record_id=t.record_id, tse_serial=t.tse_serial, client_id=t.client_id,
+        tx_number=t.tx_number, signature_counter=t.signature_counter, process_type=t.process_type,
+        process_data=t.process_data, started_at=utc(t.started_at), finished_at=utc(t.finished_at),
+        signature=t.signature, algorithm=t.algorithm, time_format=t.time_format, total=plain(t.total),
+        currency=t.currency, qr=t.qr, tse_failed=t.tse_failed, verified=t.verified,  # type: ignore[arg-type]
+        verify_error=t.verify_error, received_at=utc(t.received_at),
+    )
+
+
+def tse_filters(
+    node_id: Annotated[str | None, text_filter("only from this node", 64)] = None,
+    tse_serial: Annotated[str | None, text_filter("only signed by this TSE", 128)] = None,
+    client_id: Annotated[str | None, text_filter("only from this cash register", 64)] = None,
+    verified: Verified | None = None,
+    since: Since = None,
+    until: Until = None,
+) -> Select[Any]:
+    """Filters on what was synced; since / until compare ``finished_at`` (the TSE's time of the sale)."""
+    q = select(TseTransaction)
+    for column, value in ((TseTransaction.node_id, node_id), (TseTransaction.tse_serial, tse_serial),
+                          (TseTransaction.client_id, client_id), (TseTransaction.verified, verified)):
+        if value is not None:
+            q = q.where(column == value)
+    if since is not None:
+        q = q.where(TseTransaction.finished_at >= time_param(since, "since"))
+    if until is not None:
+        q = q.where(TseTransaction.finished_at < time_param(until, "until"))
+    return q
+
+
+TseQuery = Annotated[Select[Any], Depends(tse_filters)]
+
+
+@router.get("/api/v1/tse-transactions", response_model=TsePage, responses=ERROR_RESPONSES,
+            summary="List TSE-signed transactions (newest first)")
+def list_tse_transactions(
+    session: SessionDep, principal: CanReadFiscal, query: TseQuery,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    sort: Annotated[str, sort_param("finished_at, tx_number or id", "-finished_at")] = "-finished_at",
+) -> TsePage:
+    rows, nxt = page(session, query, SORTABLE, TseTransaction.id, sort=sort, limit=limit, cursor=cursor)
+    return TsePage(items=[_out(t) for t in rows], next_cursor=nxt)
+
+
+DSFINVK_HEADER = ("Z_KASSE_ID", "Z_ERSTELLUNG", "Z_NR", "BON_ID", "TSE_ID", "TSE_TANR", "TSE_TA_START",
+                  "TSE_TA_ENDE", "TSE_TA_VORGANGSART", "TSE_TA_SIGZ", "TSE_TA_SIG", "TSE_TA_FEHLER",
+                  "TSE_TA_VORGANGSDATEN")
+CSV_EXAMPLE = (",".join(DSFINVK_HEADER) + "\r\nKASSE-01,,,,3c1f…e9,31,2021-08-23T14:36:27Z,2021-08-23T14:36:33Z,"
+               "Kassenbeleg-V1,1,TGnWiq3ZW7gi4Vs+…==,,Beleg^21.42_0.00_0.00_0.00_0.00^21.42:Unbar\r\n")
+
+CSV_DESCRIPTION = ("The DSFinV-K table TSE_Transaktionen (transactions_tse.csv): a header row, then one row per "
+                   "transaction the filters select. Z_ERSTELLUNG, Z_NR and BON_ID are empty (no daily closings or "
+                   "receipt ids are held).")
+
+
+def _csv_rows(session: Session, rows: list[TseTransaction]) -> Iterable[Sequence[object]]:
+    for t in rows:
+        yield (t.client_id, "", "", "", t.tse_serial, t.tx_number, iso(t.started_at), iso(t.finished_at),
+               t.process_type, t.signature_counter, t.signature, TSE_FAILED if t.tse_failed else "", t.process_data)
+
+
+@router.get("/api/v1/tse-transactions.csv", response_class=CsvResponse,
+            responses=csv_openapi(CSV_DESCRIPTION, CSV_EXAMPLE, ERROR_RESPONSES),
+            summary="Export TSE transactions as DSFinV-K TSE_Transaktionen CSV (streamed)")
+def export_tse_transactions(
+    session: SessionDep, state: StateDep, principal: CanExport, query: TseQuery,
+    sort: Annotated[str, sort_param("finished_at, tx_number or id", "finished_at: oldest first")] = "finished_at",
+) -> CsvResponse:
+    return stream_csv(session, state.sessions, query, SORTABLE, TseTransaction.id, sort=sort,
+                      header=DSFINVK_HEADER, render=_csv_rows, filename="transactions_tse.csv")
+
+
+@router.get("/api/v1/tse-transactions/{transaction_id}", response_model=TseTransactionOut,
+            responses={**ERROR_RESPONSES, **NOT_FOUND}, summary="Get a TSE-signed transaction")
+def get_tse_transaction(transaction_id: IdPath, session: SessionDep, principal: CanReadFiscal) -> TseTransactionOut:
+    row = session.get(TseTransaction, transaction_id)
+    if row is None:
+        raise ApiError(404, "not_found", f"no TSE transaction with id {transaction_id}", field="transaction_id")
+    return _out(row)

@@ -1,0 +1,135 @@
+"""Value rules shared by the business routes (sites, nodes, master data, tickets, TSE transactions, audit log).
+
+- **ids** are BIGINT: path, query and body ids are bounded to 1 … 2**63-1, so a larger one is a 422 and never a
+  database overflow.
+- **text** never holds NUL (Postgres text cannot) and is no longer than its column (``NO_NUL``, ``NON_BLANK``).
+- **exact decimals** travel as JSON strings, never floats. ``plain`` writes a stored value without the padding zeros
+  of NUMERIC(18, 6) and never in exponent notation: ``Decimal("16139.500000")`` → ``"16139.5"``, the same number.
+  ``money`` keeps at least the currency's minor units: ``"212.50"`` EUR, ``"1200"`` JPY.
+- **times** are always UTC with a time zone: SQLite gives naive ones, which are UTC; Postgres gives them in the
+  session's zone, which ``utc`` turns into UTC.
+- **lists**: ``page`` is ``sorted_page`` that answers a forged cursor whose value the database cannot compare with
+  400 ``invalid_cursor`` instead of a 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import Path, Query
+from pydantic import Field
+from sqlalchemy import Select
+from sqlalchemy.exc import StatementError
+from sqlalchemy.orm import Session
+
+from central.api.errors import ApiError
+from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sorted_page
+
+MAX_ID = 2**63 - 1  # BIGINT
+NO_NUL = r"^[^\x00]*$"
+NON_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"  # at least one character that is not white space
+CODE = r"^[A-Za-z0-9][A-Za-z0-9_./-]*$"  # article, partner, site, lot codes: what an ERP key looks like
+DECIMAL_RE = r"^-?(0|[1-9][0-9]{0,11})(\.[0-9]{1,6})?$"  # NUMERIC(18, 6): 12 digits before the point, 6 after
+NON_NEGATIVE_DECIMAL_RE = r"^(0|[1-9][0-9]{0,11})(\.[0-9]{1,6})?$"
+
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="the record's id", examples=[1])]
+IdFilter = Annotated[int | None, Query(ge=1, le=MAX_ID, description="only records referring to this id")]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="at most this many items")]
+Cursor = Annotated[str | None, Query(max_length=2048, description="`next_cursor` of the previous page")]
+Since = Annotated[datetime | None, Query(description="at or after this time (ISO 8601; without zone: UTC)")]
+Until = Annotated[datetime | None, Query(description="before this time (ISO 8601; without zone: UTC)")]
+
+
+def patch_field(**constraints: Any) -> Any:
+    """A PATCH field that may be left out but is never null (``name: str = patch_field(max_length=128)``): its JSON
+    schema is the plain type, so an explicit null is a 422; left out, it reads None and is not in
+    ``model_dump(exclude_unset=True)``."""
+    return Field(None, **constraints)
+
+
+def text_filter(description: str, max_length: int = 200) -> Any:
+    """A query parameter for text: no NUL, bounded length."""
+    return Query(max_length=max_length, pattern=NO_NUL, description=description)
+
+
+def sort_param(fields: str, default: str) -> Any:
+    return Query(max_length=64, description=f"{fields}; - in front for descending (default {default})")
+
+
+def plain(value: Decimal | None) -> str | None:
+    """The exact decimal as a string, without padding zeros or exponent: 24560.000000 → "24560"."""
+    if value is None:
+        return None
+    if value.is_zero():
+        return "0"
+    return format(value.normalize(), "f")
+
+
+# ISO 4217 minor units where they are not 2
+_MINOR_UNITS = {**dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI",
+                                 "VND", "VUV", "XAF", "XOF", "XPF"), 0),
+                **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3)}
+
+
+def money(value: Decimal | None, currency: str | None) -> str | None:
+    """An exact amount with at least its currency's minor units (212.5 EUR → "212.50"; 0.2125 EUR → "0.2125")."""
+    text = plain(value)
+    if text is None or currency is None:
+        return text
+    digits = _MINOR_UNITS.get(currency, 2)
+    have = len(text.partition(".")[2])
+    if have >= digits:
+        return text
+    return text + ("." if have == 0 else "") + "0" * (digits - have)
+
+
+def decimal_or_none(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
+
+
+def utc(dt: datetime) -> datetime:
+    """A stored time as UTC with time zone (naive = UTC, as SQLite returns them)."""
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def utc_or_none(dt: datetime | None) -> datetime | None:
+    return None if dt is None else utc(dt)
+
+
+def iso(dt: datetime | None) -> str:
+    """ISO 8601 in UTC with ``Z`` for CSV cells; empty for none."""
+    return "" if dt is None else utc(dt).isoformat().replace("+00:00", "Z")
+
+
+def time_param(dt: datetime | None, field: str) -> datetime | None:
+    """A time from a query parameter as UTC (naive = UTC); 422 if it leaves the calendar when moved to UTC."""
+    if dt is None:
+        return None
+    try:
+        return utc(dt)
+    except OverflowError:
+        raise ApiError(422, "invalid_request", f"{field}: the time is out of range in UTC", field=field) from None
+
+
+def page(session: Session, query: Select[Any], sortable: Mapping[str, Any], id_column: Any, *, sort: str,
+         limit: int = DEFAULT_LIMIT, cursor: str | None) -> tuple[list[Any], str | None]:
+    """``sorted_page``; a cursor the database cannot compare (hand-made) is 400 ``invalid_cursor``."""
+    try:
+        return sorted_page(session, query, sortable, id_column, sort=sort, limit=limit, cursor=cursor)
+    except StatementError:
+        session.rollback()
+        if cursor:
+            raise ApiError(400, "invalid_cursor", "cursor is not one this API issued", field="cursor") from None
+        raise
+
+
+def set_if_changed(obj: object, name: str, value: object) -> bool:
+    """Set ``obj.name`` unless it already holds an equal value (12.5 == 12.500000): the audit log then shows only
+    real changes. True if it changed."""
+    if getattr(obj, name) == value:
+        return False
+    setattr(obj, name, value)
+    return True
