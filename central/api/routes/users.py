@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -48,6 +48,8 @@ class UserPage(BaseModel):
 
 
 class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     username: str = Field(pattern=USERNAME, examples=["anna"])
     password: str = Field(min_length=10, max_length=256, description="at least 10 characters")
     role: Role = Field(examples=["operator"])
@@ -55,6 +57,8 @@ class UserCreate(BaseModel):
 
 
 class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     role: Role | None = None
     full_name: str | None = Field(None, max_length=128)
     active: bool | None = None
@@ -119,7 +123,8 @@ def get_user(user_id: Annotated[int, Path(ge=1, le=MAX_ID)], session: SessionDep
     return _user_out(_get_user(session, user_id))
 
 
-@router.patch("/api/v1/users/{user_id}", response_model=UserOut, responses={**ERROR_RESPONSES, **NOT_FOUND},
+@router.patch("/api/v1/users/{user_id}", response_model=UserOut,
+              responses={**ERROR_RESPONSES, **NOT_FOUND, **CONFLICT},
               summary="Change a user's role, name, password or disable them")
 def update_user(user_id: Annotated[int, Path(ge=1, le=MAX_ID)], body: UserUpdate, session: SessionDep,
                 principal: IsAdmin) -> UserOut:
@@ -172,6 +177,8 @@ class ApiKeyPage(BaseModel):
 
 
 class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(min_length=1, max_length=128, examples=["ERP integration"])
     role: Role = Field(examples=["viewer"])
     expires_at: datetime | None = Field(None, description="ISO 8601 with time zone; none = until revoked")
