@@ -7,6 +7,10 @@ many). Only then is the uplink woken.
 
 A business record that cannot be stored (``OutboxFull``) stops the device that produced it and raises an alarm
 (log, local /health, heartbeat to central); the agent resumes it once the outbox has room again.
+
+Device commands from central (``edge.commands``) arrive through the uplink and run on the bus schedulers; ``reload``
+re-reads the config file the agent was started with (``config_path``) and swaps the buses and devices without a
+restart. What needs a restart (node id, data dir, key, broker, local HTTP, outbox) is refused by a reload.
 """
 
 from __future__ import annotations
@@ -15,15 +19,20 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from edge.bus.scheduler import BusScheduler, Driver
-from edge.config import NodeConfig
+from edge.commands import COMMAND_DB, CommandLog, CommandRunner
+from edge.config import NodeConfig, load_config
 from edge.errors import OutboxError
 from edge.outbox import NewRecord, Outbox
 from edge.uplink import Uplink
 from edge.wiring import build_buses
+from sync.config_errors import ConfigError
 from sync.signing import fingerprint, load_or_create_private_key, public_key_text
 
 log = logging.getLogger(__name__)
@@ -33,11 +42,14 @@ MAX_BUFFERED = 2000  # readings / health records collected before a commit is fo
 RESUME_CHECK_S = 5.0
 CLOCK_JUMP_S = 2.0  # a wall clock that moves this much against the monotonic clock is reported
 CLOCK_ALARM_S = 600.0  # … and stays an alarm this long
+RESTART_ONLY = ("node_id", "data_dir", "key_file", "broker", "http", "outbox")  # a reload may not change these
 
 
 class Agent:
-    def __init__(self, cfg: NodeConfig, *, source: str = "node config") -> None:
+    def __init__(self, cfg: NodeConfig, *, source: str = "node config", config_path: str | Path | None = None
+                 ) -> None:
         self.cfg = cfg
+        self.config_path = Path(config_path) if config_path is not None else None
         self.buses: list[BusScheduler] = build_buses(cfg, self, source=source)  # config errors before any I/O
         self.outbox = Outbox(cfg.data_dir / OUTBOX_FILE, node_id=cfg.node_id, quota_bytes=cfg.outbox.quota_bytes)
         self.key, created = load_or_create_private_key(cfg.key_path)
@@ -53,6 +65,10 @@ class Agent:
         self._buffer: dict[str, list[NewRecord]] = {"health": [], "readings": []}
         self._flush_now = asyncio.Event()
         self._alarms: dict[str, tuple[str, float]] = {}  # name → (text, shown until, monotonic)
+        self.commands: CommandRunner | None = None  # while running
+        self.reloads = 0
+        self._buses_changed = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
 
     @property
     def drivers(self) -> list[Driver]:
@@ -129,6 +145,64 @@ class Agent:
         for d in stopped:
             d.health.resume()
 
+    # -- buses and reload ---------------------------------------------------------------------------------------------
+    async def _bus_loop(self) -> None:
+        """Runs one task per bus; when a reload swaps the buses, stops the old ones (closing their ports) first."""
+        while True:
+            self._buses_changed.clear()
+            tasks = [asyncio.create_task(b.run(), name=f"bus:{b.bus_id}") for b in self.buses]
+            changed = asyncio.create_task(self._buses_changed.wait())
+            try:
+                done, _ = await asyncio.wait([*tasks, changed], return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    if t is not changed and t.exception() is not None:
+                        raise t.exception()  # type: ignore[misc]
+            finally:
+                for t in (*tasks, changed):
+                    t.cancel()
+                for t in (*tasks, changed):
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await t
+
+    async def reload_config(self) -> dict[str, Any]:
+        """Re-read and validate the config file (profiles too) and swap the buses and devices. Raises
+        ``ConfigError`` (the running config stays) for a file that does not validate or changes what only a restart
+        can change."""
+        path = self.config_path
+        if path is None:
+            raise ConfigError("node config", ["this agent was not started from a config file: nothing to reload"])
+        async with self._reload_lock:
+            new = await asyncio.to_thread(load_config, path)
+            changed = [name for name in RESTART_ONLY if getattr(new, name) != getattr(self.cfg, name)]
+            if changed:
+                raise ConfigError(str(path), [f"{name}: changed; this takes a restart of the agent, not a reload"
+                                              for name in changed])
+            buses = build_buses(new, self, source=str(path))  # profiles are resolved here: errors before any I/O
+            old_devices = {d.id: d for d in self.cfg.devices}
+            new_devices = {d.id: d for d in new.devices}
+            summary = {
+                "config": str(path), "buses": len(buses), "devices": sorted(new_devices),
+                "added": sorted(set(new_devices) - set(old_devices)),
+                "removed": sorted(set(old_devices) - set(new_devices)),
+                "changed": sorted(k for k in set(new_devices) & set(old_devices) if new_devices[k] != old_devices[k]),
+            }
+            self.cfg = new
+            self.uplink.cfg = new
+            self.buses = buses
+            self._buses_changed.set()
+            self.reloads += 1
+            log.info("node %s: config %s reloaded: %d device(s) on %d bus(es)", new.node_id, path,
+                     len(new_devices), len(buses))
+            return summary
+
+    async def _on_connect(self) -> None:
+        if self.commands is None:
+            return
+        try:
+            await self.commands.publish_pending()
+        except Exception:
+            log.exception("node %s: cannot send the command results kept while offline", self.cfg.node_id)
+
     async def run(self) -> None:
         from edge.http import serve_http
 
@@ -137,7 +211,21 @@ class Agent:
             self.cfg.node_id, len(self.drivers), len(self.buses), self.outbox.path, self.outbox.epoch,
             self.cfg.broker.url, fingerprint(self.key),
         )
-        tasks = [asyncio.create_task(b.run(), name=f"bus:{b.bus_id}") for b in self.buses]
+        command_log: CommandLog | None = None
+        try:
+            command_log = CommandLog(self.cfg.data_dir / COMMAND_DB)
+            self.commands = CommandRunner(self, command_log, self.key, self.uplink.publish)
+        except (sqlite3.Error, OSError) as exc:  # polling and syncing matter more: run without commands, say so
+            if command_log is not None:
+                command_log.close()
+                command_log = None
+            text = f"device commands disabled: cannot use {self.cfg.data_dir / COMMAND_DB}: {exc}"
+            self._alarms["commands"] = (text, float("inf"))
+            log.error("node %s: %s", self.cfg.node_id, text)
+        if self.commands is not None:
+            self.uplink.on_command = self.commands.on_message
+            self.uplink.on_connect = self._on_connect
+        tasks = [asyncio.create_task(self._bus_loop(), name="buses")]
         tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
         tasks.append(asyncio.create_task(self._health_loop(), name="health"))
         if self.cfg.outbox.readings_commit_ms > 0:
@@ -155,6 +243,11 @@ class Agent:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
+            if self.commands is not None:
+                await self.commands.close()
+                self.commands = None
+            if command_log is not None:
+                command_log.close()
             self.flush()
             self.outbox.close()
             log.info("edge agent %s stopped", self.cfg.node_id)

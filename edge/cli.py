@@ -100,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
     from edge.agent import Agent, run_until_signal
 
     cfg = _load(args.config)
-    asyncio.run(run_until_signal(Agent(cfg, source=args.config)))
+    asyncio.run(run_until_signal(Agent(cfg, source=args.config, config_path=args.config)))
     return 0
 
 

@@ -11,6 +11,10 @@ Every batch carries a batch number (``bno`` = agent start × 2³² + counter, so
 the node's Ed25519 key. A heartbeat with the backlog of every stream, the alarms and the clocks goes to central
 every ``heartbeat_interval_s``; central answers a gap that stays open with a replay request, which moves the send
 cursor back.
+
+The same connection carries device commands: messages on ``…/cmd`` go to ``on_command`` (``edge.commands``), whose
+results go out through ``publish``; ``on_connect`` runs after every (re)connect (results kept while the broker was
+away).
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -42,7 +47,7 @@ from sync.envelope import (
 from sync.errors import DecodeError
 from sync.signing import sign
 from sync.streams import STREAMS
-from sync.topics import ack_topic, batch_topic, heartbeat_topic, replay_topic
+from sync.topics import ack_topic, batch_topic, command_topic, heartbeat_topic, replay_topic
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,9 @@ class Uplink:
         self._state: dict[str, _StreamState] = {}
         self._order = sorted(STREAMS, key=lambda s: STREAMS[s].priority)
         self._reset_cursors()
+        self.client: aiomqtt.Client | None = None  # while connected
+        self.on_command: Callable[[bytes], None] | None = None  # set by the agent: a message on …/cmd
+        self.on_connect: Callable[[], Coroutine[Any, Any, None]] | None = None  # after every (re)connect and subscribe
 
     def _signer(self, body: bytes) -> str:
         return sign(self.key, body)
@@ -112,8 +120,13 @@ class Uplink:
                     self._reset_cursors()  # resend everything not acknowledged
                     await client.subscribe(ack_topic(self.cfg.node_id), qos=1)
                     await client.subscribe(replay_topic(self.cfg.node_id), qos=1)
+                    if self.on_command is not None:
+                        await client.subscribe(command_topic(self.cfg.node_id), qos=1)
+                    self.client = client
                     helpers = [asyncio.create_task(self._receive(client)),
                                asyncio.create_task(self._heartbeat_loop(client))]
+                    if self.on_connect is not None:
+                        helpers.append(asyncio.create_task(self.on_connect()))
                     try:
                         await self._send_loop(client, helpers)
                     finally:
@@ -129,14 +142,32 @@ class Uplink:
                     log.debug("uplink cannot reach the broker %s: %s", self.cfg.broker.url, exc)
             finally:
                 self.connected = False
+                self.client = None
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.cfg.uplink.retry_max_s)
 
     # -- down: acks and replay requests ------------------------------------------------------------------------------
+    async def publish(self, topic: str, payload: bytes, *, timeout_s: float = 10.0) -> bool:
+        """Publish with QoS 1 on the uplink's connection; False if not connected or the broker did not take it."""
+        client = self.client
+        if client is None:
+            return False
+        try:
+            await client.publish(topic, payload, qos=1, timeout=timeout_s)
+        except aiomqtt.MqttError as exc:
+            log.warning("uplink: publish on %s failed: %s", topic, exc)
+            return False
+        return True
+
     async def _receive(self, client: aiomqtt.Client) -> None:
         replay = replay_topic(self.cfg.node_id)
+        commands = command_topic(self.cfg.node_id)
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+            if message.topic.matches(commands):
+                if self.on_command is not None:
+                    self.on_command(payload)
+                continue
             try:
                 if message.topic.matches(replay):
                     req = decode_replay(payload)

@@ -8,19 +8,41 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from central import __version__
-from central.api import errors
+from central.api import errors, observability
 from central.api.deps import AppState
-from central.api.routes import auth, devices, health, users, weighings
+from central.api.routes import alerts as alert_routes
+from central.api.routes import (
+    audit_log,
+    auth,
+    devices,
+    health,
+    masterdata,
+    prom,
+    readings,
+    sites,
+    tickets,
+    tse,
+    users,
+    weighings,
+)
+from central.api.routes import commands as cmd_routes
 from central.api.routes import ingest as ingest_routes
 from central.config import CentralSettings
 from central.ingest.service import IngestService
 from central.metrics import MetricsStore
 
 DESCRIPTION = """
-floorgate central: business records from the shop floor (weighings, devices) and the state of ingest.
+floorgate central: the shop floor's records for the ERP — weighings and tickets, TSE-signed sales, sites, nodes and
+devices, master data (articles, partners, lots), readings from InfluxDB, device commands, alerts and the audit log.
 
-Every error has the shape `{"error": {"code": "…", "message": "…", "field": "…"}}`.
-Lists are newest first and paginated with an opaque `cursor` (`next_cursor` of the previous page).
+**Authentication**: people log in at `POST /api/v1/auth/token` (OAuth2 password flow) and send
+`Authorization: Bearer <access_token>`; machines send an API key as `X-API-Key: fgk_…` (or as the bearer token).
+Roles: admin, operator, auditor, viewer (see `GET /api/v1/auth/me` for what yours may do). Only `/health` and the
+login are open.
+
+Every error has the shape `{"error": {"code": "…", "message": "…", "field": "…"}}` with a stable `code`.
+Every list filters, sorts (`sort=name` or `sort=-name`) and is paginated with an opaque `cursor` (`next_cursor` of
+the previous page). Decimals (weights, money) are JSON strings, exact; times are ISO 8601 in UTC.
 """
 
 
@@ -36,6 +58,8 @@ def create_app(
         settings=settings, sessions=sessions, store=store, ingest=ingest, started_at=time.time()
     )
     errors.install(app)
-    for module in (health, auth, users, weighings, devices, ingest_routes):
+    observability.install(app, app.state.floorgate)
+    for module in (health, auth, users, weighings, devices, ingest_routes, readings, prom, alert_routes, cmd_routes,
+                   sites, masterdata, tickets, tse, audit_log):
         app.include_router(module.router)
     return app

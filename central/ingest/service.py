@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from central.commands import CommandDispatcher, ResultRejected
 from central.config import BrokerSettings, IngestSettings
 from central.db.models import Node, QuarantineEntry, StreamMark
 from central.ingest.apply import BatchReplayed, apply_batch
@@ -56,6 +57,7 @@ from sync.streams import STREAMS
 from sync.topics import (
     ack_topic,
     batch_subscription,
+    command_result_subscription,
     heartbeat_subscription,
     parse_batch_topic,
     parse_node_topic,
@@ -116,10 +118,12 @@ class IngestService:
         self._crash_after = int(crash) if crash else None
         self._commits = 0
         self._in_hand: set[asyncio.Task[None]] = set()
+        self.commands = CommandDispatcher(sessions)  # device commands: sends queued rows, applies node results
 
     async def run(self) -> None:
         self._queues = {s: asyncio.Queue(maxsize=1000) for s in STREAMS}
         workers = [asyncio.create_task(self._worker(s), name=f"ingest:{s}") for s in STREAMS]
+        workers.append(asyncio.create_task(self.commands.run(self._send_command), name="ingest:commands"))
         try:
             await self._consume()
         finally:
@@ -143,6 +147,7 @@ class IngestService:
                     delay = 0.5
                     await client.subscribe(batch_subscription(group), qos=1)
                     await client.subscribe(hb_sub, qos=1)
+                    await client.subscribe(command_result_subscription(group), qos=1)
                     log.info("ingest connected to %s as %s%s", self.broker.url, self.client_id,
                              f" (shared group {group})" if group else "")
                     try:
@@ -153,6 +158,8 @@ class IngestService:
                             topic = str(message.topic)
                             if topic.endswith("/heartbeat"):
                                 await self._on_heartbeat(topic, payload)
+                            elif topic.endswith("/cmd/result"):
+                                await self._on_command_result(topic, payload)
                             else:
                                 await self._dispatch(topic, payload)
                     except asyncio.CancelledError:
@@ -337,6 +344,21 @@ class IngestService:
             await client.publish(topic, payload, qos=1, timeout=10)
         except aiomqtt.MqttError as exc:
             log.warning("ingest: %s not sent (%s); the node will resend", what, exc)
+
+    # -- device commands (central.commands) ----------------------------------------------------------------------
+    async def _send_command(self, topic: str, payload: bytes) -> None:
+        client = self._client
+        if client is None or not self.connected:
+            raise ConnectionError(f"ingest is not connected to {self.broker.url}")
+        await client.publish(topic, payload, qos=1, timeout=10)
+
+    async def _on_command_result(self, topic: str, payload: bytes) -> None:
+        try:
+            await asyncio.to_thread(self.commands.receive, topic, payload, self._authenticate)
+        except (DecodeError, Rejected, ResultRejected) as exc:
+            await asyncio.to_thread(self._quarantine, topic, payload, f"command result: {exc}")
+        except SQLAlchemyError as exc:
+            log.error("ingest: command result on %s not stored (database error): %s", topic, exc)
 
     # -- heartbeats -----------------------------------------------------------------------------------------------
     async def _on_heartbeat(self, topic: str, payload: bytes) -> None:

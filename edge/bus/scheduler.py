@@ -61,6 +61,7 @@ class Driver(ABC):
     kind: str
     health: DeviceHealth
     close_after_poll: bool = False
+    commands: frozenset[str] = frozenset()  # what ``command`` accepts: tare, zero, weigh_now, poll_now, write, …
 
     @property
     @abstractmethod
@@ -147,7 +148,9 @@ class BusScheduler:
         try:
             while True:
                 if self._commands:
-                    await self._run_command(self._commands.popleft())
+                    cmd = self._commands.popleft()
+                    if not cmd.future.done():  # a caller that gave up (cancelled) does not get it executed late
+                        await self._run_command(cmd)
                     continue
                 if not heap:
                     self._wake.clear()

@@ -44,6 +44,8 @@ class ModbusOptions:
 
 
 class ModbusDriver(Driver):
+    commands = frozenset({"poll_now", "write"})
+
     def __init__(self, device_id: str, kind: str, conn: ModbusConnection, points: Sequence[Point],
                  groups: dict[str, float], sink: RecordSink, *, options: ModbusOptions,
                  writable: Sequence[Point] = ()) -> None:
@@ -65,6 +67,7 @@ class ModbusDriver(Driver):
                                                else {}))
         self._last_value: dict[str, Any] = {}
         self._last_report: dict[str, float] = {}
+        self.last_values: dict[str, Any] = {}  # every point the last poll of each group read
 
     @property
     def groups(self) -> dict[str, float]:
@@ -123,6 +126,7 @@ class ModbusDriver(Driver):
                 values.update(decode_block(block, data))  # type: ignore[arg-type]
             except FrameError as exc:
                 raise ExchangeError("framing", str(exc)) from exc
+        self.last_values.update(values)
         self._report(values)
 
     def _report(self, values: dict[str, Any]) -> None:
@@ -156,9 +160,13 @@ class ModbusDriver(Driver):
 
     async def command(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         if name == "poll_now":
+            values: dict[str, Any] = {}
             for group in self.groups:
                 await self.poll(group)
-            return {"polled": sorted(self.groups)}
+                values.update({p.name: self.last_values[p.name] for block in self.blocks[group]
+                               for p in block.points if p.name in self.last_values})
+            units = {n: self.points[n].unit for n in values if self.points[n].unit}
+            return {"status": "done", "polled": sorted(self.groups), "values": values, "units": units}
         if name == "write":
             return await self._write(args)
         raise ExchangeError("command", f"device {self.device_id} does not support the command {name!r}")

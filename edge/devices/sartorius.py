@@ -4,7 +4,8 @@ Each poll sends ``ESC P`` (print) and reads one line: a stable weight carries a 
 ``High`` / ``Low`` is overload / underload; ``Err nnn`` is a device error. In the 22-character form a tared
 print gives several lines (G#, T / PT2, N): the first (gross) is taken. The serial number is read with
 ``ESC x2_`` after each (re)connect. Commands: ``zero`` (``ESC V``), ``tare`` (``ESC U``), ``weigh_now``
-(a print that counts only when stable).
+(a print that counts only when stable), ``poll_now`` (one print outside the schedule). SBI does not confirm zero
+and tare: they answer ``sent``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from protocols import sartorius
 
 class SbiDriver(MtSicsDriver):
     kind = "sartorius-sbi"
+    commands = frozenset({"zero", "tare", "weigh_now", "poll_now"})
 
     async def _line(self, command: bytes) -> bytes:
         return await self.conn.transport.request(command, timeout_s=self.timeout_s)
@@ -34,10 +36,14 @@ class SbiDriver(MtSicsDriver):
     async def poll(self, group: str) -> None:
         await self._identify()
         reading = await self._print()
+        answer = reading.raw.decode("ascii", "replace").rstrip("\r\n")
         if isinstance(reading, sartorius.SbiStatus):
             self.overloads += 1
             self.detector.overload()
+            self.last_reading = {"out_of_range": True, "stable": False, "answer": answer}
             return
+        self.last_reading = {"weight": str(reading.value), "unit": reading.unit or None,
+                             "stable": reading.stable, "answer": answer}
         done = self.detector.feed(value=reading.value, stable=reading.stable, unit=reading.unit or "",
                                   raw=reading.raw)
         if done is not None:
@@ -51,8 +57,13 @@ class SbiDriver(MtSicsDriver):
         if name == "weigh_now":
             reading = await self._print()
             if isinstance(reading, sartorius.SbiWeight) and reading.stable and reading.unit:
-                self._emit_weighing(reading.value, reading.unit, reading.raw, trigger="command",
-                                    reference=args.get("reference"))
-                return {"status": "done", "gross": str(reading.value), "unit": reading.unit}
-            return {"status": "refused", "answer": reading.raw.decode("ascii", "replace")}
+                record_id = self._emit_weighing(reading.value, reading.unit, reading.raw, trigger="command",
+                                                reference=args.get("reference"))
+                return {"status": "done", "gross": str(reading.value), "unit": reading.unit, "stable": True,
+                        "record_id": record_id}
+            answer = reading.raw.decode("ascii", "replace").strip()
+            why = "overload or underload" if isinstance(reading, sartorius.SbiStatus) else "no stable weight"
+            return {"status": "refused", "error": f"{why}: the scale printed {answer!r}", "answer": answer}
+        if name == "poll_now":
+            return await self.poll_now()
         raise ExchangeError("command", f"device {self.device_id} does not support the command {name!r}")
