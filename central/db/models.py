@@ -126,6 +126,15 @@ class Weighing(Base):
     raw: Mapped[str | None] = mapped_column(Text)
     weighed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # legal-for-trade (devices.md §4): tare with the preset flag, net, as the instrument delivered them
+    tare: Mapped[Decimal | None] = mapped_column(ExactDecimal())
+    tare_preset: Mapped[bool | None] = mapped_column(Boolean)
+    net: Mapped[Decimal | None] = mapped_column(ExactDecimal())
+    alibi_no: Mapped[int | None] = mapped_column(BigInteger)  # the node's consecutive alibi-mirror number
+    instrument_alibi: Mapped[str | None] = mapped_column(String(128))  # the scale's own alibi id / checksum
+    reference: Mapped[str | None] = mapped_column(String(64), index=True)  # ticket reference from the weigh command
+    vehicle: Mapped[str | None] = mapped_column(String(32), index=True)  # number plate
+    trigger: Mapped[str | None] = mapped_column(String(16))  # auto / command
 
     @property
     def gross_as_delivered(self) -> str:
@@ -238,6 +247,24 @@ class Lot(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class AlibiEntry(Base):
+    """Central's copy of a node's alibi mirror entry: hash-chained and signed on the node; never changed here.
+    ``floorgate central verify-alibi`` re-checks the chain from these rows."""
+
+    __tablename__ = "alibi_entries"
+    __table_args__ = (UniqueConstraint("node_id", "alibi_no"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    node_id: Mapped[str] = mapped_column(String(64))
+    alibi_no: Mapped[int] = mapped_column(BigInteger)  # consecutive per node, no gaps
+    record_id: Mapped[str] = mapped_column(String(64))  # the weighing it mirrors
+    body: Mapped[str] = mapped_column(Text)  # the canonical JSON exactly as the node hashed and signed it
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    sig: Mapped[str] = mapped_column(String(128))
+    weighed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class Ticket(Base):
     """A weighing ticket: first and second weighing of a vehicle, net by difference (paired in issue 6)."""
 
@@ -252,6 +279,8 @@ class Ticket(Base):
     article_id: Mapped[int | None] = mapped_column(ForeignKey("articles.id"), index=True)
     lot_id: Mapped[int | None] = mapped_column(ForeignKey("lots.id"), index=True)
     delivery_note: Mapped[str | None] = mapped_column(String(64), index=True)
+    reference: Mapped[str | None] = mapped_column(String(64), index=True)  # the weigh command's ticket reference
+    paired_by: Mapped[str | None] = mapped_column(String(16))  # reference / plate / manual
     first_weighing_id: Mapped[int | None] = mapped_column(ForeignKey("weighings.id"))
     second_weighing_id: Mapped[int | None] = mapped_column(ForeignKey("weighings.id"))
     gross: Mapped[Decimal | None] = mapped_column(ExactDecimal())
