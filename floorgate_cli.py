@@ -6,6 +6,7 @@
     floorgate simulate DEVICE …          a device simulator (protocols.cli)
     floorgate profiles validate [PATH…]  device profiles against their JSON Schema (edge.profiles_cli)
     floorgate probe ADDRESS …            read a register range, decoded every way (edge.probe)
+    floorgate tse verify|info|…          check receipt QR codes and TSE exports; the software TSE (protocols.tse.cli)
     floorgate bench outbox|codec|bus|sync|all  throughput as ratios against a raw baseline (edge.bench;
                                          sync: floorgate_bench)
 
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.probe import register as register_probe
     from edge.profiles_cli import register as register_profiles
     from protocols.cli import register as register_simulate
+    from protocols.tse.cli import register as register_tse
 
     parser = argparse.ArgumentParser(
         prog="floorgate",
@@ -84,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_simulate(sub)
     register_profiles(sub)
     register_probe(sub)
+    register_tse(sub)
     register_bench(sub, sync=_bench_sync)
     return parser
 

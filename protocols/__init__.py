@@ -9,6 +9,7 @@
     ├── modbus/            Modbus points, data types and word orders, read planning, write requests
     ├── modbus_maps.py     re-exports protocols.modbus; built-in maps (Eastron SDM630, T/H probe)
     ├── cli.py             ``floorgate simulate <device or profile>``
+    ├── tse/               fiscal TSE: log messages, receipt QR, TAR export, verification; software TSE (file I/O)
     └── sim/               simulators (the only place in this package that does I/O)
         ├── load.py            the load cycle of a vehicle / load on a scale
         ├── serve.py           TCP and pseudo-terminal serving of line devices
