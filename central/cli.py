@@ -1,4 +1,4 @@
-"""``floorgate central …`` sub-commands: migrate, run, ingest, create-admin, node register|list."""
+"""``floorgate central …`` sub-commands: migrate, run, ingest, create-admin, node register|list, verify-alibi."""
 
 from __future__ import annotations
 
@@ -38,6 +38,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ca.add_argument("--full-name", help="the person's name, for the audit log")
     ca.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     ca.set_defaults(func=_create_admin)
+
+    va = add("verify-alibi", "re-check central's copy of a node's alibi mirror",
+             "Walk central's copy of the node's alibi chain by entry number: each signature with the node's "
+             "registered key, each body against its hash, the links (prev_hash) and the numbering; compare each "
+             "entry with its weighing. Exit 0 when intact; exit 1 naming every entry that was altered, removed, "
+             "inserted or reordered, and every weighing that differs from its signed entry; exit 2 for an unknown "
+             "or not enrolled node.")
+    va.add_argument("--node", required=True, metavar="NODE", help="the node's id")
+    va.add_argument("--json", action="store_true", help="print the report as JSON")
+    va.set_defaults(func=_verify_alibi)
 
     node = sub.add_parser("node", help="enrol nodes and list them",
                           description="Register a node's public signing key at central, or list the nodes.")
@@ -124,6 +134,29 @@ def _node_register(args: argparse.Namespace) -> int:
         engine.dispose()
     print(f"node {args.node_id} registered, key fingerprint {fp}{' (previous key replaced)' if replaced else ''}")
     return 0
+
+
+def _verify_alibi(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from central.alibi import AlibiVerifyError, verify_chain
+
+    engine, sessions = _sessions(args.config)
+    try:
+        report = verify_chain(sessions, args.node)
+    except AlibiVerifyError as exc:
+        print(f"floorgate: {exc.message}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.summary())
+        for p in report.problems:
+            print(f"  {p.kind:16} {p.message}")
+    return 0 if report.ok else 1
 
 
 def _node_list(args: argparse.Namespace) -> int:

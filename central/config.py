@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from central.alerts.config import AlertSettings
 from central.metrics.config import MetricsSettings
+from central.tickets.config import TicketSettings
 from sync.config_errors import ConfigError, problems_from_pydantic
 
 
@@ -104,6 +105,7 @@ class CentralSettings(_Model):
     auth: AuthSettings = AuthSettings()
     ingest: IngestSettings = IngestSettings()
     alerts: AlertSettings = AlertSettings()
+    tickets: TicketSettings = TicketSettings()
     device_stale_after_s: float = Field(120.0, gt=0, description="a device not heard of for this long is offline")
 
     @field_validator("database_url")

@@ -17,6 +17,7 @@ from central.db import migrate
 from central.db.engine import make_engine, make_session_factory
 from central.ingest.service import IngestService
 from central.metrics import MetricsStoreError, open_store
+from central.tickets.pairing import use_settings as use_ticket_settings
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Central:
             log.warning("API OPEN FOR READING WITHOUT LOGIN on %s:%d (api.open_read_only — for the demo only)",
                         settings.api.host, settings.api.port)
         self.sessions = make_session_factory(self.engine)
+        use_ticket_settings(self.sessions, settings.tickets)  # the plate pairing window, in apply's sessions
         self.store = open_store(settings.metrics)
         try:
             self.store.ensure_ready()

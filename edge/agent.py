@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edge.aio import cancel_and_wait, wait_for
+from edge.alibi import AlibiMirror
 from edge.bus.scheduler import BusScheduler, Driver
 from edge.commands import COMMAND_DB, CommandLog, CommandRunner
 from edge.config import NodeConfig, load_config
@@ -53,6 +55,8 @@ class Agent:
         self.buses: list[BusScheduler] = build_buses(cfg, self, source=source)  # config errors before any I/O
         self.outbox = Outbox(cfg.data_dir / OUTBOX_FILE, node_id=cfg.node_id, quota_bytes=cfg.outbox.quota_bytes)
         self.key, created = load_or_create_private_key(cfg.key_path)
+        # every weighing appended from now on gets its alibi entry, in the transaction of its outbox row
+        self.outbox.alibi = AlibiMirror(cfg.node_id, self.key, retention_days=cfg.alibi.retention_days)
         if created:
             log.warning(
                 "node %s: new signing key %s (fingerprint %s). Register it at central: "
@@ -111,7 +115,7 @@ class Agent:
         interval = self.cfg.outbox.readings_commit_ms / 1000
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_now.wait(), interval)
+                await wait_for(self._flush_now.wait(), interval)
             self._flush_now.clear()
             self.flush()
 
@@ -158,11 +162,7 @@ class Agent:
                     if t is not changed and t.exception() is not None:
                         raise t.exception()  # type: ignore[misc]
             finally:
-                for t in (*tasks, changed):
-                    t.cancel()
-                for t in (*tasks, changed):
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await t
+                await cancel_and_wait([*tasks, changed])  # the old ports are closed before new ones open
 
     async def reload_config(self) -> dict[str, Any]:
         """Re-read and validate the config file (profiles too) and swap the buses and devices. Raises
@@ -188,6 +188,8 @@ class Agent:
             }
             self.cfg = new
             self.uplink.cfg = new
+            if self.outbox.alibi is not None:
+                self.outbox.alibi.retention_days = new.alibi.retention_days
             self.buses = buses
             self._buses_changed.set()
             self.reloads += 1
@@ -237,26 +239,36 @@ class Agent:
             for t in done:
                 if t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
-        finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
-            if self.commands is not None:
-                await self.commands.close()
-                self.commands = None
-            if command_log is not None:
-                command_log.close()
-            self.flush()
-            self.outbox.close()
-            log.info("edge agent %s stopped", self.cfg.node_id)
+        finally:  # every task ends before the outbox and the command log close, also when cancelled again
+            try:
+                await cancel_and_wait(tasks)
+            finally:
+                try:
+                    if self.commands is not None:  # after the uplink: no new command comes in now
+                        await self.commands.close()
+                finally:
+                    self.commands = None
+                    if command_log is not None:
+                        command_log.close()
+                    self.flush()
+                    self.outbox.close()
+                    log.info("edge agent %s stopped", self.cfg.node_id)
 
 
 async def run_until_signal(agent: Agent) -> None:
+    """Run the agent until SIGINT or SIGTERM, which cancel it; returns once it has stopped."""
     loop = asyncio.get_running_loop()
-    main = asyncio.create_task(agent.run())
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    main = asyncio.create_task(agent.run(), name="agent")
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
         loop.add_signal_handler(sig, main.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
+    try:
         await main
+    except asyncio.CancelledError:
+        me = asyncio.current_task()
+        if me is not None and me.cancelling():
+            raise  # we are cancelled ourselves (``await main`` has cancelled the agent and waited for it)
+        # the agent was stopped by a signal: a normal end
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)

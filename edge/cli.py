@@ -37,6 +37,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                            "registers it at central.")
     enrol.add_argument("--config", required=True, metavar="NODE_YAML")
     enrol.set_defaults(func=_enrol)
+    alibi = sub.add_parser("alibi", help="list and verify the node's alibi mirror",
+                           description="List the newest entries of the node's alibi mirror (one per weighing: "
+                           "number, time, device, gross / tare / net, the instrument's alibi id) and re-check the "
+                           "chain kept on the node: signatures with the node's key, hashes, links and numbering. "
+                           "Exit 1 if the chain is not intact.")
+    alibi.add_argument("--config", required=True, metavar="NODE_YAML")
+    alibi.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    alibi.add_argument("--limit", type=int, default=20, metavar="N", help="list the newest N entries (0: all)")
+    alibi.set_defaults(func=_alibi)
 
 
 def _load(path: str):  # type: ignore[no-untyped-def]
@@ -94,6 +103,61 @@ def _enrol(args: argparse.Namespace) -> int:
     print(f"register it at central with:\n  floorgate central node register {cfg.node_id} "
           f"--public-key {public_key_text(key)} --config CENTRAL_YAML")
     return 0
+
+
+def _alibi(args: argparse.Namespace) -> int:
+    import time
+
+    from edge.agent import OUTBOX_FILE
+    from edge.alibi import check_local, read_entries
+    from sync.errors import SyncError
+    from sync.signing import load_private_key
+
+    cfg = _load(args.config)
+    path = cfg.data_dir / OUTBOX_FILE
+    if not path.exists():
+        print(f"floorgate: node {cfg.node_id}: no outbox at {path} yet (the agent has not run)")
+        return 1
+    try:
+        key = load_private_key(cfg.key_path).public_key()
+    except SyncError as exc:
+        print(f"floorgate: node {cfg.node_id}: {exc}")
+        return 1
+    entries = read_entries(path)
+    check = check_local(entries, key, cfg.node_id)
+    shown = check.entries if args.limit <= 0 else check.entries[-args.limit:]
+    bodies = {e.position: e.body for e in entries}
+    rows = []
+    for e in shown:
+        body = json.loads(bodies[e.position]) if e.verdict != "invalid" else {}
+        rows.append({"no": e.position, "record_id": e.record_id, "device": e.device,
+                     "weighed_at_ns": body.get("weighed_at_ns"), "hash": e.stored_hash,
+                     **{k: body.get(k) for k in ("gross", "tare", "tare_preset", "net", "unit", "instrument_alibi")}})
+    first = check.entries[0].position if check.entries else None
+    last = check.entries[-1].position if check.entries else None
+    if args.json:
+        print(json.dumps({"node": cfg.node_id, "ok": check.ok, "kept": len(entries), "first": first, "last": last,
+                          "head_hash": check.head_hash, "problems": [p.to_json() for p in check.problems],
+                          "entries": rows}, indent=2))
+        return 0 if check.ok else 1
+    print(f"node {cfg.node_id}: alibi mirror {path}, {len(entries)} entries kept"
+          + (f" ({first}…{last})" if entries else ""))
+    print(f"  {'no':>8} {'weighed at (UTC)':19} {'device':12} {'gross':>10} {'tare':>10} {'net':>10} unit  alibi id")
+    for r in rows:
+        ns = r["weighed_at_ns"]
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ns / 1e9)) if isinstance(ns, int) else "?"
+        tare = f"{r['tare'] or '-'}{'*' if r['tare_preset'] else ''}"
+        print(f"  {r['no']:>8} {at:19} {r['device'] or '?':12} {r['gross'] or '-':>10} {tare:>10} "
+              f"{r['net'] or '-':>10} {r['unit'] or '?':5} {r['instrument_alibi'] or '-'}")
+    if check.ok:
+        print(f"chain verified: {len(entries)} entries" + (f" ({first}…{last})" if entries else "")
+              + ("; older entries given up to retention" if first not in (None, 1) else "")
+              + "  (* preset tare)")
+        return 0
+    print(f"chain NOT intact: {len(check.problems)} problem(s)")
+    for p in check.problems:
+        print(f"  {p.kind}: {p.message}")
+    return 1
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -10,7 +10,10 @@ answered ``rejected`` ("expired …") and not executed. Results that could not b
 when the uplink connects again.
 
     tare / zero / weigh / poll   queued on the device's bus scheduler (ahead of polls; one exchange at a time on
-                                 the bus) as the driver commands tare / zero / weigh_now / poll_now
+                                 the bus) as the driver commands tare / zero / weigh_now / poll_now, with the
+                                 command's args (checked by ``sync.commands``): weigh's reference, vehicle, partner,
+                                 article, lot and delivery_note go into its weighing record; tare's preset_tare sets
+                                 a preset tare (MT-SICS ``TA``; a device without one rejects it)
     reload                       re-read the node config file, validate it (profiles too), then swap the buses;
                                  a bad config is rejected with the validation message and the running one stays
 
@@ -35,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge.aio import cancel_and_wait, wait_for
 from edge.bus.scheduler import ExchangeError
 from edge.config import ProfileDevice
 from sync.commands import (
@@ -161,11 +165,8 @@ class CommandRunner:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
-        for t in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        """Cancel the commands still executing and wait until they have ended."""
+        await cancel_and_wait(list(self._tasks))
 
     async def _handle(self, payload: bytes) -> None:
         self.counters.received += 1
@@ -252,7 +253,7 @@ class CommandRunner:
         fut = bus.submit(device, name, dict(cmd.args))
         wait_s = driver.poll_timeout_s() * 2 + BUS_WAIT_MARGIN_S
         try:
-            answer = await asyncio.wait_for(fut, wait_s)
+            answer = await wait_for(fut, wait_s)
         except TimeoutError:
             return "failed", {}, f"timeout: bus {bus.bus_id} did not execute the command within {wait_s:.0f} s"
         except asyncio.CancelledError:

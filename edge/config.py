@@ -97,6 +97,21 @@ class OutboxConfig(_Model):
         return None if self.quota_mb is None else int(self.quota_mb * 1024 * 1024)
 
 
+class AlibiConfig(_Model):
+    """The alibi mirror (edge.alibi): a hash-chained, signed log of every weighing, kept on the node."""
+
+    retention_days: int = Field(
+        90, ge=1, le=36_500, description="entries older than this are given up once central has acknowledged "
+        "their weighing (the newest entry is always kept); central keeps its copy for at least two years")
+
+    @field_validator("retention_days", mode="before")
+    @classmethod
+    def _days(cls, v: object) -> object:
+        if isinstance(v, bool):
+            raise ValueError("expected a number of days, e.g. 90")
+        return v
+
+
 class HttpConfig(_Model):
     listen: str | None = Field(
         "127.0.0.1:8181", description="HOST:PORT of the node's local /health and /metrics (null: off)")
@@ -121,6 +136,8 @@ class HttpConfig(_Model):
 
 
 class WeighingConfig(_Model):
+    auto: bool = Field(True, description="take weighings by themselves (stable above the threshold after motion); "
+                       "false: only when a weigh command asks (a weighbridge run by the ERP)")
     threshold: Decimal = Field(Decimal(200), ge=0, description="stable weight above this after motion = weighing")
     empty_below: Decimal | None = Field(
         None, ge=0, description="the bridge counts as empty again below this (default: threshold)"
@@ -220,6 +237,7 @@ class NodeConfig(_Model):
     broker: BrokerConfig
     uplink: UplinkConfig = UplinkConfig()
     outbox: OutboxConfig = OutboxConfig()
+    alibi: AlibiConfig = AlibiConfig()
     http: HttpConfig = HttpConfig()
     key_file: Path | None = Field(
         None, description="the node's Ed25519 signing key (default: <data_dir>/node.key; made on first start)")

@@ -8,6 +8,8 @@ Schema (``PRAGMA user_version`` = ``SCHEMA_VERSION``; WAL journal; older version
     starts  (start_no PRIMARY KEY, boot_id, started_ns)        one row per agent start (boot_id = the OS boot)
     outbox  (stream, seq, record_id, kind, device, ts_ns, data, created_ns, mono_ns, start_no, from_seq, thinned)
             PRIMARY KEY (stream, seq)
+    alibi   (alibi_no PRIMARY KEY, record_id, stream, seq, weighed_at_ns, body, hash, sig, created_ns)
+            the alibi mirror (``edge.alibi``): one entry per weighing, written in the transaction of its record
 
 Business records (``sync.streams`` ``durable``) are committed with ``synchronous=FULL`` — on disk before
 ``append`` returns; readings and health use ``synchronous=NORMAL`` (WAL keeps them consistent, a power cut may
@@ -39,13 +41,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.alibi import SCHEMA as ALIBI_SCHEMA
+from edge.alibi import AlibiMirror
 from edge.errors import OutboxError, OutboxFull
 from sync.envelope import Record
 from sync.streams import STREAMS
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 QUOTA_LOW_WATER = 0.85  # when the quota is reached, space is freed down to this fraction of it
 THIN_CHUNK = 5000  # rows looked at per thinning step
 LOSS_KIND = "loss"
@@ -79,7 +83,7 @@ ALTER TABLE outbox ADD COLUMN thinned INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS starts (start_no INTEGER PRIMARY KEY, boot_id TEXT NOT NULL, started_ns INTEGER NOT NULL)
 """
 
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _MIGRATE_V1_V2}
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _MIGRATE_V1_V2, 3: ALIBI_SCHEMA}
 
 
 def os_boot_id() -> str:
@@ -132,9 +136,10 @@ class Outbox:
     """Durable, ordered, per-stream record store. Not thread-safe: one agent owns it."""
 
     def __init__(self, path: str | Path, *, node_id: str, quota_bytes: int | None = None,
-                 boot_id: str | None = None) -> None:
+                 boot_id: str | None = None, alibi: AlibiMirror | None = None) -> None:
         self.path = Path(path)
         self.quota_bytes = quota_bytes
+        self.alibi = alibi  # the agent sets it: every weighing appended then gets its alibi entry
         self.lost_unstored: dict[str, int] = {}  # records that could not even be written (disk full), this run
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -258,6 +263,8 @@ class Outbox:
                        data=dict(it.data), mono_ns=it.mono_ns)
                 for i, it in enumerate(items)
             ]
+            if self.alibi is not None:  # in this transaction: the weighing and its entry, or neither
+                records = self.alibi.stamp(self._db, stream, records)
             self._db.executemany(
                 "INSERT INTO outbox(stream, seq, record_id, kind, device, ts_ns, data, created_ns, mono_ns, start_no)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -450,7 +457,15 @@ class Outbox:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+        if released and self.alibi is not None:
+            self.alibi.maybe_prune(self._db)
         return released
+
+    def prune_alibi(self, *, now_ns: int | None = None) -> int:
+        """Give up alibi entries past their retention that central acknowledged (``AlibiMirror.prune``)."""
+        if self.alibi is None:
+            return 0
+        return self.alibi.prune(self._db, now_ns=now_ns)
 
     def stats(self) -> dict[str, StreamStats]:
         return _query_stats(self._db)
@@ -482,7 +497,7 @@ def read_stats(path: str | Path) -> tuple[str, dict[str, StreamStats]]:
     try:
         epoch = db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0]
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version < SCHEMA_VERSION:
+        if version < 2:  # before the quota columns
             return epoch, {
                 s: StreamStats(produced=n - 1, acked=a, pending=n - 1 - a)
                 for s, n, a in db.execute("SELECT stream, next_seq, acked_seq FROM streams")

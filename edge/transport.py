@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import serial
 
+from edge.aio import cancel_and_wait, wait_for
 from edge.errors import DeviceIOError
 from protocols.mtsics import LineFramer
 
@@ -50,7 +51,7 @@ class LineTransport:
         parts = urlsplit(self.address)
         try:
             if parts.scheme == "tcp":
-                reader, self._writer = await asyncio.wait_for(
+                reader, self._writer = await wait_for(
                     asyncio.open_connection(parts.hostname, parts.port), timeout_s
                 )
                 self._reader_task = asyncio.create_task(self._read_tcp(reader))
@@ -96,7 +97,7 @@ class LineTransport:
         while not self._lines.empty():
             self._lines.get_nowait()
         try:
-            frame = await asyncio.wait_for(self._lines.get(), timeout_s)
+            frame = await wait_for(self._lines.get(), timeout_s)
         except TimeoutError:
             raise DeviceIOError(self.device, f"no frame within {timeout_s} s") from None
         if isinstance(frame, DeviceIOError):
@@ -131,7 +132,7 @@ class LineTransport:
         while True:
             remaining = deadline - asyncio.get_running_loop().time()
             try:
-                line = await asyncio.wait_for(self._lines.get(), max(remaining, 0))
+                line = await wait_for(self._lines.get(), max(remaining, 0))
             except TimeoutError:
                 raise DeviceIOError(self.device, f"no answer to {command!r} within {timeout_s} s") from None
             if isinstance(line, DeviceIOError):
@@ -141,22 +142,35 @@ class LineTransport:
         self.last_frames = [*self.last_frames[-19:], line]
         return line
 
+    async def next_line(self, *, timeout_s: float) -> bytes | None:
+        """The next line of a multi-line answer (after ``request``), without flushing; None if none came in time."""
+        if not self.is_open:
+            raise DeviceIOError(self.device, "not connected")
+        try:
+            line = await wait_for(self._lines.get(), timeout_s)
+        except TimeoutError:
+            return None
+        if isinstance(line, DeviceIOError):
+            raise line
+        self.last_frames = [*self.last_frames[-19:], line]
+        return line
+
     async def close(self) -> None:
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader_task
-            self._reader_task = None
-        if self._writer is not None:
-            self._writer.close()
-            with contextlib.suppress(Exception):
-                await self._writer.wait_closed()
-            self._writer = None
-        if self._serial is not None:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(self._serial.fileno())
-            self._serial.close()
-            self._serial = None
-        self._framer = self._framer_factory()
-        self._lines = asyncio.Queue()
-        self._eof = False
+        reader_task, self._reader_task = self._reader_task, None
+        writer, self._writer = self._writer, None
+        try:
+            if reader_task is not None:  # a cancellation of the caller meanwhile is raised, not lost
+                await cancel_and_wait([reader_task])
+        finally:
+            if self._serial is not None:
+                with contextlib.suppress(Exception):
+                    asyncio.get_running_loop().remove_reader(self._serial.fileno())
+                self._serial.close()
+                self._serial = None
+            self._framer = self._framer_factory()
+            self._lines = asyncio.Queue()
+            self._eof = False
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge import __version__
+from edge.aio import cancel_and_wait, raise_if_cancelled, wait_for
 from edge.config import NodeConfig
 from edge.mqtt import make_client
 from edge.outbox import Outbox, os_boot_id
@@ -111,8 +112,9 @@ class Uplink:
         delay = self.cfg.uplink.retry_min_s
         client_id = f"floorgate-edge-{self.cfg.node_id}"
         while True:
+            raise_if_cancelled()
             try:
-                async with make_client(self.cfg.broker, client_id=client_id) as client:
+                async with _connected(make_client(self.cfg.broker, client_id=client_id)) as client:
                     self.connected = True
                     self.counters.connects += 1
                     delay = self.cfg.uplink.retry_min_s
@@ -122,6 +124,7 @@ class Uplink:
                     await client.subscribe(replay_topic(self.cfg.node_id), qos=1)
                     if self.on_command is not None:
                         await client.subscribe(command_topic(self.cfg.node_id), qos=1)
+                    raise_if_cancelled()  # aiomqtt's subscribe may have swallowed one
                     self.client = client
                     helpers = [asyncio.create_task(self._receive(client)),
                                asyncio.create_task(self._heartbeat_loop(client))]
@@ -130,12 +133,10 @@ class Uplink:
                     try:
                         await self._send_loop(client, helpers)
                     finally:
-                        for t in helpers:
-                            t.cancel()
-                        for t in helpers:
-                            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                                await t
+                        self.client = None  # results of commands still running are kept for the next connect
+                        await cancel_and_wait(helpers)
             except aiomqtt.MqttError as exc:
+                raise_if_cancelled()  # stopped: an error on the way out does not make it try again
                 if self.connected:
                     log.warning("uplink lost the broker: %s", exc)
                 else:
@@ -153,8 +154,9 @@ class Uplink:
         if client is None:
             return False
         try:
-            await client.publish(topic, payload, qos=1, timeout=timeout_s)
+            await _publish(client, topic, payload, timeout_s)
         except aiomqtt.MqttError as exc:
+            raise_if_cancelled()
             log.warning("uplink: publish on %s failed: %s", topic, exc)
             return False
         return True
@@ -252,6 +254,7 @@ class Uplink:
     async def _send_loop(self, client: aiomqtt.Client, helpers: list[asyncio.Task[None]]) -> None:
         up = self.cfg.uplink
         while True:
+            raise_if_cancelled()
             for t in helpers:
                 if t.done() and not t.cancelled() and t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
@@ -272,15 +275,14 @@ class Uplink:
                     if batch is None:
                         break
                     payload = encode_batch(batch, signer=self._signer)
-                    await client.publish(batch_topic(self.cfg.node_id, stream), payload, qos=1,
-                                         timeout=up.ack_timeout_s)
+                    await _publish(client, batch_topic(self.cfg.node_id, stream), payload, up.ack_timeout_s)
                     self.counters.batches_sent += 1
                     self.counters.records_sent += len(batch.records)
                     self.counters.bytes_sent += len(payload)
                     st.sent_upto = batch.last_seq
                     st.in_flight.append((batch.last_seq, time.monotonic() + self._ack_timeout(st)))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), 0.5)
+                await wait_for(self.wake.wait(), 0.5)
 
     def heartbeat(self) -> Heartbeat:
         now = time.time_ns()
@@ -297,6 +299,45 @@ class Uplink:
     async def _heartbeat_loop(self, client: aiomqtt.Client) -> None:
         while True:
             payload = encode_heartbeat(self.heartbeat(), signer=self._signer)
-            await client.publish(heartbeat_topic(self.cfg.node_id), payload, qos=1, timeout=10)
+            await _publish(client, heartbeat_topic(self.cfg.node_id), payload, 10)
             self.counters.heartbeats += 1
             await asyncio.sleep(self.cfg.heartbeat_interval_s)
+
+
+async def _publish(client: aiomqtt.Client, topic: str, payload: bytes, timeout_s: float) -> None:
+    """QoS 1 publish; a cancellation that aiomqtt swallowed (it waits with ``asyncio.wait_for``) is raised."""
+    await client.publish(topic, payload, qos=1, timeout=timeout_s)
+    raise_if_cancelled()
+
+
+@contextlib.asynccontextmanager
+async def _connected(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Client]:
+    """``async with client``, but one that can be cancelled at any moment, connecting included.
+
+    aiomqtt connects in a worker thread, which a cancellation does not stop, and leaves a connection whose CONNACK
+    it stopped waiting for open, with its keepalive task: the agent would go on holding its broker session after
+    it stopped. So a cancelled connect waits for the attempt to end (at once when the broker refuses; at most the
+    client's timeouts) and then disconnects whatever it opened; only a second cancellation gives up waiting. And
+    aiomqtt's disconnect raises ``MqttError`` when it times out: that must not replace the error (or the
+    cancellation) that ended the session."""
+    connecting = asyncio.ensure_future(client.__aenter__())
+    try:
+        await asyncio.shield(connecting)
+    except asyncio.CancelledError:
+        try:
+            await asyncio.wait([connecting])
+        finally:
+            if not connecting.done():
+                connecting.cancel()
+                connecting.add_done_callback(lambda f: f.cancelled() or f.exception())
+            elif not connecting.cancelled() and connecting.exception() is None:
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await client.__aexit__(None, None, None)
+        raise
+    try:
+        yield client
+    except BaseException:
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.__aexit__(None, None, None)
+        raise
+    await client.__aexit__(None, None, None)

@@ -1,7 +1,8 @@
 """Builds the node's buses and device drivers from its config (and the profiles it names).
 
 Each bus in ``buses`` gets one scheduler. A built-in device with its own ``address`` (``type: mtsics-scale``,
-``sdm630``, ``th-probe``) gets an implicit bus of its own, named after the device.
+``sdm630``, ``th-probe``) gets an implicit bus of its own, named after the device. Scales, and Modbus weighing
+terminals (``edge.devices.terminal``), take weighings as their device's ``weighing`` settings say.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from edge.config import BusConfig, ModbusDevice, NodeConfig, ProfileDevice, Scal
 from edge.devices.modbus import ModbusDriver, ModbusOptions
 from edge.devices.sartorius import SbiDriver
 from edge.devices.scale import MtSicsDriver
+from edge.devices.terminal import TERMINALS, WeighingTerminalDriver, is_weighing_terminal
 from edge.devices.toledo import ToledoDriver
 from edge.profiles import DEFAULT_PROFILES_DIR, Profile, load_profile
 from protocols.modbus_maps import DEVICE_MAPS
@@ -54,11 +56,18 @@ def _profile_driver(profile: Profile, dev: ProfileDevice, bus: BusConfig,
                                        f"bus {bus.id!r} is a {bus.kind} bus"])
         m = profile.modbus
         assert m is not None
-        return ModbusDriver(dev.id, profile.profile, conn, profile.modbus_points(), groups, sink, options=ModbusOptions(
+        options = ModbusOptions(
             unit_id=dev.unit_id, max_gap=m.max_gap, max_registers=m.max_registers,
             one_request_per_point=m.one_request_per_point, close_after_poll=m.close_after_poll,
             pause_between_requests_s=m.pause_between_requests_s, retries=profile.transport.retries,
-            report_every_s=dev.report_every_s), writable=profile.modbus_points(writable=True))
+            report_every_s=dev.report_every_s)
+        points, writable = profile.modbus_points(), profile.modbus_points(writable=True)
+        if is_weighing_terminal(profile.profile, points):
+            return WeighingTerminalDriver(dev.id, profile.profile, conn, points, groups, sink, options=options,
+                                          writable=writable, spec=TERMINALS[profile.profile],
+                                          threshold=dev.weighing.threshold, empty_below=dev.weighing.empty_below,
+                                          auto=dev.weighing.auto)
+        return ModbusDriver(dev.id, profile.profile, conn, points, groups, sink, options=options, writable=writable)
     if profile.protocol in ("mtsics", "sartorius-sbi", "toledo-continuous"):
         if not isinstance(conn, LineConnection):
             raise ConfigError(source, [f"devices[{dev.id}].bus: a scale needs a bus of kind line, "
@@ -67,7 +76,8 @@ def _profile_driver(profile: Profile, dev: ProfileDevice, bus: BusConfig,
         driver_class = {"mtsics": MtSicsDriver, "sartorius-sbi": SbiDriver, "toledo-continuous": ToledoDriver}[
             profile.protocol]
         return driver_class(dev.id, conn, sink, interval_s=interval, timeout_s=bus.timeout_s,
-                            threshold=dev.weighing.threshold, empty_below=dev.weighing.empty_below)
+                            threshold=dev.weighing.threshold, empty_below=dev.weighing.empty_below,
+                            auto=dev.weighing.auto)
     raise ConfigError(source, [f"devices[{dev.id}].profile: protocol {profile.protocol!r} of profile "
                                f"{profile.profile!r} is not supported by this agent yet"])
 
@@ -97,7 +107,7 @@ def build_buses(cfg: NodeConfig, sink: RecordSink, *, source: str = "node config
             assert isinstance(conn, LineConnection)
             members[bus.id].append(MtSicsDriver(dev.id, conn, sink, interval_s=dev.interval_s,
                                                 timeout_s=dev.timeout_s, threshold=dev.weighing.threshold,
-                                                empty_below=dev.weighing.empty_below))
+                                                empty_below=dev.weighing.empty_below, auto=dev.weighing.auto))
         else:
             assert isinstance(conn, ModbusConnection)
             members[bus.id].append(ModbusDriver(dev.id, dev.type, conn, DEVICE_MAPS[dev.type],

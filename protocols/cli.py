@@ -55,7 +55,7 @@ SIMULATORS: Final[dict[str, str]] = {
     "sartorius-sbi": "Sartorius SBI platform scale, 150 kg in 0.02 kg: ESC P prints 16 or 22 characters (--form)",
     "toledo-continuous": "Toledo Continuous weighbridge indicator: 18-byte frames streamed at the line's pace",
     "laumas-tlu": "Laumas TLU weight transmitter on Modbus (holding 40006-40013, commands in 40006)",
-    "siemens-siwarex-wp": "Siemens SIWAREX WP2xx on Modbus, data record DR30 from register 3000",
+    "siemens-siwarex-wp": "Siemens SIWAREX WP231 on Modbus, data record DR30 from 3000, legal log DR45/DR46",
     "eastron-sdm630": "Eastron SDM630 three-phase energy meter on Modbus (input registers, float32)",
     "sdm630": "alias of eastron-sdm630",
     "eastron-sdm120": "Eastron SDM120 single-phase energy meter on Modbus (input registers, float32; 2400 baud)",
@@ -92,8 +92,9 @@ devices (aliases: weighbridge = mettler-toledo-mtsics, sdm630 = eastron-sdm630):
                           --baudrate (18.75 ms at 9600 8N1), motion while a truck moves; takes P, T, Z, C.
   laumas-tlu              Laumas TLU on Modbus: 40006 command (1 zero, 2 tare, 3 gross, 4 reset peak),
                           40007 status, 40008-13 gross / net / peak (uint32); a feed hopper's load cycle.
-  siemens-siwarex-wp      SIWAREX WP2xx on Modbus: DR30 from 3000, status 3004, float32 gross / net / tare
-                          at 3008 / 3010 / 3012.
+  siemens-siwarex-wp      SIWAREX WP231 on Modbus: DR30 from 3000, status 3004, float32 gross / net / tare
+                          at 3008 / 3010 / 3012; command 10 in 2000 logs the weight in its legal log (DR45 /
+                          DR46 from 6012 / 6104: protocol ID, string, CRC16).
   eastron-sdm630          Eastron SDM630 energy meter (input registers, float32): voltages, currents, power,
                           frequency, energy counters.
   eastron-sdm120          Eastron SDM120 single-phase meter, the same layout for one phase.

@@ -13,8 +13,14 @@ Command::
      "issued_at_ns": 1732400000000000000, "expires_at_ns": 1732400030000000000}
 
 ``device`` names the device for ``tare``, ``zero``, ``weigh`` and ``poll`` and is null for ``reload`` (the whole
-node). ``args`` is an object; only ``weigh`` takes one (``reference``, up to 64 characters, copied into the weighing
-record). A node executes a command at most once: it keeps every ``command_id`` it saw (and the signed result it
+node). ``args`` is an object of strings, each optional:
+
+    weigh   reference, vehicle, partner, article, lot, delivery_note   1-64 printable characters each (not blank),
+                                                                       copied into the weighing record
+    tare    preset_tare   a non-negative decimal as the scale shows it ("14960", "2.486"; at most 10 characters):
+                          the scale's tare memory is set to it (MT-SICS ``TA <value> <unit>``) instead of taring
+
+A node executes a command at most once: it keeps every ``command_id`` it saw (and the signed result it
 sent) and answers a redelivered command with the stored result. It does not execute a command whose
 ``expires_at_ns`` has passed by its own clock; it answers ``rejected`` with an error starting ``expired``.
 
@@ -23,6 +29,7 @@ CommandResult::
     {"v": 1, "type": "command_result", "command_id": "<uuid4>", "node": "mill-01", "device": "bridge-1",
      "command": "weigh", "status": "succeeded", "error": null,
      "result": {"gross": "24560", "unit": "kg", "stable": true, "answer": "S S      24560 kg", "record_id": "…"},
+     (a tared scale: "net", "tare", "tare_preset" and no "gross" - the values of the weighing record)
      "finished_at_ns": 1732400000400000000, "sig": "<base64 Ed25519 over the canonical JSON without sig>"}
 
 ``status``: ``succeeded`` (``error`` null), ``failed`` (the device or the node could not do it: a scale's refusal
@@ -32,6 +39,7 @@ expired, a config to reload is invalid); ``failed`` and ``rejected`` carry an ``
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,10 +53,17 @@ from sync.topics import NODE_ID_RE, check_node_id
 COMMANDS: Final = ("tare", "zero", "weigh", "poll", "reload")
 DEVICE_COMMANDS: Final = frozenset({"tare", "zero", "weigh", "poll"})
 RESULT_STATUSES: Final = ("succeeded", "failed", "rejected")
-MAX_REFERENCE_CHARS: Final = 64
+MAX_REFERENCE_CHARS: Final = 64  # every text argument (reference, vehicle, partner, article, lot, delivery_note)
+MAX_DECIMAL_CHARS: Final = 10  # a decimal argument fits the 10-character weight field of MT-SICS
 MAX_ERROR_CHARS: Final = 2000
-# the arguments each command takes: name → (type, maximum length of a string)
-COMMAND_ARGS: Final[dict[str, dict[str, int]]] = {"weigh": {"reference": MAX_REFERENCE_CHARS}}
+# the codes a weigh command carries into its weighing record
+WEIGH_ARGS: Final = ("reference", "vehicle", "partner", "article", "lot", "delivery_note")
+# the arguments each command takes: name → kind ("text": 1-64 printable characters; "decimal": see _DECIMAL_RE)
+COMMAND_ARGS: Final[dict[str, dict[str, str]]] = {
+    "weigh": dict.fromkeys(WEIGH_ARGS, "text"),
+    "tare": {"preset_tare": "decimal"},
+}
+_DECIMAL_RE: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 EXPIRED: Final = "expired"  # first word of the error of a command answered as expired
 
 
@@ -133,12 +148,25 @@ def check_args(command: str, args: object, *, field_name: str = "args") -> dict[
             raise DecodeError(f"{command} takes no argument {str(key)[:40]!r} (its arguments: {known})", field=path)
         if not isinstance(value, str):
             raise DecodeError(f"expected a string, got {type(value).__name__}", field=path)
-        if not 1 <= len(value) <= allowed[key]:
-            raise DecodeError(f"expected 1 to {allowed[key]} characters", field=path)
-        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-            raise DecodeError("control characters are not allowed", field=path)
-        out[key] = value
+        out[key] = _check_decimal(value, path) if allowed[key] == "decimal" else _check_text(value, path)
     return out
+
+
+def _check_text(value: str, path: str) -> str:
+    if not 1 <= len(value) <= MAX_REFERENCE_CHARS:
+        raise DecodeError(f"expected 1 to {MAX_REFERENCE_CHARS} characters, got {len(value)}", field=path)
+    if not value.isprintable():
+        raise DecodeError("control characters and other non-printable characters are not allowed", field=path)
+    if not value.strip():
+        raise DecodeError("expected some text, got only spaces", field=path)
+    return value
+
+
+def _check_decimal(value: str, path: str) -> str:
+    if len(value) > MAX_DECIMAL_CHARS or not _DECIMAL_RE.fullmatch(value):
+        raise DecodeError(f"expected a non-negative decimal number such as '14960' or '2.486' (at most "
+                          f"{MAX_DECIMAL_CHARS} characters), got {value[:20]!r}", field=path)
+    return value
 
 
 def _check_type(obj: Mapping[str, Any], expected: str) -> None:
@@ -239,7 +267,9 @@ __all__ = [
     "COMMAND_ARGS",
     "DEVICE_COMMANDS",
     "EXPIRED",
+    "MAX_REFERENCE_CHARS",
     "RESULT_STATUSES",
+    "WEIGH_ARGS",
     "Command",
     "CommandResult",
     "check_args",

@@ -11,6 +11,7 @@ from central import __version__
 from central.api import errors, observability
 from central.api.deps import AppState
 from central.api.routes import alerts as alert_routes
+from central.api.routes import alibi as alibi_routes
 from central.api.routes import (
     audit_log,
     auth,
@@ -20,6 +21,7 @@ from central.api.routes import (
     prom,
     readings,
     sites,
+    ticket_documents,
     tickets,
     tse,
     users,
@@ -60,6 +62,6 @@ def create_app(
     errors.install(app)
     observability.install(app, app.state.floorgate)
     for module in (health, auth, users, weighings, devices, ingest_routes, readings, prom, alert_routes, cmd_routes,
-                   sites, masterdata, tickets, tse, audit_log):
+                   sites, masterdata, tickets, ticket_documents, tse, audit_log, alibi_routes):
         app.include_router(module.router)
     return app

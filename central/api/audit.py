@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import inspect
 from sqlalchemy.orm import Session
 
-from central.api.security import Principal
 from central.db.models import AuditEntry
+
+if TYPE_CHECKING:  # not at run time: ticket pairing (imported by ingest, imported by the API) writes here too
+    from central.api.security import Principal
 
 SECRET_COLUMNS = frozenset({"password_hash", "secret_hash"})
 
@@ -38,14 +40,14 @@ def snapshot(obj: object | None) -> dict[str, Any] | None:
 
 def record(session: Session, principal: Principal | str, action: str, resource: str, resource_id: object,
            *, before: dict[str, Any] | None = None, after: dict[str, Any] | None = None) -> AuditEntry:
-    """Add an audit entry to ``session`` (committed with the change). Only the fields that changed are kept in
-    before / after for an update."""
+    """Add an audit entry to ``session`` (committed with the change); ``principal`` is a caller of the API or an
+    actor such as ``"system:pairing"``. Only the fields that changed are kept in before / after for an update."""
     if before is not None and after is not None:
         changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
         before = {k: before.get(k) for k in sorted(changed)}
         after = {k: after.get(k) for k in sorted(changed)}
     entry = AuditEntry(
-        at=datetime.now(UTC), actor=principal.actor if isinstance(principal, Principal) else principal,
+        at=datetime.now(UTC), actor=principal if isinstance(principal, str) else principal.actor,
         action=action, resource=resource, resource_id=str(resource_id), before=before, after=after,
     )
     session.add(entry)

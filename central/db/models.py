@@ -119,7 +119,7 @@ class Weighing(Base):
     epoch: Mapped[str] = mapped_column(String(64))
     seq: Mapped[int] = mapped_column(BigInteger)
     device_id: Mapped[str] = mapped_column(String(64))
-    gross: Mapped[Decimal] = mapped_column(ExactDecimal())
+    gross: Mapped[Decimal | None] = mapped_column(ExactDecimal())  # None: the instrument delivered net + tare only
     decimals: Mapped[int] = mapped_column(Integer)  # as the scale delivered it: 24560 kg → 0, 100.00 g → 2
     unit: Mapped[str] = mapped_column(String(8))
     scale_serial: Mapped[str | None] = mapped_column(String(64))
@@ -136,10 +136,21 @@ class Weighing(Base):
     vehicle: Mapped[str | None] = mapped_column(String(32), index=True)  # number plate
     trigger: Mapped[str | None] = mapped_column(String(16))  # auto / command
 
+    def _as_delivered(self, value: Decimal | None) -> str | None:
+        return None if value is None else str(value.quantize(Decimal(1).scaleb(-self.decimals)))
+
     @property
-    def gross_as_delivered(self) -> str:
+    def gross_as_delivered(self) -> str | None:
         """The gross weight with exactly the decimals the scale sent (the column may pad with zeros)."""
-        return str(self.gross.quantize(Decimal(1).scaleb(-self.decimals)))
+        return self._as_delivered(self.gross)
+
+    @property
+    def tare_as_delivered(self) -> str | None:
+        return self._as_delivered(self.tare)
+
+    @property
+    def net_as_delivered(self) -> str | None:
+        return self._as_delivered(self.net)
 
 
 class InboxEntry(Base):

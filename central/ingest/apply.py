@@ -18,13 +18,15 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from central.db.models import Device, InboxEntry, Node, QuarantineEntry, StreamMark, Weighing
+from central.alibi import entry_from_record
+from central.db.models import Device, InboxEntry, Node, QuarantineEntry, StreamMark
+from central.ingest.weighings import BadWeighing, weighing_row
 from central.metrics import Point
+from central.tickets.pairing import on_weighing
 from sync.envelope import Batch, Record, record_digest
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ class ApplyResult:
     points: int = 0
     lost: int = 0  # sequence numbers the node gave up to its disk quota (thinned / dropped readings)
     clock_flags: list[str] = field(default_factory=list)
+    alibi_rejected: list[int] = field(default_factory=list)  # weighings kept whose alibi part was quarantined
 
 
 def _ts(ns: int) -> datetime:
@@ -121,36 +124,44 @@ def _touch_device(session: Session, node: str, record: Record, seen: datetime) -
     return dev
 
 
-def _apply_record(session: Session, batch: Batch, record: Record, now: datetime, points: list[Point]) -> None:
+def _apply_weighing(session: Session, batch: Batch, record: Record, now: datetime, result: ApplyResult) -> None:
+    """The ``Weighing`` row and, in the same transaction, the ``AlibiEntry`` of its alibi part (central.alibi).
+
+    An unusable alibi part does not cost the weighing: the weighing is kept and a copy of the record goes to the
+    quarantine with the reason. An unusable weighing (RecordRejected) still leaves its intact alibi entry, so that
+    central's copy of the chain has no hole; verify-alibi then names the entry's weighing as missing."""
+    node = session.get(Node, batch.node)
+    alibi = entry_from_record(session, node=batch.node, public_key=node.public_key if node else None, record=record,
+                              received_at=now)
+    if alibi.entry is not None:
+        session.add(alibi.entry)
+    try:
+        weighing = weighing_row(node=batch.node, epoch=batch.epoch, record=record, weighed_at=_ts(record.ts_ns),
+                                received_at=now)
+    except BadWeighing as exc:
+        raise RecordRejected(record, exc.reason) from None
+    weighing.alibi_no = alibi.alibi_no
+    session.add(weighing)
+    on_weighing(session, weighing, record.data, now)  # paired into a ticket in this transaction (central.tickets)
+    if alibi.problem is not None:
+        result.alibi_rejected.append(record.seq)
+        log.error("node %s %s seq %d: alibi part not stored: %s — the weighing is kept, a copy quarantined",
+                  batch.node, batch.stream, record.seq, alibi.problem)
+        session.add(QuarantineEntry(
+            received_at=now, topic=f"{batch.node}/{batch.stream}", node_id=batch.node,
+            reason=(f"alibi part not stored: record seq {record.seq} (weighing {record.record_id}, device "
+                    f"{record.device}): {alibi.problem}; the weighing itself was applied"),
+            payload=json.dumps(record.to_json(), ensure_ascii=False).encode()))
+    dev = _touch_device(session, batch.node, record, _ts(record.ts_ns))
+    dev.kind = dev.kind or "scale"
+
+
+def _apply_record(session: Session, batch: Batch, record: Record, now: datetime, points: list[Point],
+                  result: ApplyResult) -> None:
     node = batch.node
     data = record.data
     if record.kind == "weighing":
-        try:
-            gross = Decimal(str(data["gross"]))
-        except (KeyError, InvalidOperation):
-            raise RecordRejected(record, f"data.gross: expected a decimal number, got {data.get('gross')!r}") from None
-        unit = data.get("unit")
-        if not isinstance(unit, str) or not unit:
-            raise RecordRejected(record, "data.unit: expected a unit such as 'kg'")
-        exponent = gross.as_tuple().exponent
-        session.add(
-            Weighing(
-                node_id=node,
-                record_id=record.record_id,
-                epoch=batch.epoch,
-                seq=record.seq,
-                device_id=record.device,
-                gross=gross,
-                decimals=-exponent if isinstance(exponent, int) and exponent < 0 else 0,
-                unit=unit,
-                scale_serial=data.get("scale_serial"),
-                raw=data.get("raw"),
-                weighed_at=_ts(record.ts_ns),
-                received_at=now,
-            )
-        )
-        dev = _touch_device(session, node, record, _ts(record.ts_ns))
-        dev.kind = dev.kind or "scale"
+        _apply_weighing(session, batch, record, now, result)
     elif record.kind == "reading":
         points.extend(reading_points(node, record))
         _touch_device(session, node, record, _ts(record.ts_ns))
@@ -267,7 +278,7 @@ def apply_batch(
                 result.lost += 1
             try:
                 if record.kind != LOSS_KIND:
-                    _apply_record(session, batch, record, now, points)
+                    _apply_record(session, batch, record, now, points, result)
             except RecordRejected as exc:
                 # keep the record (quarantine) and its seq (inbox), so the stream goes on and nothing is lost
                 result.rejected.append(record.seq)

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge.aio import raise_if_cancelled, wait_for
 from edge.bus.connection import BusConnection
 from edge.bus.health import DeviceHealth
 from edge.errors import DeviceIOError, OutboxFull
@@ -147,6 +148,7 @@ class BusScheduler:
         log.info("bus %s: %d device(s), %d poll job(s)", self.bus_id, len(self.drivers), len(heap))
         try:
             while True:
+                raise_if_cancelled()  # one a library lost (pymodbus waits with asyncio.wait_for): see edge.aio
                 if self._commands:
                     cmd = self._commands.popleft()
                     if not cmd.future.done():  # a caller that gave up (cancelled) does not get it executed late
@@ -161,7 +163,7 @@ class BusScheduler:
                 if due > now:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), due - now)
+                        await wait_for(self._wake.wait(), due - now)
                     continue
                 heapq.heappop(heap)
                 drv = self.drivers[device_id]
@@ -227,7 +229,7 @@ class BusScheduler:
         t0 = self.clock()
         if error is None:
             try:
-                await asyncio.wait_for(action(), drv.poll_timeout_s())
+                await wait_for(action(), drv.poll_timeout_s())
             except ExchangeError as exc:
                 error = exc
             except DeviceIOError as exc:

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from protocols.modbus.points import Value
 from protocols.modbus_maps import Point
 from protocols.sim.modbus_devices import DeviceModel
 
@@ -53,8 +54,8 @@ class ForcedValues:
             self._forced = {str(k): float(v) for k, v in data.items() if k in self._names}
         return self._forced
 
-    def sample(self, now_s: float) -> dict[str, float]:
-        values = self._model.sample(now_s)
+    def sample(self, now_s: float) -> dict[str, Value]:
+        values = dict(self._model.sample(now_s))
         values.update(self.forced())
         return values
 

@@ -145,6 +145,17 @@ class LoadCycle:
             gross = self._noisy(load, 1.0 - (position - settled_end) / self.ramp_s)
         return Reading(phase, int(index), gross, stable, overload=gross > self.capacity_kg)
 
+    def time_of(self, index: int, phase: Phase, *, fraction: float = 0.5) -> float:
+        """Seconds after the start at which load ``index`` (0-based) is ``fraction`` through ``phase``: a test or a
+        scripted scenario puts the scale where it wants it (``time_of(3, Phase.DRIVE_ON)``: truck 3 moving on)."""
+        if index < 0 or not 0.0 <= fraction < 1.0:
+            raise ValueError(f"time_of: index {index} must be >= 0 and fraction {fraction} within [0, 1)")
+        starts = {Phase.EMPTY: (0.0, self.empty_s), Phase.DRIVE_ON: (self.empty_s, self.ramp_s),
+                  Phase.SETTLED: (self.empty_s + self.ramp_s, self.stable_s),
+                  Phase.DRIVE_OFF: (self.empty_s + self.ramp_s + self.stable_s, self.ramp_s)}
+        start, length = starts[phase]
+        return index * self.cycle_s + start + fraction * length
+
     def next_stable(self, elapsed_s: float) -> tuple[float, Reading]:
         """When the reading is next stable (settled or empty) at or after ``elapsed_s``, and that reading.
 

@@ -5,7 +5,7 @@
     ThProbeModel        temperature / humidity probe (input registers 1 and 2, x0.1)
     SiloCableModel      silo temperature cable, N points (input registers 0..N-1, int16 x0.1 °C, one hot spot)
     LaumasTluModel      Laumas TLU / W100 weight transmitter (holding 40006-40013)   } in weighing_terminals.py,
-    SiwarexWpModel      Siemens SIWAREX WP2xx, data record DR30 (holding from 3000)    } re-exported here
+    SiwarexWpModel      SIWAREX WP231: DR30 from 3000, legal log DR45/46 from 6012     } re-exported here
 
 A model turns a time into plausible values for the points of its map (``protocols.modbus_maps``); the server
 encodes them with ``encode_point`` into the registers of one pymodbus ``SimDevice`` per unit id::
@@ -53,10 +53,12 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from protocols.modbus.points import Value
 from protocols.modbus_maps import SDM630_POINTS, TH_PROBE_POINTS, Point, encode_point
 from protocols.sim.weighing_terminals import (
     LAUMAS_COMMANDS,
     LAUMAS_TLU_POINTS,
+    SIWAREX_WP231_POINTS,
     SIWAREX_WP_POINTS,
     LaumasStatus,
     LaumasTluModel,
@@ -101,7 +103,7 @@ class DeviceModel(Protocol):
     @property
     def points(self) -> tuple[Point, ...]: ...
 
-    def sample(self, now_s: float) -> dict[str, float]:
+    def sample(self, now_s: float) -> Mapping[str, Value]:
         """Values of every point at monotonic time ``now_s`` (seconds); called with non-decreasing times."""
         ...
 
@@ -417,6 +419,7 @@ __all__ = [
     "LAUMAS_COMMANDS",
     "LAUMAS_TLU_POINTS",
     "SDM120_POINTS",
+    "SIWAREX_WP231_POINTS",
     "SIWAREX_WP_POINTS",
     "DeviceModel",
     "LaumasStatus",

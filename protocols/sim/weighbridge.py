@@ -72,9 +72,11 @@ _UNIT_PER_KG: Final[dict[str, Decimal]] = {"g": Decimal(1000), "kg": Decimal(1),
 class Weighbridge:
     """Pure MT-SICS weighbridge: ``handle_line(b"SI")`` -> ``[b"S S      24560 kg\\r\\n"]``; time from ``clock``.
 
-    ``trucks`` are gross weights in kg, used in order; after them come random trucks of 8,000-40,000 kg from
-    ``random.Random(seed)``. All weights are rounded to ``increment_kg`` (the display resolution). ``unit`` is the
-    display unit: ``kg`` (default), ``t`` or ``g``.
+    ``trucks`` are gross weights in kg, used in order - a scripted list of visits: "in and out" is the same truck
+    twice, loaded then empty (incoming goods) or empty then loaded (outgoing); with a clock in the caller's hand,
+    ``time_of(visit, phase)`` puts the bridge where a scenario needs it. After them come random trucks of
+    8,000-40,000 kg from ``random.Random(seed)``. All weights are rounded to ``increment_kg`` (the display
+    resolution). ``unit`` is the display unit: ``kg`` (default), ``t`` or ``g``.
     """
 
     def __init__(
@@ -166,6 +168,11 @@ class Weighbridge:
     @property
     def tare_kg(self) -> Decimal:
         return self._tare_kg
+
+    def time_of(self, index: int, phase: Phase, *, fraction: float = 0.5) -> float:
+        """The ``clock`` value at which truck ``index`` is ``fraction`` through ``phase``: a scripted visit driven
+        by a clock in the caller's hand (``bridge.time_of(4, Phase.SETTLED)``: truck 4 standing still)."""
+        return self._t0 + self.cycle.time_of(index, phase, fraction=fraction)
 
     def truck_weight(self, index: int) -> Decimal:
         """Gross weight in kg of truck ``index`` (0-based), rounded to the increment."""

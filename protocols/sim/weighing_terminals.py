@@ -30,7 +30,15 @@ SIWAREX WP2xx, data record DR30 from register 3000 (holding; wire address = regi
     3000-3003  other DR30 fields, read as 0     3004  status: bit 0 within 1/4 d of zero, 1 out of range,
     3005-3007  other DR30 fields, read as 0            2 tared, 6 standstill
     3008/09 gross, 3010/11 net, 3012/13 tare: float32 in kg, high word first (ABCD)
-    so 3000-3013 read in one request, as on the instrument; the model does not take writes (exception 0x02).
+    so 3000-3013 read in one request, as on the instrument.
+
+The WP231's legal log (alibi memory, DR45 / DR46 from 6012 / 6104; layout in ``protocols.siwarex``): command
+``log`` writes the stable weight on the scale as the next protocol ID - ``G`` and the gross, or ``N``, the net, the
+tare id (``T`` weighed, ``pT`` preset) and the tare, each as the display shows it (division steps) - with its CRC16.
+Writing an ID to 6012/13 (FC16, uint32; 0: the newest) selects the log DR46 shows. Commands go to register 2000
+(floorgate's simulator: ``protocols.siwarex.COMMANDS`` - 1 zero, 2 tare, 3 clear the tare, 10 log; zero and tare
+wait for stability); ``log`` while the weight moves or is out of range answers exception 0x06 (busy) and logs
+nothing. Writes anywhere else: exception 0x02.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from collections.abc import Sequence
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Final
 
+from protocols import siwarex
 from protocols.modbus_maps import Point
 from protocols.sim.load import LoadCycle, Phase, Reading, StableActions
 
@@ -49,6 +58,7 @@ LAUMAS_DIGITS_LIMIT: Final = 999_999
 ZERO_RANGE_FRACTION: Final = Decimal("0.02")
 MODBUS_ILLEGAL_ADDRESS: Final = 0x02
 MODBUS_ILLEGAL_VALUE: Final = 0x03
+MODBUS_DEVICE_BUSY: Final = 0x06
 
 LAUMAS_COMMANDS: Final[dict[str, int]] = {"none": 0, "zero": 1, "tare": 2, "gross": 3, "reset_peak": 4}
 
@@ -65,6 +75,10 @@ SIWAREX_WP_POINTS: Final[tuple[Point, ...]] = (
     Point("gross", 3008, "holding", "float32", unit="kg"),
     Point("net", 3010, "holding", "float32", unit="kg"),
     Point("tare", 3012, "holding", "float32", unit="kg"),
+)
+# a WP231 also serves its command register and its legal log (DR45 / DR46)
+SIWAREX_WP231_POINTS: Final[tuple[Point, ...]] = (
+    *SIWAREX_WP_POINTS, siwarex.COMMAND_POINT, siwarex.REQUEST_POINT, *siwarex.LOG_POINTS,
 )
 
 
@@ -239,9 +253,12 @@ class LaumasTluModel(_Terminal):
 
 
 class SiwarexWpModel(_Terminal):
-    """A SIWAREX WP231 weighing a grain bin (12,000 kg, 2 kg steps by default); ``preset_tare_kg`` tares it."""
+    """A SIWAREX WP231 weighing a grain bin (12,000 kg, 2 kg steps by default); ``preset_tare_kg`` tares it (a
+    preset tare: ``pT`` in the log). ``log`` holds the legal log: (protocol string, checksum) per protocol ID - 1."""
 
-    reserved_registers: tuple[tuple[str, int, int], ...] = (("holding", 3000, 4), ("holding", 3005, 3))
+    reserved_registers: tuple[tuple[str, int, int], ...] = (
+        ("holding", 3000, 4), ("holding", 3005, 3), *siwarex.RESERVED,
+    )
 
     def __init__(
         self,
@@ -265,12 +282,67 @@ class SiwarexWpModel(_Terminal):
             random_max_kg=random_max_kg, name="siwarex",
         )  # fmt: skip
         super().__init__(cycle, epoch_s)
+        self.tare_preset = False
         if preset_tare_kg is not None:
-            self.tare_kg, self.tared = cycle.round(Decimal(preset_tare_kg)), True
+            self.tare_kg, self.tared, self.tare_preset = cycle.round(Decimal(preset_tare_kg)), True, True
+        self.command = 0
+        self.request_id = 0
+        self.log: list[tuple[str, str]] = []
 
     @property
     def points(self) -> tuple[Point, ...]:
-        return SIWAREX_WP_POINTS
+        return SIWAREX_WP231_POINTS
+
+    def _zero(self, at: Reading) -> None:
+        super()._zero(at)
+        self.tare_preset = self.tare_preset and self.tared
+
+    def _tare(self, at: Reading) -> None:
+        if not at.overload and at.gross_kg >= self.zero_kg:  # taken (as in _Terminal._tare): a weighed tare now
+            self.tare_preset = False
+        super()._tare(at)
+
+    def log_entry(self, now: Reading) -> siwarex.LogEntry:
+        """What ``log`` would write for the reading ``now``: the displayed values in division steps."""
+        gross = now.gross_kg - self.zero_kg
+        if not self.tared:
+            return siwarex.LogEntry(kind="gross", weight=str(gross), unit="kg")
+        return siwarex.LogEntry(kind="net", weight=str(gross - self.tare_kg), unit="kg",
+                                tare_kind="preset_tare" if self.tare_preset else "tare", tare=str(self.tare_kg))
+
+    def write(self, address: int, values: Sequence[int], now_s: float) -> int | None:
+        """The command register 2000 and the protocol ID to read (6012/13, FC16); see the module docstring."""
+        if address == siwarex.REQUEST_ID and len(values) == 2:
+            self.request_id = values[0] << 16 | values[1]
+            return None
+        if address != siwarex.COMMAND_REGISTER or len(values) != 1:
+            return MODBUS_ILLEGAL_ADDRESS
+        (code,) = values
+        if code not in siwarex.COMMANDS.values():
+            return MODBUS_ILLEGAL_VALUE
+        now = self.reading_at(now_s)  # earlier commands first
+        if code == siwarex.COMMANDS["log"]:
+            if not now.stable or now.overload:
+                return MODBUS_DEVICE_BUSY
+            text = siwarex.format_log(self.log_entry(now))
+            self.log.append((text, siwarex.checksum(text)))
+        elif code == siwarex.COMMANDS["zero"]:
+            self._pending.add(self._elapsed(now_s), self._zero)
+        elif code == siwarex.COMMANDS["tare"]:
+            self._pending.add(self._elapsed(now_s), self._tare)
+        elif code == siwarex.COMMANDS["clear_tare"]:
+            self.tare_kg, self.tared, self.tare_preset = Decimal(0), False, False
+        self.command = code
+        return None
+
+    def _log_values(self) -> dict[str, float | str]:
+        selected = len(self.log) if self.request_id == 0 else self.request_id
+        text, crc = self.log[selected - 1] if 1 <= selected <= len(self.log) else ("", "")
+        return {
+            "command": self.command, "log_request_id": self.request_id,
+            "log_oldest_id": 1 if self.log else 0, "log_newest_id": len(self.log),
+            "log_selected_id": selected if text else 0, "log": text, "log_checksum": crc,
+        }
 
     def status(self, now: Reading) -> SiwarexStatus:
         gross = now.gross_kg - self.zero_kg
@@ -285,7 +357,7 @@ class SiwarexWpModel(_Terminal):
             flags |= SiwarexStatus.STANDSTILL
         return flags
 
-    def sample(self, now_s: float) -> dict[str, float]:
+    def sample(self, now_s: float) -> dict[str, float | str]:
         now = self.reading_at(now_s)
         gross = now.gross_kg - self.zero_kg
         return {
@@ -293,12 +365,14 @@ class SiwarexWpModel(_Terminal):
             "gross": float(gross),
             "net": float(gross - self.tare_kg),
             "tare": float(self.tare_kg),
+            **self._log_values(),
         }
 
 
 __all__ = [
     "LAUMAS_COMMANDS",
     "LAUMAS_TLU_POINTS",
+    "SIWAREX_WP231_POINTS",
     "SIWAREX_WP_POINTS",
     "LaumasStatus",
     "LaumasTluModel",

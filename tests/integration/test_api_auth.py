@@ -86,9 +86,13 @@ MATRIX: dict[tuple[str, str], frozenset[str] | None] = {
     ("PATCH", "/api/v1/tickets/{ticket_id}"): WRITE,
     ("POST", "/api/v1/tickets/{ticket_id}/cancel"): WRITE,
     ("GET", "/api/v1/tickets.csv"): FISCAL,
+    ("GET", "/api/v1/tickets/{ticket_id}/pdf"): ALL,
+    ("GET", "/api/v1/delivery-notes/{number}/pdf"): ALL,
     ("GET", "/api/v1/tse-transactions"): FISCAL,
     ("GET", "/api/v1/tse-transactions/{transaction_id}"): FISCAL,
     ("GET", "/api/v1/tse-transactions.csv"): FISCAL,
+    ("GET", "/api/v1/nodes/{node_id}/alibi"): FISCAL,
+    ("GET", "/api/v1/nodes/{node_id}/alibi/verify"): FISCAL,
 }
 
 

@@ -66,6 +66,11 @@ def test_a_command_is_checked_queued_and_audited(plant: ApiHarness) -> None:
          "weigh takes no argument 'unit'"),
         ({"command": "weigh", "device_id": "bridge-1", "args": {"reference": ""}}, "args.reference",
          "expected 1 to 64 characters"),
+        ({"command": "weigh", "device_id": "bridge-1", "args": {"vehicle": "STD\tAB 1"}}, "args.vehicle",
+         "control characters"),
+        ({"command": "weigh", "device_id": "bridge-1", "args": {"lot": 42}}, "args.lot", "Input should be a valid"),
+        ({"command": "tare", "device_id": "bridge-1", "args": {"preset_tare": "14 t"}}, "args.preset_tare",
+         "non-negative decimal"),
         ({"command": "calibrate", "device_id": "bridge-1"}, "command", "Input should be"),
         ({"command": "poll", "device_id": "bridge 1"}, "device_id", "String should match pattern"),
         ({"command": "poll", "device_id": "bridge-1", "timeout_s": 0}, "timeout_s", "greater than or equal to 0.5"),
@@ -85,6 +90,14 @@ def test_a_command_is_checked_queued_and_audited(plant: ApiHarness) -> None:
     assert _post(api, "viewer", command="poll", device_id="bridge-1")[0] == 403
     with api.sessions() as s:
         assert len(s.execute(select(Command)).scalars().all()) == 2  # nothing of the refused ones was stored
+
+    # every code a weigh takes, and a preset tare, go through as given
+    codes = {"reference": "T-2025-000123", "vehicle": "STD-AB 123", "partner": "P-1042", "article": "WHEAT-B",
+             "lot": "L-2025-0042", "delivery_note": "LS-88812"}
+    code, body = _post(api, device_id="bridge-1", command="weigh", args=codes)
+    assert (code, body["args"]) == (202, codes)
+    code, body = _post(api, device_id="bridge-1", command="tare", args={"preset_tare": "14960"})
+    assert (code, body["args"]) == (202, {"preset_tare": "14960"})
 
 
 def test_lists_filter_sort_and_page(plant: ApiHarness) -> None:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from sync.commands import (
     COMMANDS,
     DEVICE_COMMANDS,
+    WEIGH_ARGS,
     Command,
     CommandResult,
     check_args,
@@ -49,10 +50,13 @@ ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", fullmatch=True)
 def commands(draw: st.DrawFn) -> Command:
     name = draw(st.sampled_from(COMMANDS))
     issued = draw(st.integers(0, 2**62))
-    args = {}
-    if name == "weigh" and draw(st.booleans()):
-        args = {"reference": draw(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1,
-                                          max_size=64))}
+    args: dict[str, str] = {}
+    if name == "weigh":
+        text = st.text(st.characters(codec="utf-8", categories=("L", "N", "P", "S", "Zs"), exclude_characters="\u00a0"),
+                       min_size=1, max_size=64).filter(lambda t: t.isprintable() and t.strip() != "")
+        args = draw(st.dictionaries(st.sampled_from(WEIGH_ARGS), text))
+    elif name == "tare" and draw(st.booleans()):
+        args = {"preset_tare": draw(st.from_regex(r"[0-9]{1,5}(\.[0-9]{1,4})?", fullmatch=True))}
     return Command(command_id=str(draw(st.uuids())), node=draw(ids), command=name,
                    device=draw(ids) if name in DEVICE_COMMANDS else None, args=args, issued_at_ns=issued,
                    expires_at_ns=issued + draw(st.integers(1, 10**12)))
@@ -147,6 +151,17 @@ _DROP = object()
     ({"args": {"reference": "x" * 65}}, "args.reference", "expected 1 to 64 characters"),
     ({"args": {"reference": "a\x00b"}}, "args.reference", "control characters"),
     ({"command": "tare", "args": {"reference": "x"}}, "args.reference", "tare takes no argument 'reference'"),
+    ({"args": {"vehicle": ""}}, "args.vehicle", "expected 1 to 64 characters, got 0"),
+    ({"args": {"partner": "   "}}, "args.partner", "only spaces"),
+    ({"args": {"article": "WHEAT\u200b"}}, "args.article", "non-printable"),
+    ({"args": {"lot": "L\n1"}}, "args.lot", "control characters"),
+    ({"args": {"delivery_note": ["LS-1"]}}, "args.delivery_note", "expected a string, got list"),
+    ({"command": "tare", "args": {"preset_tare": "-14960"}}, "args.preset_tare", "non-negative decimal"),
+    ({"command": "tare", "args": {"preset_tare": "1e4"}}, "args.preset_tare", "got '1e4'"),
+    ({"command": "tare", "args": {"preset_tare": "14960 kg"}}, "args.preset_tare", "non-negative decimal"),
+    ({"command": "tare", "args": {"preset_tare": "12345678.901"}}, "args.preset_tare", "at most 10 characters"),
+    ({"command": "tare", "args": {"preset_tare": 14960}}, "args.preset_tare", "expected a string, got int"),
+    ({"command": "zero", "args": {"preset_tare": "0"}}, "args.preset_tare", "zero takes no argument"),
     ({"issued_at_ns": _DROP}, "issued_at_ns", "missing"),
     ({"expires_at_ns": "soon"}, "expires_at_ns", "expected int"),
     ({"expires_at_ns": True}, "expires_at_ns", "got a boolean"),
@@ -201,6 +216,13 @@ def test_a_malformed_result_names_the_field(over: dict[str, Any], field: str, re
 
 def test_check_args_is_what_the_api_uses() -> None:
     assert check_args("weigh", {"reference": "DN-1"}) == {"reference": "DN-1"}
+    codes = {"reference": "T-2025-000123", "vehicle": "STD-AB 123", "partner": "Hof Müller", "article": "WHEAT",
+             "lot": "L-2025-0042", "delivery_note": "x" * 64}
+    assert check_args("weigh", codes) == codes
+    assert set(codes) == set(WEIGH_ARGS)
+    for value in ("0", "14960", "2.486", "0000012345"):
+        assert check_args("tare", {"preset_tare": value}) == {"preset_tare": value}
+    assert check_args("tare", {}) == {}
     assert check_args("poll", {}) == {}
     with pytest.raises(DecodeError, match="poll takes no argument 'x'"):
         check_args("poll", {"x": "1"})

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.errors import OutboxError, OutboxFull
-from edge.outbox import NewRecord, Outbox, read_stats
+from edge.outbox import SCHEMA_VERSION, NewRecord, Outbox, read_stats
 
 
 def rec(i: int = 0) -> NewRecord:
@@ -246,9 +246,10 @@ def test_a_version_1_outbox_is_migrated_and_keeps_its_records(tmp_path: Path) ->
     assert box.integrity_check() == "ok"
     box.close()
     check = sqlite3.connect(path)
-    assert check.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     cols = {row[1] for row in check.execute("PRAGMA table_info(outbox)")}
     assert {"mono_ns", "start_no", "from_seq", "thinned"} <= cols
+    assert check.execute("SELECT COUNT(*) FROM alibi").fetchone()[0] == 0  # v3: the alibi mirror's table
     assert check.execute("SELECT start_no, boot_id FROM starts").fetchall() == [(1, "boot-new")]
     check.close()
     assert read_stats(path)[0] == "0123456789abcdef"

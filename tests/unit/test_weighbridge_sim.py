@@ -272,3 +272,26 @@ def test_every_si_reply_is_a_valid_frame(offset_s: float, seed: int) -> None:
     else:
         assert isinstance(parsed, StatusResponse)
         assert parsed.overload
+
+
+def test_a_scripted_scenario_puts_the_bridge_where_it_wants_it() -> None:
+    """Visits in order (the same truck loaded, then empty), driven by ``time_of``: a truck rolling on answers S I
+    and S D (never a weighing), standing S S, a truck over capacity S +, a preset tare gives the net."""
+    clock = FakeClock()
+    bridge = _bridge(clock, trucks=[24560, 11980, 64000, 31000])
+    clock.now = bridge.time_of(0, Phase.DRIVE_ON)
+    assert bridge.current_phase is Phase.DRIVE_ON
+    assert _ask(bridge, b"S") == b"S I\r\n"
+    assert _weight(_ask(bridge, b"SI")).status == "D"
+    clock.now = bridge.time_of(0, Phase.SETTLED)
+    assert _ask(bridge, b"S") == b"S S      24560 kg\r\n"
+    clock.now = bridge.time_of(1, Phase.SETTLED, fraction=0.0)
+    assert (bridge.current_phase, _ask(bridge, b"S")) == (Phase.SETTLED, b"S S      11980 kg\r\n")
+    clock.now = bridge.time_of(2, Phase.SETTLED)
+    assert _ask(bridge, b"S") == b"S +\r\n"
+    clock.now = bridge.time_of(3, Phase.SETTLED, fraction=0.99)
+    assert _ask(bridge, b"TA 14960 kg") == b"TA A      14960 kg\r\n"
+    assert _ask(bridge, b"S") == b"S S      16040 kg\r\n"
+    assert bridge.time_of(1, Phase.EMPTY, fraction=0.0) == clock.start + CYCLE_S
+    with pytest.raises(ValueError, match="fraction"):
+        bridge.time_of(0, Phase.SETTLED, fraction=1.0)

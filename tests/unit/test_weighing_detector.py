@@ -1,10 +1,13 @@
-"""Weighings are taken once per vehicle, only from a stable value, only after motion."""
+"""Weighings are taken once per vehicle, only from a stable value, only after motion; a weighing record holds the
+values the instrument delivered and the weigh command's codes."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-from edge.devices.weighing import WeighingDetector
+import pytest
+
+from edge.devices.weighing import WeighingDetector, WeighingValues, weighing_record
 
 D = Decimal
 
@@ -46,3 +49,20 @@ def test_empty_below_gives_hysteresis() -> None:
     d = WeighingDetector(threshold=D(500), empty_below=D(100))
     # dropping under threshold but not under empty_below does not re-arm
     assert run(d, [(0, True), (1000, False), (1000, True), (300, True), (900, False), (900, True)]) == [D(1000)]
+
+
+def test_a_weighing_record_holds_only_delivered_values_and_the_command_codes() -> None:
+    values = WeighingValues(unit="kg", raw="S S      16040 kg | TA A      14960 kg", net="16040", tare="14960",
+                            tare_preset=True)
+    record = weighing_record("bridge-1", values, scale_serial="0123456789", trigger="command",
+                             args={"vehicle": "PT-1", "lot": "L-1", "preset_tare": "14960", "partner": ""})
+    assert (record.kind, record.device) == ("weighing", "bridge-1")
+    assert record.data == {"net": "16040", "tare": "14960", "tare_preset": True, "unit": "kg", "stable": True,
+                           "scale_serial": "0123456789", "raw": "S S      16040 kg | TA A      14960 kg",
+                           "trigger": "command", "vehicle": "PT-1", "lot": "L-1"}  # only the weigh codes given
+    gross = weighing_record("s", WeighingValues(unit="kg", raw="r", gross="24560", instrument_alibi="4711"),
+                            scale_serial=None, trigger="auto")
+    assert gross.data == {"gross": "24560", "unit": "kg", "stable": True, "scale_serial": None,
+                          "instrument_alibi": "4711", "raw": "r", "trigger": "auto"}
+    with pytest.raises(ValueError, match="gross or a net"):
+        WeighingValues(unit="kg", raw="r", tare="500")

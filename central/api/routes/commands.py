@@ -54,9 +54,13 @@ class CommandIn(BaseModel):
     command: CommandName = Field(description="tare / zero (the scale's T / Z), weigh (a stable weight now, also "
                                  "recorded as a weighing), poll (read the device now), reload (the node re-reads "
                                  "its config file)", examples=["tare"])
-    args: dict[str, str] = Field(default_factory=dict, description="weigh: `reference` (up to "
-                                 f"{MAX_REFERENCE_CHARS} characters, kept with the weighing); others: none",
-                                 examples=[{}])
+    args: dict[str, str] = Field(default_factory=dict, description="weigh: `reference` (the ticket), `vehicle` "
+                                 "(number plate), `partner`, `article`, `lot` (codes of the master data), "
+                                 f"`delivery_note` - each optional, 1 to {MAX_REFERENCE_CHARS} printable characters, "
+                                 "kept with the weighing; tare: `preset_tare` (a decimal such as \"14960\": the "
+                                 "scale's tare memory is set to it instead of taring); others: none. A bad one is a "
+                                 "422 naming it (`args.vehicle`)",
+                                 examples=[{"reference": "T-000123", "vehicle": "B-AB 1234", "article": "WHEAT"}])
     timeout_s: float = Field(DEFAULT_TIMEOUT_S, ge=0.5, le=MAX_TIMEOUT_S, examples=[30],
                              description="seconds from now until the command counts as timed out without an answer "
                              "(the node does not execute it after that either)")

@@ -13,6 +13,10 @@ scale delivered them. gross = the larger, tare = the smaller, net = gross − ta
 rounded: 24560 kg − 8420.5 kg = 16139.5 kg. Both must be in the same unit. A weighing belongs to at most one ticket
 that is not cancelled (409 otherwise), so nothing is counted twice.
 
+Most tickets are made by central itself: ingest pairs a vehicle's weighings into them (``central.tickets.pairing``;
+``paired_by`` says how, ``reference`` holds the weigh command's reference) and they are changed or cancelled here
+like any other. Their PDFs: ``central.api.routes.ticket_documents``.
+
 **Numbers** are ``T-<UTC year>-<6 digits>``, counting up, unless the client gives its own; an own number must not
 start with ``T-`` unless it has exactly that shape (the automatic ones stay a gap-free sequence of one shape).
 
@@ -28,7 +32,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -59,6 +63,8 @@ from central.api.values import (
     utc,
 )
 from central.db.models import Article, Lot, Partner, Site, Ticket, Weighing
+from central.tickets import rules
+from central.tickets.errors import NumberingBlocked, UnitMismatch
 
 router = APIRouter(tags=["tickets"])
 Direction = Literal["in", "out"]
@@ -86,6 +92,10 @@ class TicketOut(BaseModel):
     lot_id: int | None = Field(None, examples=[12])
     delivery_note: str | None = Field(None, description="the delivery note (Lieferschein) number",
                                       examples=["LS-88812"])
+    reference: str | None = Field(None, description="ticket reference given with the weigh command (paired by it)",
+                                  examples=["WB-4711"])
+    paired_by: str | None = Field(None, description="how the weighings came together: reference, plate, preset_tare "
+                                  "(one weighing, tare preset); null: made by hand", examples=["reference"])
     first_weighing_id: int | None = Field(None, examples=[5001])
     second_weighing_id: int | None = Field(None, examples=[5007])
     gross: str | None = Field(None, description="exact decimal string, in `unit` (both weighings set)",
@@ -143,7 +153,8 @@ def _out(t: Ticket) -> TicketOut:
     return TicketOut(
         id=t.id, number=t.number, direction=t.direction, status=t.status, vehicle=t.vehicle,  # type: ignore[arg-type]
         site_id=t.site_id, partner_id=t.partner_id, article_id=t.article_id, lot_id=t.lot_id,
-        delivery_note=t.delivery_note, first_weighing_id=t.first_weighing_id, second_weighing_id=t.second_weighing_id,
+        delivery_note=t.delivery_note, reference=t.reference, paired_by=t.paired_by,
+        first_weighing_id=t.first_weighing_id, second_weighing_id=t.second_weighing_id,
         gross=plain(t.gross), tare=plain(t.tare), net=plain(t.net), unit=t.unit, cancel_reason=t.cancel_reason,
         notes=t.notes, created_at=utc(t.created_at), updated_at=utc(t.updated_at),
     )
@@ -157,13 +168,13 @@ def _get(session: Session, ticket_id: int) -> Ticket:
 
 
 def _weights(first: Weighing | None, second: Weighing | None, unit: str) -> dict[str, Any]:
-    """gross, tare, net, unit and status from the ticket's weighings (exact; see the module docstring)."""
+    """gross, tare, net, unit and status from the ticket's weighings (exact: ``central.tickets.rules``)."""
     if first is not None and second is not None:
-        if first.unit != second.unit:
-            raise ApiError(422, "unit_mismatch", f"the weighings are in {first.unit} and {second.unit}: a net "
-                           "weight needs one unit", field="second_weighing_id")
-        gross, tare = max(first.gross, second.gross), min(first.gross, second.gross)
-        return {"gross": gross, "tare": tare, "net": gross - tare, "unit": first.unit, "status": "complete"}
+        try:
+            w = rules.difference(first, second)
+        except UnitMismatch as exc:
+            raise ApiError(422, "unit_mismatch", str(exc), field="second_weighing_id") from None
+        return {"gross": w.gross, "tare": w.tare, "net": w.net, "unit": w.unit, "status": "complete"}
     one = first or second
     return {"gross": None, "tare": None, "net": None, "unit": one.unit if one else unit, "status": "open"}
 
@@ -212,17 +223,10 @@ def _resolve(session: Session, ticket: Ticket | None, changes: dict[str, Any]) -
 
 
 def _next_number(session: Session, now: datetime) -> str:
-    prefix = f"T-{now.year:04d}-"
-    last = session.execute(select(func.max(Ticket.number)).where(
-        Ticket.number.like(prefix + "%"), func.length(Ticket.number) == len(prefix) + 6)).scalar()
-    digits = last[len(prefix):] if last else "0"
-    if not (digits.isascii() and digits.isdigit()):  # written around the API (the shape is reserved here): do not guess
-        raise ApiError(409, "conflict", f"ticket {last!r} blocks the automatic numbers: give a number", field="number")
-    n = int(digits) + 1
-    if n > 999_999:
-        raise ApiError(409, "conflict", f"the ticket numbers {prefix}NNNNNN of this year are used up: give a number",
-                       field="number")
-    return f"{prefix}{n:06d}"
+    try:
+        return rules.next_number(session, now)
+    except NumberingBlocked as exc:
+        raise ApiError(409, "conflict", exc.reason, field="number") from None
 
 
 # --- filters (the list and the CSV export share them) ------------------------------------------------------------
@@ -238,6 +242,7 @@ def ticket_filters(
     lot_id: IdFilter = None,
     vehicle: Annotated[str | None, text_filter("licence plate contains this (case-insensitive)", 32)] = None,
     delivery_note: Annotated[str | None, text_filter("exactly this delivery note number", 64)] = None,
+    reference: Annotated[str | None, text_filter("exactly this ticket reference (of the weigh command)", 64)] = None,
     since: Since = None,
     until: Until = None,
 ) -> Select[Any]:
@@ -245,7 +250,7 @@ def ticket_filters(
     for column, value in ((Ticket.status, status), (Ticket.direction, direction), (Ticket.number, number),
                           (Ticket.site_id, site_id), (Ticket.partner_id, partner_id),
                           (Ticket.article_id, article_id), (Ticket.lot_id, lot_id),
-                          (Ticket.delivery_note, delivery_note)):
+                          (Ticket.delivery_note, delivery_note), (Ticket.reference, reference)):
         if value is not None:
             q = q.where(column == value)
     if vehicle:

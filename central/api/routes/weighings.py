@@ -1,4 +1,5 @@
-"""``/api/v1/weighings``: completed weighings as the scales delivered them (newest first, cursor-paginated)."""
+"""``/api/v1/weighings``: completed weighings as the scales delivered them (newest first, cursor-paginated);
+``unpaired=true`` lists those still waiting for their pair on a ticket (``central.tickets.pairing``)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import exists, or_, select
 
 from central.api.deps import SessionDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sorted_page
 from central.api.security import CanRead
-from central.db.models import Weighing
+from central.db.models import Ticket, Weighing
 
 router = APIRouter(prefix="/api/v1/weighings", tags=["weighings"])
 
@@ -24,9 +25,18 @@ class WeighingOut(BaseModel):
     device_id: str
     record_id: str = Field(description="stable id given by the edge node")
     seq: int = Field(description="sequence number in the node's business stream")
-    gross: str = Field(description="gross weight exactly as the scale delivered it", examples=["24560"])
+    gross: str | None = Field(description="gross weight exactly as the scale delivered it (null when the "
+                              "instrument delivered net and tare only — never computed)", examples=["24560"])
+    tare: str | None = Field(None, description="tare as delivered", examples=["8420"])
+    tare_preset: bool | None = Field(None, description="the tare was preset (entered), not weighed")
+    net: str | None = Field(None, description="net as delivered", examples=["16140"])
     unit: str = Field(examples=["kg"])
     scale_serial: str | None = None
+    instrument_alibi: str | None = Field(None, description="the instrument's own alibi id / checksum, as delivered")
+    alibi_no: int | None = Field(None, description="number of its entry in the node's alibi mirror")
+    reference: str | None = Field(None, description="ticket reference given with the weigh command")
+    vehicle: str | None = Field(None, description="number plate given with the weigh command", examples=["OS-AB 123"])
+    trigger: str | None = Field(None, description="auto (stable after motion) or command", examples=["command"])
     weighed_at: datetime
     received_at: datetime
 
@@ -43,8 +53,10 @@ def _utc(dt: datetime) -> datetime:
 def _out(w: Weighing) -> WeighingOut:
     return WeighingOut(
         id=w.id, node_id=w.node_id, device_id=w.device_id, record_id=w.record_id, seq=w.seq,
-        gross=w.gross_as_delivered,
-        unit=w.unit, scale_serial=w.scale_serial, weighed_at=_utc(w.weighed_at), received_at=_utc(w.received_at),
+        gross=w.gross_as_delivered, tare=w.tare_as_delivered, tare_preset=w.tare_preset, net=w.net_as_delivered,
+        unit=w.unit, scale_serial=w.scale_serial, instrument_alibi=w.instrument_alibi, alibi_no=w.alibi_no,
+        reference=w.reference, vehicle=w.vehicle, trigger=w.trigger, weighed_at=_utc(w.weighed_at),
+        received_at=_utc(w.received_at),
     )
 
 
@@ -60,8 +72,16 @@ def list_weighings(
     unit: str | None = None,
     since: Annotated[datetime | None, Query(description="weighed at or after (ISO 8601)")] = None,
     until: Annotated[datetime | None, Query(description="weighed before (ISO 8601)")] = None,
+    unpaired: Annotated[bool | None, Query(
+        description="true: weighings waiting for their pair — on no complete ticket (loose ones without reference "
+                    "and plate, the first weighing of an open ticket, those of cancelled tickets only); false: those "
+                    "on a complete ticket")] = None,
 ) -> WeighingPage:
     q = select(Weighing)
+    if unpaired is not None:
+        on_complete = exists().where(Ticket.status == "complete", or_(Ticket.first_weighing_id == Weighing.id,
+                                                                      Ticket.second_weighing_id == Weighing.id))
+        q = q.where(~on_complete if unpaired else on_complete)
     if node_id:
         q = q.where(Weighing.node_id == node_id)
     if device_id:

@@ -43,6 +43,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_tickets_reference"), ["reference"], unique=False)
 
     with op.batch_alter_table("weighings", schema=None) as batch_op:
+        batch_op.alter_column("gross", existing_type=ExactDecimal(), nullable=True)  # net + tare only
         batch_op.add_column(sa.Column("tare", ExactDecimal(), nullable=True))
         batch_op.add_column(sa.Column("tare_preset", sa.Boolean(), nullable=True))
         batch_op.add_column(sa.Column("net", ExactDecimal(), nullable=True))
@@ -57,6 +58,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("weighings", schema=None) as batch_op:
+        batch_op.alter_column("gross", existing_type=ExactDecimal(), nullable=False)  # fails if a gross is NULL
         batch_op.drop_index(batch_op.f("ix_weighings_vehicle"))
         batch_op.drop_index(batch_op.f("ix_weighings_reference"))
         batch_op.drop_column("trigger")
