@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-#: the reference file beside the repository (CI has a copy of shared/ there too)
-VECTORS = ROOT.parent / "shared" / "reference" / "tse-qr-vectors.txt"
+#: a verbatim copy of ../shared/reference/tse-qr-vectors.txt kept in the repository (a checkout may stand anywhere)
+VECTORS = ROOT / "tests" / "data" / "tse-qr-vectors.txt"
+#: the reference itself, where the checkout stands beside shared/ (a developer's machine)
+SHARED_VECTORS = ROOT.parent / "shared" / "reference" / "tse-qr-vectors.txt"
 
 # the two real receipts of ../shared/reference/tse-qr-vectors.txt
 P256_QR = (

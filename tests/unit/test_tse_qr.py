@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from protocols.tse.qr import ReceiptQr, parse_receipt_qr, verify_receipt_qr
-from tests.tse_support import BRAINPOOL_QR, P256_QR, REAL_QR, VECTORS, change_one_character, floorgate
+from tests.tse_support import (
+    BRAINPOOL_QR,
+    P256_QR,
+    REAL_QR,
+    SHARED_VECTORS,
+    VECTORS,
+    change_one_character,
+    floorgate,
+)
 
 REAL = REAL_QR
 
@@ -18,6 +26,8 @@ REAL = REAL_QR
 def test_the_embedded_vectors_are_those_of_the_shared_reference() -> None:
     lines = [line.strip() for line in VECTORS.read_text().splitlines() if line.strip() and not line.startswith("#")]
     assert lines == [P256_QR, BRAINPOOL_QR]
+    if SHARED_VECTORS.exists():  # beside shared/ (a developer's checkout): the repository's copy is verbatim
+        assert VECTORS.read_bytes() == SHARED_VECTORS.read_bytes()
 
 
 @pytest.mark.parametrize("curve", REAL)
