@@ -8,9 +8,14 @@ many). Only then is the uplink woken.
 A business record that cannot be stored (``OutboxFull``) stops the device that produced it and raises an alarm
 (log, local /health, heartbeat to central); the agent resumes it once the outbox has room again.
 
+With ``tse`` and ``pos`` configured, the counter's sales API (``edge.pos_http``) runs beside the buses: each sale is
+signed by the node's TSE (``edge.pos``) and committed as a ``tse_transaction`` business record before the register
+gets its answer; a TSE that fails raises the ``tse`` alarm until it signs again.
+
 Device commands from central (``edge.commands``) arrive through the uplink and run on the bus schedulers; ``reload``
 re-reads the config file the agent was started with (``config_path``) and swaps the buses and devices without a
-restart. What needs a restart (node id, data dir, key, broker, local HTTP, outbox) is refused by a reload.
+restart. What needs a restart (node id, data dir, key, broker, local HTTP, outbox, TSE, POS API) is refused by a
+reload.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import logging
 import signal
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +37,11 @@ from edge.commands import COMMAND_DB, CommandLog, CommandRunner
 from edge.config import NodeConfig, load_config
 from edge.errors import OutboxError
 from edge.outbox import NewRecord, Outbox
+from edge.pos import PosService
+from edge.pos_config import load_or_create_token
 from edge.uplink import Uplink
 from edge.wiring import build_buses
+from protocols.tse.api import TseDriver
 from sync.config_errors import ConfigError
 from sync.signing import fingerprint, load_or_create_private_key, public_key_text
 
@@ -44,12 +52,14 @@ MAX_BUFFERED = 2000  # readings / health records collected before a commit is fo
 RESUME_CHECK_S = 5.0
 CLOCK_JUMP_S = 2.0  # a wall clock that moves this much against the monotonic clock is reported
 CLOCK_ALARM_S = 600.0  # … and stays an alarm this long
-RESTART_ONLY = ("node_id", "data_dir", "key_file", "broker", "http", "outbox")  # a reload may not change these
+# a reload may not change these
+RESTART_ONLY = ("node_id", "data_dir", "key_file", "broker", "http", "outbox", "tse", "pos")
 
 
 class Agent:
-    def __init__(self, cfg: NodeConfig, *, source: str = "node config", config_path: str | Path | None = None
-                 ) -> None:
+    def __init__(self, cfg: NodeConfig, *, source: str = "node config", config_path: str | Path | None = None,
+                 tse_driver: Callable[[], TseDriver] | None = None) -> None:
+        """``tse_driver`` opens the TSE instead of ``tse.driver`` (tests: a TSE that fails on demand)."""
         self.cfg = cfg
         self.config_path = Path(config_path) if config_path is not None else None
         self.buses: list[BusScheduler] = build_buses(cfg, self, source=source)  # config errors before any I/O
@@ -73,6 +83,12 @@ class Agent:
         self.reloads = 0
         self._buses_changed = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        self.pos: PosService | None = None  # the counter's sales (tse + pos configured)
+        self._pos_token: str | None = None
+        if cfg.tse is not None and cfg.pos is not None:
+            self._pos_token = load_or_create_token(cfg.pos, cfg.data_dir, source=source)
+            self.pos = PosService(cfg.tse, data_dir=cfg.data_dir, emit=self.emit, has_room=self.outbox.has_room,
+                                  set_alarm=lambda text: self.set_alarm("tse", text), open_driver=tse_driver)
 
     @property
     def drivers(self) -> list[Driver]:
@@ -82,6 +98,13 @@ class Agent:
         out = [f"device {d.device_id} stopped: {d.health.stopped}" for d in self.drivers if d.health.stopped]
         now = time.monotonic()
         return out + [text for text, until in self._alarms.values() if until > now]
+
+    def set_alarm(self, name: str, text: str | None) -> None:
+        """Raise alarm ``name`` with ``text`` until it is cleared (``text=None``)."""
+        if text is None:
+            self._alarms.pop(name, None)
+        else:
+            self._alarms[name] = (text, float("inf"))
 
     def emit(self, stream: str, records: Sequence[NewRecord]) -> None:
         """Business: commit now (raises ``OutboxFull`` / ``OutboxError`` if it cannot be stored). Others: collect
@@ -234,6 +257,12 @@ class Agent:
             tasks.append(asyncio.create_task(self._flush_loop(), name="flush"))
         if self.cfg.http.listen:
             tasks.append(asyncio.create_task(serve_http(self), name="http"))
+        if self.pos is not None and self.cfg.pos is not None and self._pos_token is not None:
+            from edge.pos_http import serve_pos
+
+            tasks.append(asyncio.create_task(serve_pos(
+                self.pos, self.cfg.pos, self._pos_token, set_alarm=lambda text: self.set_alarm("pos", text)),
+                name="pos"))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for t in done:

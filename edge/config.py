@@ -9,6 +9,8 @@ Example (see ``firmware-config/examples/node.yaml``)::
       - {id: bridge-1, type: mtsics-scale, address: "tcp://127.0.0.1:4001", interval_s: 0.5,
          weighing: {threshold: 500}}
       - {id: meter-1, type: sdm630, address: "tcp://127.0.0.1:5020", unit_id: 1, interval_s: 5}
+    tse: {id: tse-1, driver: software, clients: [KASSE-1]}      # edge.pos_config
+    pos: {listen: "127.0.0.1:8282"}                             # the counter's sales API (edge.pos_http)
 
 Errors name the file, the key path and what was expected (``sync.config_errors``).
 """
@@ -32,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 
+from edge.pos_config import PosConfig, TseConfig
 from sync.config_errors import ConfigError, problems_from_pydantic
 from sync.topics import NODE_ID_RE
 
@@ -247,6 +250,8 @@ class NodeConfig(_Model):
         None, description="where profiles are looked up (default: firmware-config/profiles)")
     buses: list[BusConfig] = Field(default_factory=list)
     devices: list[DeviceConfig] = Field(default_factory=list)
+    tse: TseConfig | None = Field(None, description="the node's TSE for the cash registers (edge.pos_config)")
+    pos: PosConfig | None = Field(None, description="the counter's sales API on the node (needs tse)")
 
     @property
     def key_path(self) -> Path:
@@ -288,6 +293,16 @@ class NodeConfig(_Model):
                 raise ValueError(f"devices[{i}].bus: {dev.bus!r} is not one of the node's buses ({names})")
         return self
 
+    @model_validator(mode="after")
+    def _pos_needs_tse(self) -> NodeConfig:
+        if self.pos is not None and self.tse is None:
+            raise ValueError("pos: the sales API needs a tse section (the TSE the sales are signed with)")
+        if self.tse is not None:
+            for i, dev in enumerate(self.devices):
+                if dev.id == self.tse.id:
+                    raise ValueError(f"tse.id: {self.tse.id!r} is already the id of devices[{i}]")
+        return self
+
 
 def parse_config(data: object, *, source: str) -> NodeConfig:
     if not isinstance(data, dict):
@@ -316,4 +331,9 @@ def load_config(path: str | Path) -> NodeConfig:
         cfg = cfg.model_copy(update={"key_file": (p.parent / cfg.key_file).resolve()})
     if cfg.profiles_dir is not None and not cfg.profiles_dir.is_absolute():
         cfg = cfg.model_copy(update={"profiles_dir": (p.parent / cfg.profiles_dir).resolve()})
+    if cfg.tse is not None and cfg.tse.dir is not None and not cfg.tse.dir.is_absolute():
+        cfg = cfg.model_copy(update={"tse": cfg.tse.model_copy(update={"dir": (p.parent / cfg.tse.dir).resolve()})})
+    if cfg.pos is not None and cfg.pos.token_file is not None and not cfg.pos.token_file.is_absolute():
+        token_file = (p.parent / cfg.pos.token_file).resolve()
+        cfg = cfg.model_copy(update={"pos": cfg.pos.model_copy(update={"token_file": token_file})})
     return cfg

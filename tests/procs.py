@@ -1,7 +1,8 @@
 """Run ``floorgate`` sub-commands as real child processes in tests: simulators, the edge agent, central.
 
 Each process logs to a file in the test's temp dir; ``Proc.fail`` puts the tail of that log into the assertion
-message so a failing end-to-end test says what the component said.
+message so a failing end-to-end test says what the component said. ``central_yaml`` and ``node_yaml`` write the
+config files such a test starts them with (fast uplink retries and heartbeats; ``extra`` keys added or replaced).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
+import yaml
 
 T = TypeVar("T")
 
@@ -133,7 +135,40 @@ def login(api: httpx.Client, username: str = "admin", password: str = E2E_ADMIN_
     api.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
 
 
-def _node_id(node_cfg: Path) -> str:
-    import yaml
+def write_yaml(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
+
+def central_yaml(tmp_path: Path, *, database_url: str, broker_url: str, client_id: str, api_port: int,
+                 **extra: Any) -> Path:
+    """``tmp_path/central.yaml``: the database, the broker, SQLite metrics in ``tmp_path``, the API on
+    127.0.0.1:``api_port`` with the tests' JWT secret."""
+    from tests.api_support import TEST_JWT_SECRET
+
+    return write_yaml(tmp_path / "central.yaml", {
+        "database_url": database_url,
+        "broker": {"url": broker_url, "protocol": "5", "client_id": client_id},
+        "metrics": {"kind": "sqlite", "path": str(tmp_path / "metrics.sqlite")},
+        "api": {"host": "127.0.0.1", "port": api_port},
+        "auth": {"jwt_secret": TEST_JWT_SECRET},
+        **extra,
+    })
+
+
+def node_yaml(tmp_path: Path, *, node_id: str, broker_url: str, **extra: Any) -> Path:
+    """``tmp_path/node.yaml``: data in ``tmp_path/edge``, quick retries and 1 s heartbeats, no HTTP endpoint."""
+    return write_yaml(tmp_path / "node.yaml", {
+        "node_id": node_id,
+        "data_dir": str(tmp_path / "edge"),
+        "broker": {"url": broker_url, "protocol": "5"},
+        "uplink": {"ack_timeout_s": 2, "retry_min_s": 0.2, "retry_max_s": 2},
+        "health_interval_s": 1,
+        "heartbeat_interval_s": 1,
+        "http": {"listen": None},
+        **extra,
+    })
+
+
+def _node_id(node_cfg: Path) -> str:
     return str(yaml.safe_load(node_cfg.read_text())["node_id"])

@@ -11,6 +11,8 @@ node_backlog    node/stream              the oldest record the node still holds 
                                          (its age now: as reported in the last heartbeat + time since that heartbeat)
 node_silent     node                     no heartbeat for ``after_s`` (seconds since the last one, or the enrolment)
 ingest_lag      central                  central's ingest lag above ``above_s`` (seconds)
+tse             node/serial/tx/n, …      a TSE transaction fails verification, a gap in a TSE's numbers stays open
+                                         for ``gap_after_s``, sales without signature (``central.fiscal.alerts``)
 =============== ======================== =============================================================================
 
 Readings are a step function, as the edge reports on change (a value holds until the next point; an unchanged one
@@ -46,6 +48,7 @@ from central.alerts.config import (
     NodeBacklogRule,
     NodeSilentRule,
     ReadingRule,
+    TseRule,
     is_glob,
     matches,
 )
@@ -92,6 +95,10 @@ def observe(
             return _node_backlog(rule, session, now)
         if isinstance(rule, NodeSilentRule):
             return _nodes_silent(rule, session, now)
+        if isinstance(rule, TseRule):
+            from central.fiscal.alerts import observe_tse  # it builds on Observation: imported here, not above
+
+            return observe_tse(rule, session, now, firing)
         assert isinstance(rule, IngestLagRule)
         return _ingest_lag(rule, session, now, ingest)
 

@@ -16,7 +16,7 @@ Example (``firmware-config/examples/alert-rules.yaml``)::
         rate_limit: {max_notifications: 20, window_s: 3600}
     rules:
       - name: silo-hot-spot
-        kind: reading                      # reading / device_offline / node_backlog / node_silent / ingest_lag
+        kind: reading                      # reading / device_offline / node_backlog / node_silent / ingest_lag / tse
         point: "temperature_*"             # globs on the tags node, device, point
         above: 35
         for_s: 600
@@ -59,6 +59,7 @@ __all__ = [
     "LoadedRules",
     "RateLimit",
     "Rule",
+    "TseRule",
     "WebhookChannel",
     "load_rules",
     "parse_rules",
@@ -67,10 +68,10 @@ __all__ = [
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 CHANNEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$"  # stored as "webhook:<name>" in 64 characters
-RULE_KINDS = frozenset({"reading", "device_offline", "node_backlog", "node_silent", "ingest_lag"})
+RULE_KINDS = frozenset({"reading", "device_offline", "node_backlog", "node_silent", "ingest_lag", "tse"})
 CHANNEL_KINDS = frozenset({"webhook", "email"})
 TEMPLATE_FIELDS = frozenset({"rule", "kind", "subject", "severity", "value", "threshold", "for_s", "node", "device",
-                             "point", "stream", "unit"})
+                             "point", "stream", "unit", "detail"})
 _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
 _GLOB_CHARS = frozenset("*?[")
@@ -366,9 +367,48 @@ class IngestLagRule(_RuleBase):
         return self.above_s
 
 
-Rule = Annotated[ReadingRule | DeviceOfflineRule | NodeBacklogRule | NodeSilentRule | IngestLagRule,
+TseCheck = Literal["invalid", "gap", "tse_failed"]
+TSE_CHECKS: tuple[TseCheck, ...] = ("invalid", "gap", "tse_failed")
+
+
+class TseRule(_RuleBase):
+    """Fiscal TSE findings of central's verification (``central.fiscal``): a transaction that fails verification
+    (``invalid``, one alert per transaction), a gap in a TSE's transaction numbers open longer than ``gap_after_s``
+    (``gap``), sales without signature because the TSE failed on the node (``tse_failed``, per TSE while one arrived
+    within ``failed_window_s``)."""
+
+    kind: Literal["tse"]
+    node: Pattern = "*"
+    tse: Pattern = Field("*", description="the TSE's serial (hex SHA-256 of its public key), or a glob")
+    checks: list[TseCheck] = Field(default_factory=lambda: list(TSE_CHECKS), min_length=1,
+                                   description="which findings this rule alerts on")
+    gap_after_s: float = Field(600.0, gt=0, le=30 * 86400,
+                               description="a gap may close when a delayed record arrives: alert when it stays open "
+                                           "this long")
+    failed_window_s: float = Field(3600.0, gt=0, le=30 * 86400,
+                                   description="a TSE failure alert holds while a failed sale arrived within this "
+                                               "window")
+
+    @field_validator("node", "tse")
+    @classmethod
+    def _patterns(cls, v: str) -> str:
+        return _check_pattern(v)
+
+    @field_validator("checks")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a check is named twice")
+        return v
+
+    @property
+    def threshold(self) -> float:
+        return self.gap_after_s
+
+
+Rule = Annotated[ReadingRule | DeviceOfflineRule | NodeBacklogRule | NodeSilentRule | IngestLagRule | TseRule,
                  Field(discriminator="kind")]
-AnyRule = ReadingRule | DeviceOfflineRule | NodeBacklogRule | NodeSilentRule | IngestLagRule
+AnyRule = ReadingRule | DeviceOfflineRule | NodeBacklogRule | NodeSilentRule | IngestLagRule | TseRule
 
 
 class AlertRules(_Model):
@@ -384,7 +424,8 @@ class AlertRules(_Model):
 # --- message templates -------------------------------------------------------------------------------------------
 
 _DUMMY = {"rule": "r", "kind": "reading", "subject": "n/d/p", "severity": "warning", "value": 1.5, "threshold": 1.0,
-          "for_s": 60.0, "node": "n", "device": "d", "point": "p", "stream": "readings", "unit": "°C"}
+          "for_s": 60.0, "node": "n", "device": "d", "point": "p", "stream": "readings", "unit": "°C",
+          "detail": "TSE transaction 7 fails verification"}
 
 
 def check_template(template: str) -> None:

@@ -75,6 +75,7 @@ DEFAULT_MESSAGES = {
                     "(limit {threshold:g} s)",
     "node_silent": "node {node}: no heartbeat for {value:.0f} s (limit {threshold:g} s)",
     "ingest_lag": "central's ingest lag is {value:.1f} s (limit {threshold:g} s)",
+    "tse": "{detail}",  # central.fiscal.alerts words each finding
 }
 
 

@@ -24,6 +24,7 @@ from central.api.routes import (
     ticket_documents,
     tickets,
     tse,
+    tse_exports,
     users,
     weighings,
 )
@@ -62,6 +63,6 @@ def create_app(
     errors.install(app)
     observability.install(app, app.state.floorgate)
     for module in (health, auth, users, weighings, devices, ingest_routes, readings, prom, alert_routes, cmd_routes,
-                   sites, masterdata, tickets, ticket_documents, tse, audit_log, alibi_routes):
+                   sites, masterdata, tickets, ticket_documents, tse, tse_exports, audit_log, alibi_routes):
         app.include_router(module.router)
     return app

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -112,6 +112,23 @@ def time_param(dt: datetime | None, field: str) -> datetime | None:
         return utc(dt)
     except OverflowError:
         raise ApiError(422, "invalid_request", f"{field}: the time is out of range in UTC", field=field) from None
+
+
+def where_equal(query: Select[Any], pairs: Iterable[tuple[Any, object]]) -> Select[Any]:
+    """``query`` narrowed to ``column == value`` for each pair whose value was given (not None)."""
+    for column, value in pairs:
+        if value is not None:
+            query = query.where(column == value)
+    return query
+
+
+def where_time(query: Select[Any], column: Any, since: datetime | None, until: datetime | None) -> Select[Any]:
+    """``query`` narrowed to ``since <= column < until`` (either bound optional); 422 on a bound out of range."""
+    if since is not None:
+        query = query.where(column >= time_param(since, "since"))
+    if until is not None:
+        query = query.where(column < time_param(until, "until"))
+    return query
 
 
 def page(session: Session, query: Select[Any], sortable: Mapping[str, Any], id_column: Any, *, sort: str,

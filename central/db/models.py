@@ -25,9 +25,10 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 NAMING = {
@@ -305,31 +306,74 @@ class Ticket(Base):
 
 
 class TseTransaction(Base):
-    """A sale signed by a TSE (KassenSichV), as synced from the node; ``verified`` by central (issue 7)."""
+    """A sale signed by a TSE (KassenSichV), as synced from the node; ``verified`` by central (``central.fiscal``).
+
+    A sale the node made while its TSE had failed ("TSE ausgefallen") has ``tse_failed`` and ``verified =
+    "tse_failed"``: no signature, counter or QR code, the node's reason in ``tse_error``, and a transaction number
+    only when the TSE had started the transaction. ``gap_before`` / ``gap_since``: how many transaction numbers of
+    this TSE are missing right below this one, and since when central knows it (kept up to date as records arrive,
+    rebuilt by ``floorgate central verify-tse``)."""
 
     __tablename__ = "tse_transactions"
-    __table_args__ = (UniqueConstraint("tse_serial", "tx_number"),)
+    __table_args__ = (
+        UniqueConstraint("tse_serial", "tx_number"),
+        Index("ix_tse_transactions_serial_counter", "tse_serial", "signature_counter"),
+        Index("ix_tse_transactions_serial_start_counter", "tse_serial", "start_counter"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     node_id: Mapped[str] = mapped_column(String(64), index=True)
     record_id: Mapped[str | None] = mapped_column(String(64))
-    tse_serial: Mapped[str] = mapped_column(String(128))  # hex SHA-256 of the TSE public key
+    tse_serial: Mapped[str | None] = mapped_column(String(128))  # hex SHA-256 of the TSE public key
     client_id: Mapped[str] = mapped_column(String(64))  # the cash register (Kassen-Seriennummer)
-    tx_number: Mapped[int] = mapped_column(BigInteger)
-    signature_counter: Mapped[int] = mapped_column(BigInteger)
+    tx_number: Mapped[int | None] = mapped_column(BigInteger)
+    signature_counter: Mapped[int | None] = mapped_column(BigInteger)  # of the FinishTransaction
     process_type: Mapped[str] = mapped_column(String(64))  # Kassenbeleg-V1, …
     process_data: Mapped[str] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    signature: Mapped[str] = mapped_column(Text)  # base64
-    algorithm: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str | None] = mapped_column(Text)  # base64
+    algorithm: Mapped[str | None] = mapped_column(String(64))
     time_format: Mapped[str] = mapped_column(String(32), default="unixTime")
     total: Mapped[Decimal | None] = mapped_column(ExactDecimal())
     currency: Mapped[str] = mapped_column(String(3), default="EUR")
     qr: Mapped[str | None] = mapped_column(Text)
     tse_failed: Mapped[bool] = mapped_column(Boolean, default=False)
-    verified: Mapped[str] = mapped_column(String(16), default="pending")  # pending / valid / invalid
+    verified: Mapped[str] = mapped_column(String(16), default="pending", index=True)  # pending / valid / invalid /
+    # tse_failed
     verify_error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # migration 0005: what central needs to verify a row on its own, and the node's side of a failure
+    device_id: Mapped[str | None] = mapped_column(String(64))  # the TSE's id on the node
+    start_counter: Mapped[int | None] = mapped_column(BigInteger)  # signature counter of the StartTransaction
+    public_key: Mapped[str | None] = mapped_column(String(200))  # base64 of the uncompressed point
+    log_time: Mapped[int | None] = mapped_column(BigInteger)  # logTime of the FinishTransaction, unix seconds
+    receipt_id: Mapped[str | None] = mapped_column(String(64))  # the register's receipt number (DSFinV-K BON_ID)
+    tse_error: Mapped[str | None] = mapped_column(Text)  # why the TSE failed, as the node said
+    gap_before: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    gap_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # tx_number for sorting and keyset pages, which need a value in every row: -1 for a failed sale without one
+    tx_order: Mapped[int] = column_property(func.coalesce(tx_number, -1))
+
+
+class TseExport(Base):
+    """A TSE's TAR export, byte for byte as uploaded (``POST /api/v1/tse-exports``), verified on upload."""
+
+    __tablename__ = "tse_exports"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tse_serial: Mapped[str | None] = mapped_column(String(128), index=True)  # of its log messages
+    filename: Mapped[str | None] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    partial: Mapped[bool] = mapped_column(Boolean, default=False)  # verified as a filtered export
+    log_messages: Mapped[int] = mapped_column(Integer)
+    first_counter: Mapped[int | None] = mapped_column(BigInteger)
+    last_counter: Mapped[int | None] = mapped_column(BigInteger)
+    first_tx: Mapped[int | None] = mapped_column(BigInteger)
+    last_tx: Mapped[int | None] = mapped_column(BigInteger)
+    report: Mapped[dict[str, Any]] = mapped_column(Json)  # the verification, summed up
+    uploaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    uploaded_by: Mapped[str] = mapped_column(String(80))
 
 
 # --- people, machines, audit -------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from central.alibi import entry_from_record
 from central.db.models import Device, InboxEntry, Node, QuarantineEntry, StreamMark
+from central.fiscal.records import BadTseRecord, tse_row
+from central.fiscal.verify import store_transaction
 from central.ingest.weighings import BadWeighing, weighing_row
 from central.metrics import Point
 from central.tickets.pairing import on_weighing
@@ -177,6 +179,11 @@ def _apply_record(session: Session, batch: Batch, record: Record, now: datetime,
         counters = data.get("counters")
         if isinstance(counters, dict):
             dev.counters = counters
+    elif record.kind == "tse_transaction":
+        try:  # central.fiscal: the row, verified together with the rows it affects, in this transaction
+            store_transaction(session, tse_row(node=node, record=record, received_at=now), now=now)
+        except BadTseRecord as exc:
+            raise RecordRejected(record, exc.reason) from None
     else:
         log.warning("node %s: record seq %d of unknown kind %r kept in the inbox only", node, record.seq, record.kind)
 

@@ -32,8 +32,8 @@ from edge.outbox import read_stats
 from protocols.sim.weighbridge import PtyServer, Weighbridge
 from sync.commands import CommandResult, decode_result, encode_command, encode_result
 from sync.signing import generate_key, public_key_text, sign
-from tests.api_support import TEST_JWT_SECRET, add_api_key
-from tests.procs import Proc, enrol, floorgate, wait_until
+from tests.api_support import add_api_key
+from tests.procs import Proc, central_yaml, enrol, floorgate, node_yaml, wait_until, write_yaml
 from tests.services import MosquittoServer, free_port
 
 pytestmark = pytest.mark.e2e
@@ -88,11 +88,6 @@ class Spy:
         self.client.disconnect()
 
 
-def _write_yaml(path: Path, data: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
 @pytest.fixture
 def sim() -> Iterator[SimThread]:
     s = SimThread()
@@ -114,24 +109,11 @@ def test_commands_from_the_api_reach_the_scale_and_come_back(
     spy = Spy(mosquitto, "floorgate/v1/+/cmd/result")
     try:
         pty = sim.start()
-        central_cfg = _write_yaml(tmp_path / "central.yaml", {
-            "database_url": pg_url,
-            "broker": {"url": mosquitto.url, "protocol": "5", "client_id": f"central-{unique_id}"},
-            "metrics": {"kind": "sqlite", "path": str(tmp_path / "metrics.sqlite")},
-            "api": {"host": "127.0.0.1", "port": api_port},
-            "auth": {"jwt_secret": TEST_JWT_SECRET},
-        })
-        node_cfg = _write_yaml(tmp_path / "node.yaml", {
-            "node_id": node,
-            "data_dir": str(tmp_path / "edge"),
-            "broker": {"url": mosquitto.url, "protocol": "5"},
-            "uplink": {"ack_timeout_s": 2, "retry_min_s": 0.2, "retry_max_s": 2},
-            "health_interval_s": 1,
-            "heartbeat_interval_s": 1,
-            "http": {"listen": None},
-            "devices": [{"id": "bridge-1", "type": "mtsics-scale", "address": f"serial://{pty}", "interval_s": 0.1,
-                         "weighing": {"threshold": 500}}],
-        })
+        central_cfg = central_yaml(tmp_path, database_url=pg_url, broker_url=mosquitto.url,
+                                   client_id=f"central-{unique_id}", api_port=api_port)
+        node_cfg = node_yaml(tmp_path, node_id=node, broker_url=mosquitto.url, devices=[
+            {"id": "bridge-1", "type": "mtsics-scale", "address": f"serial://{pty}", "interval_s": 0.1,
+             "weighing": {"threshold": 500}}])
         migrated = floorgate(["central", "migrate", "--config", str(central_cfg)])
         assert migrated.returncode == 0, migrated.stderr
         enrol(node_cfg, central_cfg)
@@ -190,10 +172,10 @@ def test_commands_from_the_api_reach_the_scale_and_come_back(
         # reload: a valid config is taken, an invalid one is refused and the running one stays
         config = yaml.safe_load(node_cfg.read_text())
         config["devices"][0]["interval_s"] = 0.2
-        _write_yaml(node_cfg, config)
+        write_yaml(node_cfg, config)
         reload = run("reload", None)
         assert (reload["status"], reload["result"]["changed"]) == ("succeeded", ["bridge-1"]), reload
-        _write_yaml(node_cfg, {**config, "devices": [{**config["devices"][0], "weighing": {"threshold": "lots"}}]})
+        write_yaml(node_cfg, {**config, "devices": [{**config["devices"][0], "weighing": {"threshold": "lots"}}]})
         bad = run("reload", None)
         assert bad["status"] == "rejected"
         assert "config not reloaded, the running one stays" in bad["error"]

@@ -31,15 +31,13 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from sqlalchemy import select
 
 from central.db.engine import make_engine, make_session_factory
 from central.db.models import Weighing
 from protocols.sim.load import Phase
 from protocols.sim.weighbridge import PtyServer, Weighbridge
-from tests.api_support import TEST_JWT_SECRET
-from tests.procs import Proc, create_admin, enrol, floorgate, login, wait_until
+from tests.procs import Proc, central_yaml, create_admin, enrol, floorgate, login, node_yaml, wait_until
 from tests.services import MosquittoServer, free_port
 
 pytestmark = pytest.mark.e2e
@@ -134,11 +132,6 @@ class SimThread:
         self._loop.close()
 
 
-def _write_yaml(path: Path, data: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
 def _all(api: httpx.Client, path: str, **params: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     cursor = None
@@ -176,24 +169,11 @@ def test_twenty_trucks_end_as_exactly_the_expected_tickets(
     try:
         pty = sim.start()
         sim.at(0, Phase.EMPTY)
-        central_cfg = _write_yaml(tmp_path / "central.yaml", {
-            "database_url": pg_url,
-            "broker": {"url": mosquitto.url, "protocol": "5", "client_id": f"central-{unique_id}"},
-            "metrics": {"kind": "sqlite", "path": str(tmp_path / "metrics.sqlite")},
-            "api": {"host": "127.0.0.1", "port": api_port},
-            "auth": {"jwt_secret": TEST_JWT_SECRET},
-        })
-        node_cfg = _write_yaml(tmp_path / "node.yaml", {
-            "node_id": node,
-            "data_dir": str(tmp_path / "edge"),
-            "broker": {"url": mosquitto.url, "protocol": "5"},
-            "uplink": {"ack_timeout_s": 2, "retry_min_s": 0.2, "retry_max_s": 2},
-            "health_interval_s": 1,
-            "heartbeat_interval_s": 1,
-            "http": {"listen": None},
-            "devices": [{"id": "bridge-1", "type": "mtsics-scale", "address": f"serial://{pty}", "interval_s": 0.1,
-                         "weighing": {"auto": False}}],  # the ERP asks for every weighing
-        })
+        central_cfg = central_yaml(tmp_path, database_url=pg_url, broker_url=mosquitto.url,
+                                   client_id=f"central-{unique_id}", api_port=api_port)
+        node_cfg = node_yaml(tmp_path, node_id=node, broker_url=mosquitto.url, devices=[
+            {"id": "bridge-1", "type": "mtsics-scale", "address": f"serial://{pty}", "interval_s": 0.1,
+             "weighing": {"auto": False}}])  # the ERP asks for every weighing
         migrated = floorgate(["central", "migrate", "--config", str(central_cfg)])
         assert migrated.returncode == 0, migrated.stderr
         enrol(node_cfg, central_cfg)

@@ -91,6 +91,9 @@ MATRIX: dict[tuple[str, str], frozenset[str] | None] = {
     ("GET", "/api/v1/tse-transactions"): FISCAL,
     ("GET", "/api/v1/tse-transactions/{transaction_id}"): FISCAL,
     ("GET", "/api/v1/tse-transactions.csv"): FISCAL,
+    ("POST", "/api/v1/tse-exports"): WRITE,
+    ("GET", "/api/v1/tse-exports"): FISCAL,
+    ("GET", "/api/v1/tse-exports/{export_id}"): FISCAL,
     ("GET", "/api/v1/nodes/{node_id}/alibi"): FISCAL,
     ("GET", "/api/v1/nodes/{node_id}/alibi/verify"): FISCAL,
 }

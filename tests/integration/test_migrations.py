@@ -18,7 +18,8 @@ from central.db.models import Article, Base, Weighing
 pytestmark = pytest.mark.integration
 
 ERP_TABLES = {"sites", "articles", "partners", "lots", "tickets", "tse_transactions", "users", "api_keys",
-              "login_attempts", "audit_log", "commands", "alerts", "alert_notifications", "alibi_entries"}
+              "login_attempts", "audit_log", "commands", "alerts", "alert_notifications", "alibi_entries",
+              "tse_exports"}
 
 
 def _tables(engine) -> set[str]:  # type: ignore[no-untyped-def]
@@ -30,7 +31,7 @@ def test_upgrade_downgrade_upgrade_round_trip_on_postgres(pg_url: str) -> None:
     engine = make_engine(pg_url)
     try:
         migrate.upgrade(engine)
-        assert migrate.current_revision(engine) == "0004"
+        assert migrate.current_revision(engine) == "0005"
         assert _tables(engine) >= ERP_TABLES
         sessions = make_session_factory(engine)
         now = datetime.now(UTC)
@@ -51,7 +52,7 @@ def test_upgrade_downgrade_upgrade_round_trip_on_postgres(pg_url: str) -> None:
         migrate.downgrade(engine, "base")
         assert "weighings" not in _tables(engine)
         migrate.upgrade(engine)
-        assert migrate.current_revision(engine) == "0004"
+        assert migrate.current_revision(engine) == "0005"
         assert _tables(engine) >= ERP_TABLES
         with sessions() as s:
             assert s.execute(select(Weighing)).scalars().all() == []  # base dropped everything, as it says
@@ -74,5 +75,40 @@ def test_money_and_weights_are_exact_decimals_and_times_carry_their_zone(pg_url:
             assert cols["created_at"]["type"].timezone is True
             price = {c["name"]: c for c in inspect(conn).get_columns("articles")}["price"]
             assert str(price["type"]) == "NUMERIC(18, 6)"
+    finally:
+        engine.dispose()
+
+
+def test_0005_keeps_the_tse_transactions_of_0004_and_takes_failed_sales(pg_url: str) -> None:
+    engine = make_engine(pg_url)
+    row = {"node_id": "shop-1", "record_id": "r1", "tse_serial": "3c1f" * 16, "client_id": "KASSE-01",
+           "tx_number": 7, "signature_counter": 14, "process_type": "Kassenbeleg-V1",
+           "process_data": "Beleg^1.00_0.00_0.00_0.00_0.00^1.00:Bar", "started_at": datetime(2025, 3, 4, tzinfo=UTC),
+           "finished_at": datetime(2025, 3, 4, 0, 0, 5, tzinfo=UTC), "signature": "c2ln", "algorithm":
+           "ecdsa-plain-SHA256", "time_format": "unixTime", "currency": "EUR", "tse_failed": False,
+           "verified": "pending", "received_at": datetime(2025, 3, 4, 1, tzinfo=UTC)}
+    insert = text(f"INSERT INTO tse_transactions ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})")
+    try:
+        migrate.upgrade(engine, "0004")
+        with engine.begin() as conn:
+            conn.execute(insert, row)
+        migrate.upgrade(engine)
+        with engine.begin() as conn:
+            cols = {c["name"]: c for c in inspect(conn).get_columns("tse_transactions")}
+            assert {"start_counter", "public_key", "log_time", "receipt_id", "tse_error", "device_id", "gap_before",
+                    "gap_since"} <= set(cols)
+            assert cols["signature"]["nullable"]
+            assert cols["tx_number"]["nullable"]
+            assert conn.execute(text("SELECT tx_number, signature FROM tse_transactions")).one() == (7, "c2ln")
+            conn.execute(insert, {**row, "record_id": "r2", "tx_number": None, "signature_counter": None,
+                                  "signature": None, "algorithm": None, "tse_failed": True, "verified": "tse_failed"})
+            conn.execute(text("DELETE FROM tse_transactions WHERE record_id = 'r2'"))  # 0004 cannot hold it
+        migrate.downgrade(engine, "0004")
+        assert "tse_exports" not in _tables(engine)
+        with engine.connect() as conn:
+            cols = {c["name"]: c for c in inspect(conn).get_columns("tse_transactions")}
+            assert "start_counter" not in cols
+            assert not cols["signature"]["nullable"]
+            assert conn.execute(text("SELECT tx_number, signature FROM tse_transactions")).one() == (7, "c2ln")
     finally:
         engine.dispose()

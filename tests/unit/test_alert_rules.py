@@ -45,7 +45,8 @@ def test_the_example_rules_file_validates(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("FLOORGATE_ALERT_WEBHOOK_AUTH", "Bearer abc")
     monkeypatch.setenv("FLOORGATE_SMTP_PASSWORD", "pw-from-env")
     rules = load_rules(EXAMPLE)
-    assert {r.kind for r in rules.rules} == {"reading", "device_offline", "node_backlog", "node_silent", "ingest_lag"}
+    assert {r.kind for r in rules.rules} == {"reading", "device_offline", "node_backlog", "node_silent", "ingest_lag",
+                                            "tse"}
     assert {c.kind for c in rules.channels.values()} == {"webhook", "email"}
     mail = rules.channels["silo-team"]
     assert isinstance(mail, EmailChannel)
@@ -83,7 +84,7 @@ def _rule(**extra: Any) -> dict[str, Any]:
     ({"rules": [_rule(treshold=3)]}, "rules[0].treshold: unknown key (check the spelling; see the example config)"),
     ({"rules": [{"name": "r1", "kind": "disk_full"}]},
      "rules[0]: Input tag 'disk_full' found using 'kind' does not match any of the expected tags: 'reading', "
-     "'device_offline', 'node_backlog', 'node_silent', 'ingest_lag'"),
+     "'device_offline', 'node_backlog', 'node_silent', 'ingest_lag', 'tse'"),
     ({"rules": [{"name": "r1", "kind": "node_silent"}]}, "rules[0].after_s: Field required"),
     ({"rules": [_rule(name="has space")]},
      "rules[0].name: String should match pattern '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$' (got 'has space')"),
@@ -91,11 +92,11 @@ def _rule(**extra: Any) -> dict[str, Any]:
     ({"rules": [_rule(channels=["pager"])], "channels": {"hook": HOOK}},
      "rules[0].channels[0]: 'pager' is not a channel of this file (defined: hook)"),
     ({"rules": [_rule(message="{device} is {temp}")]},
-     "rules[0].message: unknown field {temp} in the message (plain names only); known: device, for_s, kind, node, "
-     "point, rule, severity, stream, subject, threshold, unit, value (got '{device} is {temp}')"),
+     "rules[0].message: unknown field {temp} in the message (plain names only); known: detail, device, for_s, kind, "
+     "node, point, rule, severity, stream, subject, threshold, unit, value (got '{device} is {temp}')"),
     ({"rules": [_rule(message="{rule.__class__}")]},
-     "rules[0].message: unknown field {rule.__class__} in the message (plain names only); known: device, for_s, "
-     "kind, node, point, rule, severity, stream, subject, threshold, unit, value (got '{rule.__class__}')"),
+     "rules[0].message: unknown field {rule.__class__} in the message (plain names only); known: detail, device, "
+     "for_s, kind, node, point, rule, severity, stream, subject, threshold, unit, value (got '{rule.__class__}')"),
     ({"rules": [_rule(message="{value:d}")]},
      "rules[0].message: the message cannot be formatted: Unknown format code 'd' for object of type 'float' "
      "(got '{value:d}')"),
@@ -121,6 +122,14 @@ def _rule(**extra: Any) -> dict[str, Any]:
      "channels.mail: a login needs starttls: true, or the password crosses the network in clear (only a server "
      "on 127.0.0.1 / ::1 / localhost may do without)"),
     ([1, 2], "(top level): expected a mapping with channels and rules"),
+    ({"rules": [{"name": "f", "kind": "tse", "checks": ["gaps"]}]},
+     "rules[0].checks[0]: Input should be 'invalid', 'gap' or 'tse_failed' (got 'gaps')"),
+    ({"rules": [{"name": "f", "kind": "tse", "checks": []}]},
+     "rules[0].checks: List should have at least 1 item after validation, not 0"),
+    ({"rules": [{"name": "f", "kind": "tse", "checks": ["gap", "gap"]}]},
+     "rules[0].checks: a check is named twice"),
+    ({"rules": [{"name": "f", "kind": "tse", "gap_after_s": 0}]},
+     "rules[0].gap_after_s: Input should be greater than 0 (got 0)"),
 ])
 def test_mistakes_name_the_key_path_and_what_was_expected(data: object, problem: str) -> None:
     with pytest.raises(ConfigError) as err:

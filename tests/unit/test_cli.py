@@ -14,7 +14,7 @@ COMMANDS = [
     [], ["demo"], ["edge"], ["edge", "run"], ["edge", "check-config"], ["edge", "status"], ["central"],
     ["central", "migrate"], ["central", "run"], ["central", "ingest"], ["simulate"], ["bench"],
     ["edge", "enrol"], ["central", "node"], ["central", "node", "register"], ["central", "node", "list"],
-    ["edge", "alibi"], ["central", "verify-alibi"],
+    ["edge", "alibi"], ["central", "verify-alibi"], ["central", "verify-tse"],
 ]
 
 

@@ -10,16 +10,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from central.alerts.config import (
-    DeviceOfflineRule,
-    EmailChannel,
-    IngestLagRule,
-    NodeBacklogRule,
-    NodeSilentRule,
-    ReadingRule,
-    WebhookChannel,
-    rules_loader,
-)
+from central.alerts.config import EmailChannel, Rule, WebhookChannel, rules_loader
 from central.api.deps import SessionDep, StateDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sorted_page
@@ -164,8 +155,7 @@ class EmailChannelOut(BaseModel):
 
 
 ChannelOut = Annotated[WebhookChannelOut | EmailChannelOut, Field(discriminator="kind")]
-RuleOut = Annotated[ReadingRule | DeviceOfflineRule | NodeBacklogRule | NodeSilentRule | IngestLagRule,
-                    Field(discriminator="kind")]
+RuleOut = Rule  # every kind of the rules file, as loaded
 
 
 class AlertRulesOut(BaseModel):

@@ -18,7 +18,7 @@ from central.api.deps import SessionDep
 from central.api.errors import ERROR_RESPONSES
 from central.api.pagination import DEFAULT_LIMIT
 from central.api.security import CanReadAudit
-from central.api.values import Cursor, Limit, Since, Until, page, sort_param, text_filter, time_param, utc
+from central.api.values import Cursor, Limit, Since, Until, page, sort_param, text_filter, utc, where_equal, where_time
 from central.db.models import AuditEntry
 
 router = APIRouter(tags=["audit log"])
@@ -56,15 +56,9 @@ def list_audit_log(
     since: Since = None,
     until: Until = None,
 ) -> AuditPage:
-    q = select(AuditEntry)
-    for column, value in ((AuditEntry.actor, actor), (AuditEntry.resource, resource),
-                          (AuditEntry.resource_id, resource_id), (AuditEntry.action, action)):
-        if value is not None:
-            q = q.where(column == value)
-    if since is not None:
-        q = q.where(AuditEntry.at >= time_param(since, "since"))
-    if until is not None:
-        q = q.where(AuditEntry.at < time_param(until, "until"))
+    q = where_equal(select(AuditEntry), ((AuditEntry.actor, actor), (AuditEntry.resource, resource),
+                                         (AuditEntry.resource_id, resource_id), (AuditEntry.action, action)))
+    q = where_time(q, AuditEntry.at, since, until)
     rows, nxt = page(session, q, {"at": AuditEntry.at, "id": AuditEntry.id}, AuditEntry.id, sort=sort, limit=limit,
                      cursor=cursor)
     return AuditPage(items=[AuditEntryOut(id=e.id, at=utc(e.at), actor=e.actor, action=e.action,

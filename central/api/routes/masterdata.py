@@ -11,20 +11,18 @@ flat rate).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
-from central.api import audit
+from central.api.crud import code_name_query, code_name_sortable, get_or_404, insert_coded, update_coded
 from central.api.deps import SessionDep
 from central.api.errors import CONFLICT, ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT
-from central.api.security import CanRead, CanWriteMaster, Principal
+from central.api.security import CanRead, CanWriteMaster
 from central.api.values import (
     CODE,
     MAX_ID,
@@ -40,7 +38,6 @@ from central.api.values import (
     page,
     patch_field,
     plain,
-    set_if_changed,
     sort_param,
     text_filter,
     utc,
@@ -57,55 +54,6 @@ PartnerKind = Literal["customer", "supplier", "both"]
 
 class Page(BaseModel):
     next_cursor: str | None = Field(None, description="pass as `cursor` to get the next page; null at the end")
-
-
-def _code_free(session: SessionDep, model: Any, code: str, noun: str, own_id: int | None = None) -> None:
-    q = select(model.id).where(model.code == code)
-    if own_id is not None:
-        q = q.where(model.id != own_id)
-    if session.execute(q).first() is not None:
-        raise ApiError(409, "conflict", f"{noun} code {code!r} is taken", field="code")
-
-
-def _insert(session: SessionDep, principal: Principal, row: Any, resource: str, noun: str) -> None:
-    """Add ``row`` (code checked), audit it, commit; 409 if its code was taken meanwhile."""
-    _code_free(session, type(row), row.code, noun)
-    session.add(row)
-    try:
-        session.flush()
-    except IntegrityError:
-        session.rollback()
-        raise ApiError(409, "conflict", f"{noun} code {row.code!r} is taken", field="code") from None
-    audit.record(session, principal, "create", resource, row.id, after=audit.snapshot(row))
-    session.commit()
-
-
-def _update(session: SessionDep, principal: Principal, row: Any, changes: dict[str, Any], resource: str,
-            noun: str, check: Callable[[Any], None] | None = None) -> None:
-    """Apply ``changes`` to ``row``; ``check`` validates the result; audit and commit if anything changed."""
-    if "code" in changes:
-        _code_free(session, type(row), changes["code"], noun, row.id)
-    before = audit.snapshot(row)
-    changed = [name for name, value in changes.items() if set_if_changed(row, name, value)]
-    if check is not None:
-        check(row)
-    if not changed:
-        return
-    row.updated_at = datetime.now(UTC)
-    try:
-        session.flush()
-    except IntegrityError:
-        session.rollback()
-        raise ApiError(409, "conflict", f"{noun} code {changes.get('code')!r} is taken", field="code") from None
-    audit.record(session, principal, "update", resource, row.id, before=before, after=audit.snapshot(row))
-    session.commit()
-
-
-def _get(session: SessionDep, model: Any, row_id: int, noun: str, field: str) -> Any:
-    row = session.get(model, row_id)
-    if row is None:
-        raise ApiError(404, "not_found", f"no {noun} with id {row_id}", field=field)
-    return row
 
 
 # --- articles ----------------------------------------------------------------------------------------------------
@@ -184,15 +132,10 @@ def list_articles(
     q: Annotated[str | None, text_filter("name contains this (case-insensitive)")] = None,
     active: bool | None = None,
 ) -> ArticlePage:
-    query = select(Article)
-    if code is not None:
-        query = query.where(Article.code == code)
-    if q:
-        query = query.where(Article.name.icontains(q, autoescape=True))
+    query = code_name_query(Article, code=code, q=q)
     if active is not None:
         query = query.where(Article.active == active)
-    rows, nxt = page(session, query, {"code": Article.code, "name": Article.name, "created_at": Article.created_at,
-                                      "id": Article.id}, Article.id, sort=sort, limit=limit, cursor=cursor)
+    rows, nxt = page(session, query, code_name_sortable(Article), Article.id, sort=sort, limit=limit, cursor=cursor)
     return ArticlePage(items=[_article_out(a) for a in rows], next_cursor=nxt)
 
 
@@ -202,14 +145,14 @@ def create_article(body: ArticleCreate, session: SessionDep, principal: CanWrite
     now = datetime.now(UTC)
     article = Article(**_article_values(body.model_dump()), created_at=now, updated_at=now)
     _check_price(article)
-    _insert(session, principal, article, "articles", "article")
+    insert_coded(session, principal, article, "articles", "article")
     return _article_out(article)
 
 
 @router.get("/api/v1/articles/{article_id}", response_model=ArticleOut, tags=["master data"],
             responses={**ERROR_RESPONSES, **NOT_FOUND}, summary="Get an article")
 def get_article(article_id: IdPath, session: SessionDep, principal: CanRead) -> ArticleOut:
-    return _article_out(_get(session, Article, article_id, "article", "article_id"))
+    return _article_out(get_or_404(session, Article, article_id, "article", "article_id"))
 
 
 @router.patch("/api/v1/articles/{article_id}", response_model=ArticleOut, tags=["master data"],
@@ -217,9 +160,9 @@ def get_article(article_id: IdPath, session: SessionDep, principal: CanRead) -> 
               summary="Change an article (active: false instead of deleting)")
 def update_article(article_id: IdPath, body: ArticleUpdate, session: SessionDep,
                    principal: CanWriteMaster) -> ArticleOut:
-    article = _get(session, Article, article_id, "article", "article_id")
+    article = get_or_404(session, Article, article_id, "article", "article_id")
     changes = body.model_dump(exclude_unset=True)
-    _update(session, principal, article, _article_values(changes), "articles", "article", _check_price)
+    update_coded(session, principal, article, _article_values(changes), "articles", "article", _check_price)
     return _article_out(article)
 
 
@@ -281,17 +224,12 @@ def list_partners(
     active: bool | None = None,
     kind: PartnerKind | None = None,
 ) -> PartnerPage:
-    query = select(Partner)
-    if code is not None:
-        query = query.where(Partner.code == code)
-    if q:
-        query = query.where(Partner.name.icontains(q, autoescape=True))
+    query = code_name_query(Partner, code=code, q=q)
     if active is not None:
         query = query.where(Partner.active == active)
     if kind is not None:
         query = query.where(Partner.kind == kind)
-    rows, nxt = page(session, query, {"code": Partner.code, "name": Partner.name, "created_at": Partner.created_at,
-                                      "id": Partner.id}, Partner.id, sort=sort, limit=limit, cursor=cursor)
+    rows, nxt = page(session, query, code_name_sortable(Partner), Partner.id, sort=sort, limit=limit, cursor=cursor)
     return PartnerPage(items=[_partner_out(p) for p in rows], next_cursor=nxt)
 
 
@@ -300,14 +238,14 @@ def list_partners(
 def create_partner(body: PartnerCreate, session: SessionDep, principal: CanWriteMaster) -> PartnerOut:
     now = datetime.now(UTC)
     partner = Partner(**body.model_dump(), created_at=now, updated_at=now)
-    _insert(session, principal, partner, "partners", "partner")
+    insert_coded(session, principal, partner, "partners", "partner")
     return _partner_out(partner)
 
 
 @router.get("/api/v1/partners/{partner_id}", response_model=PartnerOut, tags=["master data"],
             responses={**ERROR_RESPONSES, **NOT_FOUND}, summary="Get a partner")
 def get_partner(partner_id: IdPath, session: SessionDep, principal: CanRead) -> PartnerOut:
-    return _partner_out(_get(session, Partner, partner_id, "partner", "partner_id"))
+    return _partner_out(get_or_404(session, Partner, partner_id, "partner", "partner_id"))
 
 
 @router.patch("/api/v1/partners/{partner_id}", response_model=PartnerOut, tags=["master data"],
@@ -315,9 +253,9 @@ def get_partner(partner_id: IdPath, session: SessionDep, principal: CanRead) -> 
               summary="Change a partner (active: false instead of deleting)")
 def update_partner(partner_id: IdPath, body: PartnerUpdate, session: SessionDep,
                    principal: CanWriteMaster) -> PartnerOut:
-    partner = _get(session, Partner, partner_id, "partner", "partner_id")
+    partner = get_or_404(session, Partner, partner_id, "partner", "partner_id")
     changes = body.model_dump(exclude_unset=True)
-    _update(session, principal, partner, changes, "partners", "partner")
+    update_coded(session, principal, partner, changes, "partners", "partner")
     return _partner_out(partner)
 
 
@@ -401,21 +339,21 @@ def create_lot(body: LotCreate, session: SessionDep, principal: CanWriteMaster) 
     _check_lot_refs(session, values)
     now = datetime.now(UTC)
     lot = Lot(**values, created_at=now, updated_at=now)
-    _insert(session, principal, lot, "lots", "lot")
+    insert_coded(session, principal, lot, "lots", "lot")
     return _lot_out(lot)
 
 
 @router.get("/api/v1/lots/{lot_id}", response_model=LotOut, tags=["master data"],
             responses={**ERROR_RESPONSES, **NOT_FOUND}, summary="Get a lot")
 def get_lot(lot_id: IdPath, session: SessionDep, principal: CanRead) -> LotOut:
-    return _lot_out(_get(session, Lot, lot_id, "lot", "lot_id"))
+    return _lot_out(get_or_404(session, Lot, lot_id, "lot", "lot_id"))
 
 
 @router.patch("/api/v1/lots/{lot_id}", response_model=LotOut, tags=["master data"],
               responses={**ERROR_RESPONSES, **NOT_FOUND, **CONFLICT}, summary="Change a lot")
 def update_lot(lot_id: IdPath, body: LotUpdate, session: SessionDep, principal: CanWriteMaster) -> LotOut:
-    lot = _get(session, Lot, lot_id, "lot", "lot_id")
+    lot = get_or_404(session, Lot, lot_id, "lot", "lot_id")
     changes = body.model_dump(exclude_unset=True)
     _check_lot_refs(session, changes)
-    _update(session, principal, lot, changes, "lots", "lot")
+    update_coded(session, principal, lot, changes, "lots", "lot")
     return _lot_out(lot)

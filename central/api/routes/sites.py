@@ -19,9 +19,9 @@ from zoneinfo import available_timezones
 from fastapi import APIRouter, Path, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.exc import IntegrityError
 
 from central.api import audit
+from central.api.crud import code_name_query, code_name_sortable, get_or_404, insert_coded, update_coded
 from central.api.deps import SessionDep
 from central.api.errors import CONFLICT, ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT, decode_cursor, encode_cursor
@@ -102,18 +102,8 @@ def _site_out(s: Site) -> SiteOut:
 
 
 def _get_site(session: SessionDep, site_id: int) -> Site:
-    site = session.get(Site, site_id)
-    if site is None:
-        raise ApiError(404, "not_found", f"no site with id {site_id}", field="site_id")
+    site: Site = get_or_404(session, Site, site_id, "site", "site_id")
     return site
-
-
-def _code_taken(session: SessionDep, code: str, own_id: int | None = None) -> None:
-    q = select(Site.id).where(Site.code == code)
-    if own_id is not None:
-        q = q.where(Site.id != own_id)
-    if session.execute(q).first() is not None:
-        raise ApiError(409, "conflict", f"site code {code!r} is taken", field="code")
 
 
 @router.get("/api/v1/sites", response_model=SitePage, responses=ERROR_RESPONSES, tags=["sites"],
@@ -126,30 +116,17 @@ def list_sites(
     code: Annotated[str | None, text_filter("exactly this code", 32)] = None,
     q: Annotated[str | None, text_filter("name contains this (case-insensitive)")] = None,
 ) -> SitePage:
-    query = select(Site)
-    if code is not None:
-        query = query.where(Site.code == code)
-    if q:
-        query = query.where(Site.name.icontains(q, autoescape=True))
-    rows, nxt = page(session, query, {"code": Site.code, "name": Site.name, "created_at": Site.created_at,
-                                      "id": Site.id}, Site.id, sort=sort, limit=limit, cursor=cursor)
+    rows, nxt = page(session, code_name_query(Site, code=code, q=q), code_name_sortable(Site), Site.id, sort=sort,
+                     limit=limit, cursor=cursor)
     return SitePage(items=[_site_out(s) for s in rows], next_cursor=nxt)
 
 
 @router.post("/api/v1/sites", response_model=SiteOut, status_code=201, tags=["sites"],
              responses={**ERROR_RESPONSES, **CONFLICT}, summary="Create a site")
 def create_site(body: SiteCreate, session: SessionDep, principal: IsAdmin) -> SiteOut:
-    _code_taken(session, body.code)
     now = datetime.now(UTC)
     site = Site(code=body.code, name=body.name, timezone=body.timezone, created_at=now, updated_at=now)
-    session.add(site)
-    try:
-        session.flush()
-    except IntegrityError:
-        session.rollback()
-        raise ApiError(409, "conflict", f"site code {body.code!r} is taken", field="code") from None
-    audit.record(session, principal, "create", "sites", site.id, after=audit.snapshot(site))
-    session.commit()
+    insert_coded(session, principal, site, "sites", "site")
     return _site_out(site)
 
 
@@ -164,19 +141,7 @@ def get_site(site_id: IdPath, session: SessionDep, principal: CanRead) -> SiteOu
 def update_site(site_id: IdPath, body: SiteUpdate, session: SessionDep, principal: IsAdmin) -> SiteOut:
     site = _get_site(session, site_id)
     changes = body.model_dump(exclude_unset=True)  # never None: the fields are not nullable
-    if "code" in changes:
-        _code_taken(session, changes["code"], site.id)
-    before = audit.snapshot(site)
-    changed = [name for name, value in changes.items() if set_if_changed(site, name, value)]
-    if changed:
-        site.updated_at = datetime.now(UTC)
-        try:
-            session.flush()
-        except IntegrityError:
-            session.rollback()
-            raise ApiError(409, "conflict", f"site code {changes.get('code')!r} is taken", field="code") from None
-        audit.record(session, principal, "update", "sites", site.id, before=before, after=audit.snapshot(site))
-        session.commit()
+    update_coded(session, principal, site, changes, "sites", "site")
     return _site_out(site)
 
 

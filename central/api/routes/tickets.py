@@ -59,8 +59,9 @@ from central.api.values import (
     set_if_changed,
     sort_param,
     text_filter,
-    time_param,
     utc,
+    where_equal,
+    where_time,
 )
 from central.db.models import Article, Lot, Partner, Site, Ticket, Weighing
 from central.tickets import rules
@@ -246,20 +247,13 @@ def ticket_filters(
     since: Since = None,
     until: Until = None,
 ) -> Select[Any]:
-    q = select(Ticket)
-    for column, value in ((Ticket.status, status), (Ticket.direction, direction), (Ticket.number, number),
-                          (Ticket.site_id, site_id), (Ticket.partner_id, partner_id),
-                          (Ticket.article_id, article_id), (Ticket.lot_id, lot_id),
-                          (Ticket.delivery_note, delivery_note), (Ticket.reference, reference)):
-        if value is not None:
-            q = q.where(column == value)
+    q = where_equal(select(Ticket), ((Ticket.status, status), (Ticket.direction, direction), (Ticket.number, number),
+                                     (Ticket.site_id, site_id), (Ticket.partner_id, partner_id),
+                                     (Ticket.article_id, article_id), (Ticket.lot_id, lot_id),
+                                     (Ticket.delivery_note, delivery_note), (Ticket.reference, reference)))
     if vehicle:
         q = q.where(Ticket.vehicle.icontains(vehicle, autoescape=True))
-    if since is not None:
-        q = q.where(Ticket.created_at >= time_param(since, "since"))
-    if until is not None:
-        q = q.where(Ticket.created_at < time_param(until, "until"))
-    return q
+    return where_time(q, Ticket.created_at, since, until)
 
 
 TicketQuery = Annotated[Select[Any], Depends(ticket_filters)]

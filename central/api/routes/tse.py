@@ -1,7 +1,10 @@
 """``/api/v1/tse-transactions``: sales signed by a TSE (KassenSichV), as the nodes synced them. Read-only.
 
-They arrive by sync from the nodes' cash registers (nobody creates them through the API) and central checks each
-signature (``verified``: pending / valid / invalid). Reading them needs ``fiscal:read``; the CSV needs ``export``.
+They arrive by sync from the nodes' cash registers (nobody creates them through the API) and central verifies each
+one as it arrives (``central.fiscal.verify``; ``verified``: valid / invalid with the reasons in ``verify_error``;
+tse_failed for a sale the node made while its TSE had failed; pending until verified). ``gap_before`` counts the
+transaction numbers of the TSE missing right below a transaction. Reading them needs ``fiscal:read``; the CSV needs
+``export``. The TSEs' TAR exports are under ``/api/v1/tse-exports`` (``tse_exports``).
 
 ``GET /api/v1/tse-transactions.csv`` has the columns of the DSFinV-K table ``TSE_Transaktionen``
 (``transactions_tse.csv`` of the DSFinV-K export), in its order::
@@ -13,12 +16,12 @@ filled from a transaction as: Z_KASSE_ID = ``client_id`` (the register's serial 
 (DSFinV-K numbers the TSEs in its table ``TSE``; floorgate has no such table, so the TSE's serial — the SHA-256 of
 its public key — stands for it), TSE_TANR = ``tx_number``, TSE_TA_START / TSE_TA_ENDE = ``started_at`` /
 ``finished_at`` (ISO 8601, UTC), TSE_TA_VORGANGSART = ``process_type``, TSE_TA_SIGZ = ``signature_counter``,
-TSE_TA_SIG = ``signature`` (base64), TSE_TA_FEHLER = ``TSE ausgefallen`` when the TSE failed and the sale went on
-without a signature, TSE_TA_VORGANGSDATEN = ``process_data``.
+TSE_TA_SIG = ``signature`` (base64), TSE_TA_FEHLER = ``TSE ausgefallen`` (with the node's reason after a colon)
+when the TSE failed and the sale went on without a signature, TSE_TA_VORGANGSDATEN = ``process_data``, BON_ID =
+``receipt_id`` (the register's receipt number, when the node sent one).
 
 Left **empty**, because floorgate does not hold them: Z_ERSTELLUNG and Z_NR (the daily closing, Kassenabschluss,
-the transaction belongs to — there are no closings yet) and BON_ID (the register's receipt id; the sync record
-carries no receipt id).
+the transaction belongs to — there are no closings yet).
 """
 
 from __future__ import annotations
@@ -48,14 +51,15 @@ from central.api.values import (
     plain,
     sort_param,
     text_filter,
-    time_param,
     utc,
+    where_equal,
+    where_time,
 )
 from central.db.models import TseTransaction
 
 router = APIRouter(tags=["TSE transactions"])
-Verified = Literal["pending", "valid", "invalid"]
-SORTABLE = {"finished_at": TseTransaction.finished_at, "tx_number": TseTransaction.tx_number,
+Verified = Literal["pending", "valid", "invalid", "tse_failed"]
+SORTABLE = {"finished_at": TseTransaction.finished_at, "tx_number": TseTransaction.tx_order,
             "id": TseTransaction.id}
 TSE_FAILED = "TSE ausgefallen"
 
@@ -64,23 +68,34 @@ class TseTransactionOut(BaseModel):
     id: int = Field(examples=[1])
     node_id: str = Field(examples=["shop-1"])
     record_id: str | None = Field(None, description="the node's id of the sync record")
-    tse_serial: str = Field(description="the TSE's serial number: hex SHA-256 of its public key")
+    device_id: str | None = Field(None, description="the TSE's id on the node")
+    tse_serial: str | None = Field(description="the TSE's serial number: hex SHA-256 of its public key (a failed "
+                                               "sale may not know it)")
     client_id: str = Field(description="the cash register (Kassen-Seriennummer)", examples=["KASSE-01"])
-    tx_number: int = Field(description="the TSE's transaction number", examples=[31])
-    signature_counter: int = Field(description="the TSE's signature counter at FinishTransaction", examples=[1])
+    receipt_id: str | None = Field(None, description="the register's receipt number (DSFinV-K BON_ID)")
+    tx_number: int | None = Field(description="the TSE's transaction number (null: the TSE failed before it gave "
+                                              "one)", examples=[31])
+    signature_counter: int | None = Field(description="the TSE's signature counter at FinishTransaction",
+                                          examples=[64])
+    start_counter: int | None = Field(None, description="the signature counter of its StartTransaction",
+                                      examples=[63])
     process_type: str = Field(examples=["Kassenbeleg-V1"])
     process_data: str = Field(examples=["Beleg^21.42_0.00_0.00_0.00_0.00^21.42:Unbar"])
     started_at: datetime = Field(description="log time of StartTransaction (the TSE's clock)")
     finished_at: datetime = Field(description="log time of FinishTransaction (the TSE's clock)")
-    signature: str = Field(description="base64")
-    algorithm: str = Field(examples=["ecdsa-plain-SHA256"])
+    signature: str | None = Field(description="base64 of r ‖ s; null when the TSE failed")
+    algorithm: str | None = Field(examples=["ecdsa-plain-SHA256"])
     time_format: str = Field(examples=["unixTime"])
     total: str | None = Field(None, description="the receipt's total, exact decimal string", examples=["21.42"])
     currency: str = Field(examples=["EUR"])
     qr: str | None = Field(None, description="the receipt's QR code content (V0;…)")
     tse_failed: bool = Field(description="the TSE failed: the sale went on without a signature")
-    verified: Verified = Field(description="central's check of the signature")
-    verify_error: str | None = None
+    tse_error: str | None = Field(None, description="why the TSE failed, as the node reported it")
+    verified: Verified = Field(description="central's verification: signature, serial, QR code, times, total, "
+                                           "counters against the TSE's other transactions")
+    verify_error: str | None = Field(None, description="every failed check, `name: reason; …`",
+                                     examples=["signature: does not verify over the FinishTransaction …"])
+    gap_before: int | None = Field(None, description="transaction numbers of this TSE missing right below this one")
     received_at: datetime = Field(description="when central received it")
 
 
@@ -91,12 +106,14 @@ class TsePage(BaseModel):
 
 def _out(t: TseTransaction) -> TseTransactionOut:
     return TseTransactionOut(
-        id=t.id, node_id=t.node_id, record_id=t.record_id, tse_serial=t.tse_serial, client_id=t.client_id,
-        tx_number=t.tx_number, signature_counter=t.signature_counter, process_type=t.process_type,
+        id=t.id, node_id=t.node_id, record_id=t.record_id, device_id=t.device_id, tse_serial=t.tse_serial,
+        client_id=t.client_id, receipt_id=t.receipt_id, tx_number=t.tx_number, signature_counter=t.signature_counter,
+        start_counter=t.start_counter, process_type=t.process_type,
         process_data=t.process_data, started_at=utc(t.started_at), finished_at=utc(t.finished_at),
         signature=t.signature, algorithm=t.algorithm, time_format=t.time_format, total=plain(t.total),
-        currency=t.currency, qr=t.qr, tse_failed=t.tse_failed, verified=t.verified,  # type: ignore[arg-type]
-        verify_error=t.verify_error, received_at=utc(t.received_at),
+        currency=t.currency, qr=t.qr, tse_failed=t.tse_failed, tse_error=t.tse_error,
+        verified=t.verified,  # type: ignore[arg-type]
+        verify_error=t.verify_error, gap_before=t.gap_before, received_at=utc(t.received_at),
     )
 
 
@@ -109,16 +126,10 @@ def tse_filters(
     until: Until = None,
 ) -> Select[Any]:
     """Filters on what was synced; since / until compare ``finished_at`` (the TSE's time of the sale)."""
-    q = select(TseTransaction)
-    for column, value in ((TseTransaction.node_id, node_id), (TseTransaction.tse_serial, tse_serial),
-                          (TseTransaction.client_id, client_id), (TseTransaction.verified, verified)):
-        if value is not None:
-            q = q.where(column == value)
-    if since is not None:
-        q = q.where(TseTransaction.finished_at >= time_param(since, "since"))
-    if until is not None:
-        q = q.where(TseTransaction.finished_at < time_param(until, "until"))
-    return q
+    q = where_equal(select(TseTransaction), (
+        (TseTransaction.node_id, node_id), (TseTransaction.tse_serial, tse_serial),
+        (TseTransaction.client_id, client_id), (TseTransaction.verified, verified)))
+    return where_time(q, TseTransaction.finished_at, since, until)
 
 
 TseQuery = Annotated[Select[Any], Depends(tse_filters)]
@@ -143,14 +154,15 @@ CSV_EXAMPLE = (",".join(DSFINVK_HEADER) + "\r\nKASSE-01,,,,3c1f…e9,31,2021-08-
                "Kassenbeleg-V1,1,TGnWiq3ZW7gi4Vs+…==,,Beleg^21.42_0.00_0.00_0.00_0.00^21.42:Unbar\r\n")
 
 CSV_DESCRIPTION = ("The DSFinV-K table TSE_Transaktionen (transactions_tse.csv): a header row, then one row per "
-                   "transaction the filters select. Z_ERSTELLUNG, Z_NR and BON_ID are empty (no daily closings or "
-                   "receipt ids are held).")
+                   "transaction the filters select. Z_ERSTELLUNG and Z_NR are empty (no daily closings are held); "
+                   "BON_ID is the register's receipt number when the node sent one.")
 
 
 def _csv_rows(session: Session, rows: list[TseTransaction]) -> Iterable[Sequence[object]]:
     for t in rows:
-        yield (t.client_id, "", "", "", t.tse_serial, t.tx_number, iso(t.started_at), iso(t.finished_at),
-               t.process_type, t.signature_counter, t.signature, TSE_FAILED if t.tse_failed else "", t.process_data)
+        failed = f"{TSE_FAILED}: {t.tse_error}" if t.tse_failed and t.tse_error else TSE_FAILED if t.tse_failed else ""
+        yield (t.client_id, "", "", t.receipt_id, t.tse_serial, t.tx_number, iso(t.started_at), iso(t.finished_at),
+               t.process_type, t.signature_counter, t.signature, failed, t.process_data)
 
 
 @router.get("/api/v1/tse-transactions.csv", response_class=CsvResponse,
