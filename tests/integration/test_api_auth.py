@@ -8,6 +8,7 @@ whose dependency asks for the wrong permission makes a cell fail, and a route ad
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ import jwt
 import pytest
 from sqlalchemy import select
 
-from central.db.models import AuditEntry, LoginAttempt
+from central.db.models import ApiKey, AuditEntry, LoginAttempt
 from tests.api_support import PASSWORD, TEST_JWT_SECRET, ApiHarness, add_user
 
 pytestmark = pytest.mark.integration
@@ -229,6 +230,11 @@ def test_api_keys_are_shown_once_listed_without_secret_and_revoked_at_once(api: 
     created = api.client.post("/api/v1/api-keys", headers=admin, json={"name": "ERP", "role": "auditor"})
     assert created.status_code == 201
     key = created.json()["key"]
+    with api.sessions() as s:  # only a digest of the secret is kept
+        stored = s.execute(select(ApiKey.secret_hash).where(ApiKey.prefix == created.json()["prefix"])).scalar_one()
+    secret = key.split("_", 2)[2]
+    assert secret not in stored
+    assert stored == "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
     assert key.startswith(f"fgk_{created.json()['prefix']}_")
     listed = api.client.get("/api/v1/api-keys", headers=admin).json()["items"]
     assert [k["name"] for k in listed] == ["ERP"]
