@@ -1,5 +1,5 @@
-"""``floorgate central …`` sub-commands: migrate, run, ingest, create-admin, node register|list, verify-alibi,
-verify-tse."""
+"""``floorgate central …`` sub-commands: migrate, run, ingest, create-admin, node register|add|revoke|list,
+ca init|server-cert|client-cert|crl|list|revoke, verify-alibi, verify-tse."""
 
 from __future__ import annotations
 
@@ -73,10 +73,91 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     key.add_argument("--public-key-file", metavar="FILE", help="a file holding the key (text or PEM)")
     reg.add_argument("--config", required=True, metavar="CENTRAL_YAML")
     reg.set_defaults(func=_node_register)
+    na = nsub.add_parser(
+        "add", help="register a node and write its certificate and key bundle",
+        description="Issue NODE a client certificate from the fleet CA (CN = NODE, the broker's user name for it) "
+        "and a new Ed25519 signing key, register the key at central, and write the bundle: DIR/NODE/ca.crt, "
+        "DIR/NODE/tls.crt, DIR/NODE/tls.key (0600), DIR/NODE/node.key (0600, the agent's key_file). A node that is "
+        "enrolled already is refused unless --reissue, which revokes its old certificate (crl.pem is rewritten) "
+        "and replaces its key. Exit 1 naming the problem.")
+    na.add_argument("node_id", metavar="NODE")
+    na.add_argument("--config", required=True, metavar="CENTRAL_YAML", help="central config with a pki section")
+    na.add_argument("--out", required=True, metavar="DIR", help="the bundle goes to DIR/NODE/")
+    na.add_argument("--site", metavar="SITE", help="put the node under this site (its code or id)")
+    na.add_argument("--days", type=int, metavar="N", help="validity of the certificate (default: pki.cert_days, 730)")
+    na.add_argument("--reissue", action="store_true",
+                    help="the node has a certificate or key already: revoke it and issue a new bundle")
+    na.set_defaults(func=_node_add)
+    nr = nsub.add_parser(
+        "revoke", help="revoke a node's certificates and block its signing key",
+        description="Mark every certificate of NODE revoked, rewrite crl.pem (deploy it to the broker and restart "
+        "the broker: the Ansible broker role does both) and remove the node's signing key, so that central "
+        "quarantines whatever the node sends from then on. `node list` shows it as revoked; `node add --reissue` "
+        "or `node register` lets it in again.")
+    nr.add_argument("node_id", metavar="NODE")
+    nr.add_argument("--config", required=True, metavar="CENTRAL_YAML", help="central config with a pki section")
+    nr.add_argument("--reason", help="why, kept with the certificates (e.g. 'device stolen')")
+    nr.set_defaults(func=_node_revoke)
     ls = nsub.add_parser("list", help="list nodes with key fingerprint, last heartbeat and backlog",
-                         description="List the nodes central knows, with their enrolment and last heartbeat.")
+                         description="List the nodes central knows, with their enrolment (enrolled, revoked, not "
+                         "enrolled), key fingerprint, certificate expiry and last heartbeat.")
     ls.add_argument("--config", required=True, metavar="CENTRAL_YAML")
     ls.set_defaults(func=_node_list)
+
+    _register_ca(sub)
+
+
+def _register_ca(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ca = sub.add_parser("ca", help="the fleet CA: init, server and client certificates, CRL",
+                        description="Maintain the fleet's certificate authority in pki.dir of the central config "
+                        "(ca.key, ca.crt, crl.pem). Node certificates are made by `floorgate central node add`.")
+    csub = ca.add_subparsers(dest="ca_command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str, description: str) -> argparse.ArgumentParser:
+        p = csub.add_parser(name, help=help_, description=description)
+        p.add_argument("--config", required=True, metavar="CENTRAL_YAML", help="central config with a pki section")
+        return p
+
+    init = add("init", "create the fleet CA (refuses to overwrite one)",
+               "Create ca.key (EC P-256, mode 0600), ca.crt (self-signed, CA:true, pathlen 0, keyCertSign + cRLSign) "
+               "and an empty crl.pem in pki.dir. Refuses when a CA is there already: every certificate it issued "
+               "would stop working.")
+    init.add_argument("--name", default="floorgate fleet CA", help="the CA's common name")
+    init.add_argument("--days", type=int, default=3650, metavar="N", help="validity (default 3650 days)")
+    init.set_defaults(func=_ca_init)
+    srv = add("server-cert", "issue the broker's server certificate",
+              "Issue a server certificate (EKU serverAuth) for the broker with the names clients connect to as "
+              "subjectAltName, and write DIR/server.crt, DIR/server.key (0600) and DIR/ca.crt.")
+    srv.add_argument("--dns", action="append", default=[], metavar="NAME", help="a DNS name of the broker (repeat)")
+    srv.add_argument("--ip", action="append", default=[], metavar="ADDRESS", help="an IP address of it (repeat)")
+    srv.add_argument("--cn", help="common name (default: the first --dns or --ip)")
+    srv.add_argument("--out", required=True, metavar="DIR", help="where the files go")
+    srv.add_argument("--days", type=int, metavar="N", help="validity (default: pki.cert_days, 730)")
+    srv.set_defaults(func=_ca_server_cert)
+    cli = add("client-cert", "issue central's client certificate for the broker",
+              "Issue the client certificate (EKU clientAuth) central connects to the broker with, and write "
+              "DIR/tls.crt, DIR/tls.key (0600) and DIR/ca.crt; point broker.tls of the central config at them. The "
+              "CN has a ':' so that it can never be a node id; give each central process that connects to the "
+              "broker its own (--cn floorgate:ingest-2), and list them in the broker role's "
+              "broker_central_identities.")
+    cli.add_argument("--cn", default="floorgate:central", help="common name (default floorgate:central)")
+    cli.add_argument("--out", required=True, metavar="DIR", help="where the files go")
+    cli.add_argument("--days", type=int, metavar="N", help="validity (default: pki.cert_days, 730)")
+    cli.set_defaults(func=_ca_client_cert)
+    crl = add("crl", "rewrite crl.pem from the revoked certificates",
+              "Write crl.pem anew from every revoked certificate, valid for --days. The broker refuses every "
+              "client once its CRL has expired: run this regularly (e.g. monthly from cron) and deploy the file.")
+    crl.add_argument("--days", type=int, metavar="N", help="validity (default: pki.crl_days, 365)")
+    crl.set_defaults(func=_ca_crl)
+    cls = add("list", "list the certificates the CA issued",
+              "List every certificate issued: serial, kind, CN, expiry, and whether it was revoked.")
+    cls.set_defaults(func=_ca_list)
+    rv = add("revoke", "revoke a server or client certificate",
+             "Revoke the certificate with SERIAL (hex, as `ca list` shows it) and rewrite crl.pem. Node "
+             "certificates are revoked with `floorgate central node revoke NODE`.")
+    rv.add_argument("serial", metavar="SERIAL")
+    rv.add_argument("--reason", help="why, kept with the certificate")
+    rv.set_defaults(func=_ca_revoke)
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -84,7 +165,7 @@ def _migrate(args: argparse.Namespace) -> int:
     from central.db import migrate
     from central.db.engine import make_engine
 
-    settings = load_settings(args.config)
+    settings = load_settings(args.config, check_files=False)  # the broker's TLS files may not be there yet
     engine = make_engine(settings.database_url)
     if args.downgrade:
         migrate.downgrade(engine, args.revision)
@@ -119,7 +200,7 @@ def _sessions(config: str):  # type: ignore[no-untyped-def]
     from central.config import load_settings
     from central.db.engine import make_engine, make_session_factory
 
-    engine = make_engine(load_settings(config).database_url)
+    engine = make_engine(load_settings(config, check_files=False).database_url)  # no broker connection here
     return engine, make_session_factory(engine)
 
 
@@ -198,21 +279,238 @@ def _verify_tse(args: argparse.Namespace) -> int:
 
 
 def _node_list(args: argparse.Namespace) -> int:
-    from central.nodes import list_nodes
+    from central.nodes import identities, list_nodes
 
     engine, sessions = _sessions(args.config)
     try:
         nodes = list_nodes(sessions)
+        ids = identities(sessions, nodes)
     finally:
         engine.dispose()
-    print(f"{'node':20} {'key':17} {'last heartbeat':26} {'version':8} {'skew s':>7}  backlog / alarms")
+    print(f"{'node':20} {'status':12} {'key':17} {'cert until':10} {'last heartbeat':26} {'version':8} "
+          f"{'skew s':>7}  backlog / alarms")
     for n in nodes:
         hb = n.heartbeat or {}
         backlog = " ".join(f"{s}={v.get('pending')}" for s, v in (hb.get("streams") or {}).items())
         alarms = "; ".join(hb.get("alarms") or [])
-        print(f"{n.node_id:20} {n.key_fingerprint or 'NOT ENROLLED':17} {n.last_heartbeat_at or '-'!s:26} "
+        ident = ids[n.node_id]
+        until = f"{ident.cert_not_after:%Y-%m-%d}" if ident.cert_not_after else "-"
+        key = n.key_fingerprint or ("REVOKED" if ident.status == "revoked" else "NOT ENROLLED")
+        print(f"{n.node_id:20} {ident.status:12} {key:17} {until:10} {n.last_heartbeat_at or '-'!s:26} "
               f"{n.software_version or '-':8} {n.clock_skew_s if n.clock_skew_s is not None else '-':>7}  "
               f"{backlog} {alarms}{'  CLOCK: ' + n.clock_flag if n.clock_flag else ''}")
+    return 0
+
+
+# -- the fleet CA and node bundles -----------------------------------------------------------------------------------
+def _pki(config: str):  # type: ignore[no-untyped-def]
+    """Settings (TLS files not required: these commands make them), the pki section, and the CA unless ``ca init``."""
+    from central.config import load_settings
+    from sync.config_errors import ConfigError
+
+    settings = load_settings(config, check_files=False)
+    if settings.pki is None:
+        raise ConfigError(config, ["pki: not set; add `pki: {dir: /etc/floorgate/pki}` (the fleet CA's directory)"])
+    return settings, settings.pki
+
+
+def _pki_sessions(settings):  # type: ignore[no-untyped-def]
+    from central.db.engine import make_engine, make_session_factory
+
+    engine = make_engine(settings.database_url)
+    return engine, make_session_factory(engine)
+
+
+def _fail(message: str) -> int:
+    import sys
+
+    print(f"floorgate: {message}", file=sys.stderr)
+    return 1
+
+
+def _message(exc: Exception) -> str:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if isinstance(exc, SQLAlchemyError):
+        orig = getattr(exc, "orig", None) or exc
+        return f"database: {str(orig).splitlines()[0]} (has `floorgate central migrate` been run?)"
+    return str(exc)
+
+
+def _ca_init(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from central import pki
+
+    _, conf = _pki(args.config)
+    try:
+        ca = pki.init_ca(conf.dir, name=args.name, days=args.days, crl_days=conf.crl_days)
+    except (pki.PkiError, SQLAlchemyError) as exc:
+        return _fail(_message(exc))
+    print(f"fleet CA created in {conf.dir}: {pki.CA_KEY} (keep it secret), {pki.CA_CERT}, {pki.CRL_FILE}")
+    print(f"CA certificate SHA-256 {pki.fingerprint(ca.cert)}, valid until {ca.cert.not_valid_after_utc:%Y-%m-%d}")
+    return 0
+
+
+def _issue_service(args: argparse.Namespace, kind: str) -> int:
+    from pathlib import Path
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from central import pki
+    from central.nodes import issue_service_certificate
+
+    settings, conf = _pki(args.config)
+    dns, ips = (tuple(args.dns), tuple(args.ip)) if kind == "server" else ((), ())
+    cn = args.cn or (dns[0] if dns else ips[0] if ips else "")
+    try:
+        ca = pki.load_ca(conf.dir)
+        if kind == "server" and not cn:
+            raise pki.PkiError("server certificate: give the broker's host name(s) with --dns and/or address(es) "
+                               "with --ip (clients check the name they connect to against them)")
+        engine, sessions = _pki_sessions(settings)
+        try:
+            issued = issue_service_certificate(sessions, ca, Path(args.out), kind=kind,  # type: ignore[arg-type]
+                                               common_name=cn, days=args.days or conf.cert_days, dns_names=dns,
+                                               ip_addresses=ips)
+        finally:
+            engine.dispose()
+    except (pki.PkiError, SQLAlchemyError) as exc:
+        return _fail(_message(exc))
+    stem = "server" if kind == "server" else "tls"
+    print(f"{kind} certificate for {cn!r} in {args.out}: {stem}.crt, {stem}.key (0600), ca.crt")
+    print(f"serial {issued.serial_hex}, SHA-256 {issued.fingerprint}, valid until "
+          f"{issued.cert.not_valid_after_utc:%Y-%m-%d}")
+    return 0
+
+
+def _ca_server_cert(args: argparse.Namespace) -> int:
+    return _issue_service(args, "server")
+
+
+def _ca_client_cert(args: argparse.Namespace) -> int:
+    return _issue_service(args, "client")
+
+
+def _ca_crl(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from central import pki
+    from central.nodes import rewrite_crl
+
+    settings, conf = _pki(args.config)
+    try:
+        ca = pki.load_ca(conf.dir)
+        engine, sessions = _pki_sessions(settings)
+        try:
+            revoked = rewrite_crl(sessions, ca, days=args.days or conf.crl_days)
+        finally:
+            engine.dispose()
+    except (pki.PkiError, SQLAlchemyError) as exc:
+        return _fail(_message(exc))
+    print(f"{ca.crl_path} rewritten: {len(revoked)} revoked certificate(s), valid for "
+          f"{args.days or conf.crl_days} days; deploy it to the broker and restart the broker")
+    return 0
+
+
+def _ca_list(args: argparse.Namespace) -> int:
+    from datetime import UTC
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from central.nodes import list_certificates
+
+    settings, _ = _pki(args.config)
+    engine, sessions = _pki_sessions(settings)
+    try:
+        rows = list_certificates(sessions)
+    except SQLAlchemyError as exc:
+        return _fail(_message(exc))
+    finally:
+        engine.dispose()
+    print(f"{'serial':41} {'kind':6} {'common name':24} {'not after':10}  status")
+    for r in rows:
+        na = r.not_after if r.not_after.tzinfo else r.not_after.replace(tzinfo=UTC)
+        status = f"revoked {r.revoked_at:%Y-%m-%d} ({r.revoke_reason})" if r.revoked_at else "valid"
+        print(f"{r.serial:41} {r.kind:6} {r.common_name:24} {na:%Y-%m-%d}  {status}")
+    return 0
+
+
+def _ca_revoke(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from central import pki
+    from central.nodes import revoke_certificate
+
+    settings, conf = _pki(args.config)
+    try:
+        ca = pki.load_ca(conf.dir)
+        engine, sessions = _pki_sessions(settings)
+        try:
+            row = revoke_certificate(sessions, ca, args.serial, reason=args.reason, crl_days=conf.crl_days)
+        finally:
+            engine.dispose()
+    except (pki.PkiError, SQLAlchemyError) as exc:
+        return _fail(_message(exc))
+    print(f"{row.kind} certificate {row.serial} ({row.common_name}) revoked; {ca.crl_path} rewritten: deploy it to "
+          "the broker and restart the broker")
+    return 0
+
+
+def _node_add(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from central import pki
+    from central.nodes import add_node
+    from sync.errors import SyncError
+
+    settings, conf = _pki(args.config)
+    try:
+        ca = pki.load_ca(conf.dir)
+        engine, sessions = _pki_sessions(settings)
+        try:
+            bundle = add_node(sessions, ca, args.node_id, Path(args.out), site=args.site,
+                              days=args.days or conf.cert_days, reissue=args.reissue, crl_days=conf.crl_days)
+        finally:
+            engine.dispose()
+    except (pki.PkiError, SyncError, SQLAlchemyError) as exc:
+        return _fail(_message(exc))
+    print(f"node {bundle.node_id} added: bundle {bundle.directory} (ca.crt, tls.crt, tls.key, node.key)")
+    print(f"certificate serial {bundle.serial}, SHA-256 {bundle.cert_fingerprint}, valid until "
+          f"{bundle.not_after:%Y-%m-%d}")
+    print(f"signing key fingerprint {bundle.key_fingerprint} (registered)")
+    if bundle.revoked:
+        print(f"revoked the previous certificate(s) {', '.join(bundle.revoked)}; {ca.crl_path} rewritten: deploy "
+              "it to the broker and restart the broker")
+    return 0
+
+
+def _node_revoke(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from central import pki
+    from central.nodes import revoke_node
+    from sync.errors import SyncError
+
+    settings, conf = _pki(args.config)
+    try:
+        ca = pki.load_ca(conf.dir)
+        engine, sessions = _pki_sessions(settings)
+        try:
+            result = revoke_node(sessions, ca, args.node_id, reason=args.reason, crl_days=conf.crl_days)
+        finally:
+            engine.dispose()
+    except (pki.PkiError, SyncError, SQLAlchemyError) as exc:
+        return _fail(_message(exc))
+    if not result.serials and result.key_removed is None:
+        print(f"node {args.node_id}: nothing left to revoke (revoked already); {ca.crl_path} rewritten")
+        return 0
+    print(f"node {args.node_id} revoked: certificate(s) {', '.join(result.serials) or 'none'}; signing key "
+          f"{result.key_removed or 'none'} removed (central quarantines what it sends)")
+    print(f"{ca.crl_path} rewritten: deploy it to the broker and restart the broker (the Ansible broker role does "
+          "both) to refuse its certificate")
     return 0
 
 

@@ -4,6 +4,8 @@ Example (``firmware-config/examples/central.yaml``)::
 
     database_url: postgresql+psycopg://floorgate@127.0.0.1/floorgate
     broker: {url: "mqtt://127.0.0.1:1883", protocol: "5"}
+    # or over TLS with central's client certificate (floorgate central ca client-cert):
+    # broker: {url: "mqtts://broker.example:8883", tls: {ca_file: pki/ca.crt, cert_file: …/tls.crt, key_file: …}}
     metrics: {kind: influxdb-v1, url: "http://127.0.0.1:8086", database: floorgate}
     api: {host: 127.0.0.1, port: 8000}
 """
@@ -11,13 +13,23 @@ Example (``firmware-config/examples/central.yaml``)::
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from central.alerts.config import AlertSettings
 from central.metrics.config import MetricsSettings
@@ -29,20 +41,93 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _tls_file(v: Path | None, info: ValidationInfo) -> Path | None:
+    """A TLS file: relative to the config file's directory, and it must exist when the config is loaded (unless the
+    loader says otherwise: the ``ca`` commands make these files)."""
+    if v is None:
+        return v
+    ctx = info.context or {}
+    base = ctx.get("base_dir")
+    path = Path(v).expanduser()
+    if base is not None and not path.is_absolute():
+        path = Path(base) / path
+    if ctx.get("check_files", True):
+        if not path.exists():
+            raise ValueError(f"file not found: {path}")
+        if not path.is_file():
+            raise ValueError(f"not a file: {path}")
+    return path
+
+
+def _check_pem(ca_file: Path | None, cert_file: Path | None, key_file: Path | None) -> None:
+    """Load the files the way the MQTT client will, so a wrong file is named now and not at the first connect."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca_file is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(ca_file))
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"ca_file {ca_file}: not a PEM CA certificate ({exc})") from None
+    if cert_file is not None and key_file is not None:
+        try:
+            ctx.load_cert_chain(str(cert_file), str(key_file))
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"cert_file {cert_file} / key_file {key_file}: not a PEM certificate with its "
+                             f"private key ({exc})") from None
+
+
+class TlsSettings(_Model):
+    """Files for the TLS connection to the broker (PEM): the fleet CA that signed the broker's certificate, and the
+    client certificate and key central authenticates with (``floorgate central ca client-cert``)."""
+
+    ca_file: Path | None = Field(None, description="CA certificate(s) the broker's certificate must chain to")
+    cert_file: Path | None = Field(None, description="client certificate (CN floorgate:central)")
+    key_file: Path | None = Field(None, description="its private key")
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _files(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        return _tls_file(v, info)
+
+    @model_validator(mode="after")
+    def _pair(self, info: ValidationInfo) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (the client certificate and its key)")
+        if (info.context or {}).get("check_files", True):
+            _check_pem(self.ca_file, self.cert_file, self.key_file)
+        return self
+
+
 class BrokerSettings(_Model):
-    url: str = "mqtt://127.0.0.1:1883"
+    url: str = Field("mqtt://127.0.0.1:1883", description="mqtt://HOST[:1883] or mqtts://HOST[:8883] (TLS)")
     protocol: Literal["5", "3.1.1"] = "5"
     username: str | None = None
     password: str | None = None
     client_id: str = "floorgate-central"
+    tls: TlsSettings | None = Field(None, description="TLS files; needed with mqtts://")
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
         parts = urlsplit(v)
-        if parts.scheme != "mqtt" or not parts.hostname:
-            raise ValueError("expected mqtt://HOST[:PORT]")
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+        try:
+            parts.port  # noqa: B018 - raises for a port out of range
+        except ValueError:
+            raise ValueError("the port must be 0-65535") from None
         return v
+
+    @model_validator(mode="after")
+    def _tls_fits_url(self) -> BrokerSettings:
+        if self.uses_tls and (self.tls is None or self.tls.ca_file is None):
+            raise ValueError("url mqtts:// needs tls.ca_file (the fleet CA certificate, ca.crt)")
+        if not self.uses_tls and self.tls is not None:
+            raise ValueError("tls is set but url is mqtt:// (plain text): use mqtts://HOST[:8883]")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
 
     @property
     def host(self) -> str:
@@ -50,7 +135,24 @@ class BrokerSettings(_Model):
 
     @property
     def port(self) -> int:
-        return urlsplit(self.url).port or 1883
+        return urlsplit(self.url).port or (8883 if self.uses_tls else 1883)
+
+
+class PkiSettings(_Model):
+    """The fleet CA (``central.pki``): ``floorgate central ca …`` and ``node add|revoke`` work in this directory."""
+
+    dir: Path = Field(description="directory of ca.key (mode 0600), ca.crt and crl.pem; relative to the config file")
+    cert_days: int = Field(730, ge=1, le=3650, description="validity of the certificates issued (node, server, "
+                           "client) unless --days says otherwise")
+    crl_days: int = Field(365, ge=1, le=3650, description="validity of crl.pem: the broker refuses every client once "
+                          "it has passed, so run `floorgate central ca crl` well before (e.g. monthly from cron)")
+
+    @field_validator("dir")
+    @classmethod
+    def _dir(cls, v: Path, info: ValidationInfo) -> Path:
+        base = (info.context or {}).get("base_dir")
+        v = Path(v).expanduser()
+        return Path(base) / v if base is not None and not v.is_absolute() else v
 
 
 class ApiSettings(_Model):
@@ -106,6 +208,7 @@ class CentralSettings(_Model):
     ingest: IngestSettings = IngestSettings()
     alerts: AlertSettings = AlertSettings()
     tickets: TicketSettings = TicketSettings()
+    pki: PkiSettings | None = Field(None, description="the fleet CA's directory (floorgate central ca / node add)")
     device_stale_after_s: float = Field(120.0, gt=0, description="a device not heard of for this long is offline")
 
     @field_validator("database_url")
@@ -116,11 +219,14 @@ class CentralSettings(_Model):
         return v
 
 
-def parse_settings(data: object, *, source: str) -> CentralSettings:
+def parse_settings(data: object, *, source: str, base_dir: Path | None = None,
+                   check_files: bool = True) -> CentralSettings:
+    """Validate ``data``; relative TLS and PKI paths are taken relative to ``base_dir``; with ``check_files`` the
+    broker's TLS files must exist."""
     if not isinstance(data, dict):
         raise ConfigError(source, ["(top level): expected a mapping (database_url, broker, metrics, api)"])
     try:
-        return CentralSettings.model_validate(data)
+        return CentralSettings.model_validate(data, context={"base_dir": base_dir, "check_files": check_files})
     except ValidationError as exc:
         raise ConfigError(source, problems_from_pydantic(exc.errors())) from None
 
@@ -157,8 +263,11 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def load_settings(path: str | Path, *, environ: Mapping[str, str] | None = None) -> CentralSettings:
-    """The file's settings with ``FLOORGATE_…`` environment variables on top (secrets belong there)."""
+def load_settings(path: str | Path, *, environ: Mapping[str, str] | None = None,
+                  check_files: bool = True) -> CentralSettings:
+    """The file's settings with ``FLOORGATE_…`` environment variables on top (secrets belong there). Relative paths
+    of ``broker.tls`` and ``pki.dir`` are relative to the file; ``check_files=False`` skips the check that the TLS
+    files exist (the PKI commands, which make them)."""
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
@@ -170,5 +279,6 @@ def load_settings(path: str | Path, *, environ: Mapping[str, str] | None = None)
     if over and isinstance(data, dict):
         names = ", ".join(sorted(k for k in (os.environ if environ is None else environ) if k.startswith(ENV_PREFIX)
                                  and k[len(ENV_PREFIX):].lower().split("__")[0] in CentralSettings.model_fields))
-        return parse_settings(_merge(data, over), source=f"{p} with environment {names}")
-    return parse_settings(data, source=str(p))
+        return parse_settings(_merge(data, over), source=f"{p} with environment {names}", base_dir=p.resolve().parent,
+                              check_files=check_files)
+    return parse_settings(data, source=str(p), base_dir=p.resolve().parent, check_files=check_files)

@@ -486,3 +486,21 @@ class Notification(Base):
     status: Mapped[str] = mapped_column(String(16))  # sent / failed / suppressed
     error: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Certificate(Base):
+    """Every X.509 certificate the fleet CA issued (``central.pki``): nodes, the broker, central's connection.
+    The CRL (``crl.pem``) is built from the rows with ``revoked_at``; rows are never deleted."""
+
+    __tablename__ = "certificates"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    serial: Mapped[str] = mapped_column(String(40), unique=True)  # hex
+    common_name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(8))  # node / server / client
+    node_id: Mapped[str | None] = mapped_column(String(64), index=True)  # kind node: the node (= common_name)
+    fingerprint: Mapped[str] = mapped_column(String(95))  # SHA-256 of the DER, "AB:CD:…" as openssl prints it
+    not_before: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    not_after: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoke_reason: Mapped[str | None] = mapped_column(String(200))

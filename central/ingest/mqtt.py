@@ -1,4 +1,5 @@
-"""Central's MQTT client, MQTT 5 or 3.1.1.
+"""Central's MQTT client, MQTT 5 or 3.1.1; over TLS with central's client certificate (CN ``floorgate:central``)
+for ``mqtts://``.
 
 A single consumer is durable: persistent session, never Clean Start, so the broker queues batches while central
 restarts. A member of a shared-subscription group is **not**: its session ends with its connection (Clean Start,
@@ -9,6 +10,8 @@ by the node (no ack), so nothing depends on that session.
 
 from __future__ import annotations
 
+import ssl
+
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -18,6 +21,20 @@ from central.config import BrokerSettings
 SESSION_EXPIRY_S = 7 * 24 * 3600
 
 
+def tls_context(broker: BrokerSettings) -> ssl.SSLContext | None:
+    """For mqtts://: TLS 1.2 or newer, the broker's certificate checked against ``tls.ca_file`` and its host name,
+    and the client certificate presented when one is configured. None for plain mqtt://."""
+    if not broker.uses_tls or broker.tls is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(broker.tls.ca_file))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = True
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    if broker.tls.cert_file is not None and broker.tls.key_file is not None:
+        ctx.load_cert_chain(str(broker.tls.cert_file), str(broker.tls.key_file))
+    return ctx
+
+
 def make_client(broker: BrokerSettings, *, client_id: str, durable: bool = True) -> aiomqtt.Client:
     common = {
         "identifier": client_id,
@@ -25,6 +42,7 @@ def make_client(broker: BrokerSettings, *, client_id: str, durable: bool = True)
         "password": broker.password,
         "keepalive": 30,
         "timeout": 10,
+        "tls_context": tls_context(broker),
         "max_queued_incoming_messages": 10_000,
     }
     if broker.protocol == "5":

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 ERP_TABLES = {"sites", "articles", "partners", "lots", "tickets", "tse_transactions", "users", "api_keys",
               "login_attempts", "audit_log", "commands", "alerts", "alert_notifications", "alibi_entries",
-              "tse_exports"}
+              "tse_exports", "certificates"}
 
 
 def _tables(engine) -> set[str]:  # type: ignore[no-untyped-def]
@@ -31,7 +31,7 @@ def test_upgrade_downgrade_upgrade_round_trip_on_postgres(pg_url: str) -> None:
     engine = make_engine(pg_url)
     try:
         migrate.upgrade(engine)
-        assert migrate.current_revision(engine) == "0005"
+        assert migrate.current_revision(engine) == "0006"
         assert _tables(engine) >= ERP_TABLES
         sessions = make_session_factory(engine)
         now = datetime.now(UTC)
@@ -52,7 +52,7 @@ def test_upgrade_downgrade_upgrade_round_trip_on_postgres(pg_url: str) -> None:
         migrate.downgrade(engine, "base")
         assert "weighings" not in _tables(engine)
         migrate.upgrade(engine)
-        assert migrate.current_revision(engine) == "0005"
+        assert migrate.current_revision(engine) == "0006"
         assert _tables(engine) >= ERP_TABLES
         with sessions() as s:
             assert s.execute(select(Weighing)).scalars().all() == []  # base dropped everything, as it says

@@ -15,6 +15,9 @@ COMMANDS = [
     ["central", "migrate"], ["central", "run"], ["central", "ingest"], ["simulate"], ["bench"],
     ["edge", "enrol"], ["central", "node"], ["central", "node", "register"], ["central", "node", "list"],
     ["edge", "alibi"], ["central", "verify-alibi"], ["central", "verify-tse"],
+    ["central", "node", "add"], ["central", "node", "revoke"], ["central", "ca"], ["central", "ca", "init"],
+    ["central", "ca", "server-cert"], ["central", "ca", "client-cert"], ["central", "ca", "crl"],
+    ["central", "ca", "list"], ["central", "ca", "revoke"],
 ]
 
 

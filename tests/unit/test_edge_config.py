@@ -26,7 +26,7 @@ BASE = {"node_id": "mill-01", "broker": {"url": "mqtt://127.0.0.1:1883"}}
     ("patch", "expected"),
     [
         ({"node_id": "mill/01"}, "node_id: expected letters"),
-        ({"broker": {"url": "http://x"}}, "broker.url: expected mqtt://HOST[:PORT] (got 'http://x')"),
+        ({"broker": {"url": "http://x"}}, "broker.url: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (got 'http://x')"),
         ({"broker": {"url": "mqtt://h", "protocol": "4"}}, "broker.protocol: Input should be '5' or '3.1.1'"),
         ({"devices": [{"id": "m", "type": "sdm630", "address": "tcp://h:502", "interval_s": -1}]},
          "devices[0].interval_s: Input should be greater than 0 (got -1)"),
