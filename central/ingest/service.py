@@ -31,12 +31,13 @@ from datetime import UTC, datetime
 
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.commands import CommandDispatcher, ResultRejected
 from central.config import BrokerSettings, IngestSettings
-from central.db.models import Node, QuarantineEntry, StreamMark
+from central.db.models import Certificate, Node, QuarantineEntry, StreamMark
 from central.ingest.apply import BatchReplayed, apply_batch
 from central.ingest.mqtt import make_client
 from central.metrics import MetricsStore, MetricsStoreError, Point
@@ -112,6 +113,7 @@ class IngestService:
         self._queues: dict[str, asyncio.Queue[Batch]] = {}
         self._client: aiomqtt.Client | None = None
         self._keys: dict[str, tuple[Ed25519PublicKey | None, float]] = {}
+        self._revoked: dict[str, bool] = {}  # node → no key because its certificates were revoked
         self._gaps: dict[tuple[str, str, str], tuple[int, float]] = {}
         self._quarantined_at: dict[tuple[str | None, str], float] = {}  # (node, epoch, stream) → (mark, since)
         crash = os.environ.get(CRASH_ENV)
@@ -208,6 +210,11 @@ class IngestService:
         with self.sessions() as session:
             row = session.get(Node, node)
             text = row.public_key if row is not None else None
+            if not text:  # say why: a revoked node is not the same as one never enrolled
+                revoked = session.execute(select(Certificate.serial).where(
+                    Certificate.node_id == node, Certificate.kind == "node",
+                    Certificate.revoked_at.is_not(None)).limit(1)).first()
+                self._revoked[node] = revoked is not None
         key = None
         if text:
             try:
@@ -223,6 +230,9 @@ class IngestService:
     def _authenticate(self, node: str, body: bytes, sig: str | None) -> None:
         key = self._node_key(node)
         if key is None:
+            if self._revoked.get(node):
+                raise Rejected(f"node {node!r} is revoked (`floorgate central node revoke`); its batches are not "
+                               f"accepted until it is added again (`floorgate central node add {node} --reissue`)")
             raise Rejected(f"node {node!r} is not enrolled (no public key registered; "
                            f"`floorgate central node register {node} --public-key …`)")
         problem = verify(key, body, sig)
