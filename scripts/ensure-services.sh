@@ -3,6 +3,9 @@
 #   mosquitto                        Debian package mosquitto
 #   initdb, pg_ctl, postgres (15)    Debian package postgresql-15 (found in /usr/lib/postgresql/*/bin or on PATH)
 #   influxd                          Debian package influxdb (1.6.7 on Debian 12)
+#   prometheus                       Debian package prometheus (2.42 on Debian 12; the Grafana dashboard tests)
+#   debootstrap, systemd-nspawn,     Debian packages debootstrap, systemd-container, openssh-client, iproute2
+#   ssh, ip                          (the Ansible tests boot Debian containers and converge the roles over SSH)
 # The tests start their own throwaway servers on random ports; services the packages start are stopped again.
 # Quiet and idempotent when everything is there. As root, missing packages are installed with apt-get;
 # otherwise the apt-get line to run is printed and the script exits 1.
@@ -24,6 +27,11 @@ missing=()
 have mosquitto || missing+=(mosquitto)
 { have_pg initdb && have_pg pg_ctl && have_pg postgres; } || missing+=(postgresql-15)
 have influxd || missing+=(influxdb)
+have prometheus || missing+=(prometheus)
+have debootstrap || missing+=(debootstrap)
+have systemd-nspawn || missing+=(systemd-container)
+{ have ssh && have ssh-keygen; } || missing+=(openssh-client)
+have ip || missing+=(iproute2)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 
@@ -50,7 +58,7 @@ apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 
 # Should a service have started anyway, stop and disable it; systemctl / service may not exist here.
-for unit in mosquitto postgresql influxdb; do
+for unit in mosquitto postgresql influxdb prometheus; do
     if command -v systemctl >/dev/null 2>&1; then
         systemctl disable --now "$unit" >/dev/null 2>&1 || true
     fi
@@ -59,7 +67,7 @@ for unit in mosquitto postgresql influxdb; do
     fi
 done
 
-for program in mosquitto influxd; do
+for program in mosquitto influxd prometheus debootstrap systemd-nspawn ssh ip; do
     have "$program" || { echo "ensure-services: $program still missing after apt-get install" >&2; exit 1; }
 done
 have_pg initdb || { echo "ensure-services: initdb still missing after apt-get install" >&2; exit 1; }
