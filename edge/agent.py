@@ -16,6 +16,10 @@ Device commands from central (``edge.commands``) arrive through the uplink and r
 re-reads the config file the agent was started with (``config_path``) and swaps the buses and devices without a
 restart. What needs a restart (node id, data dir, key, broker, local HTTP, outbox, TSE, POS API) is refused by a
 reload.
+
+Under systemd (``Type=notify``, ``edge.systemd``) the agent says ``READY=1`` once its outbox is open and the local
+/health listens, keeps a one-line ``STATUS`` (devices online, broker, records waiting for central), pings the
+watchdog from the event loop every ``WatchdogSec`` / 2 and says ``STOPPING=1`` when it shuts down.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from edge.errors import OutboxError
 from edge.outbox import NewRecord, Outbox
 from edge.pos import PosService
 from edge.pos_config import load_or_create_token
+from edge.systemd import Notifier
 from edge.uplink import Uplink
 from edge.wiring import build_buses
 from protocols.tse.api import TseDriver
@@ -54,6 +59,7 @@ CLOCK_JUMP_S = 2.0  # a wall clock that moves this much against the monotonic cl
 CLOCK_ALARM_S = 600.0  # … and stays an alarm this long
 # a reload may not change these
 RESTART_ONLY = ("node_id", "data_dir", "key_file", "broker", "http", "outbox", "tse", "pos")
+READY_WAIT_S = 10.0  # how long READY=1 waits for the local /health to listen (then it is sent without)
 
 
 class Agent:
@@ -83,6 +89,7 @@ class Agent:
         self.reloads = 0
         self._buses_changed = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        self.systemd = Notifier()  # a no-op unless started by systemd with $NOTIFY_SOCKET
         self.pos: PosService | None = None  # the counter's sales (tse + pos configured)
         self._pos_token: str | None = None
         if cfg.tse is not None and cfg.pos is not None:
@@ -255,20 +262,25 @@ class Agent:
         tasks.append(asyncio.create_task(self._health_loop(), name="health"))
         if self.cfg.outbox.readings_commit_ms > 0:
             tasks.append(asyncio.create_task(self._flush_loop(), name="flush"))
+        http_task: asyncio.Task[None] | None = None
         if self.cfg.http.listen:
-            tasks.append(asyncio.create_task(serve_http(self), name="http"))
+            http_task = asyncio.create_task(serve_http(self), name="http")
+            tasks.append(http_task)
         if self.pos is not None and self.cfg.pos is not None and self._pos_token is not None:
             from edge.pos_http import serve_pos
 
             tasks.append(asyncio.create_task(serve_pos(
                 self.pos, self.cfg.pos, self._pos_token, set_alarm=lambda text: self.set_alarm("pos", text)),
                 name="pos"))
+        if self.systemd.enabled:
+            tasks.append(asyncio.create_task(self._systemd_loop(http_task), name="systemd"))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for t in done:
                 if t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
         finally:  # every task ends before the outbox and the command log close, also when cancelled again
+            self.systemd.stopping()
             try:
                 await cancel_and_wait(tasks)
             finally:
@@ -281,7 +293,47 @@ class Agent:
                         command_log.close()
                     self.flush()
                     self.outbox.close()
+                    self.systemd.close()
                     log.info("edge agent %s stopped", self.cfg.node_id)
+
+    # -- systemd ------------------------------------------------------------------------------------------------------
+    def status_line(self) -> str:
+        """One line for ``systemctl status``: devices online, the broker, records waiting for central, alarms."""
+        drivers = self.drivers
+        online = sum(1 for d in drivers if d.health.online)
+        pending = sum(s.pending for s in self.outbox.stats().values())
+        alarms = self.alarms()
+        return (f"{online}/{len(drivers)} device(s) online; broker {'connected' if self.uplink.connected else 'away'}; "
+                f"{pending} record(s) waiting for central" + (f"; {len(alarms)} alarm(s)" if alarms else ""))
+
+    async def _systemd_loop(self, http_task: asyncio.Task[None] | None) -> None:
+        """READY=1 once the local /health listens (the outbox is open already), then the watchdog pings and STATUS
+        updates until cancelled."""
+        http_ok = http_task is None or await _listening(self.cfg.http.host, self.cfg.http.port, http_task)
+        status = self.status_line() + ("" if http_ok else f"; local /health not listening on {self.cfg.http.listen}")
+        self.systemd.ready(status)
+        log.info("node %s: ready (told systemd%s)", self.cfg.node_id,
+                 f"; watchdog every {self.systemd.watchdog_s:g} s" if self.systemd.watchdog_s else "")
+        await self.systemd.keepalive(self.status_line)
+
+
+async def _listening(host: str, port: int, server: asyncio.Task[None]) -> bool:
+    """True once ``host:port`` accepts a connection; False when the server task ended (it could not bind) or after
+    ``READY_WAIT_S``."""
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 — a wildcard listen is reached on the loopback
+        host = "::1" if host == "::" else "127.0.0.1"
+    deadline = time.monotonic() + READY_WAIT_S
+    while time.monotonic() < deadline and not server.done():
+        try:
+            _, writer = await wait_for(asyncio.open_connection(host, port), 1.0)
+        except (OSError, TimeoutError):
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+    return False
 
 
 async def run_until_signal(agent: Agent) -> None:

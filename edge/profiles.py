@@ -229,9 +229,16 @@ _ProfileLoader.add_constructor("tag:yaml.org,2002:int", _int_without_octal)
 
 
 # ---------------------------------------------------------------------------------------------- JSON Schema
+def _schema_for(path: Path) -> Path:
+    """The schema beside the profile when there is one (a profiles directory deployed to a node, e.g.
+    /etc/floorgate/profiles, carries its copy; an installed wheel has no firmware-config/), else ``SCHEMA_PATH``."""
+    beside = path.parent / SCHEMA_PATH.name
+    return beside if beside.is_file() else SCHEMA_PATH
+
+
 @cache
-def _validator() -> Draft202012Validator:
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+def _validator(schema_path: Path = SCHEMA_PATH) -> Draft202012Validator:
+    schema = json.loads(schema_path.read_text(encoding="utf-8"))
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema)
 
@@ -510,7 +517,7 @@ def _check(path: Path) -> tuple[Profile | None, list[str]]:
         return None, [f"not valid YAML: {' '.join(str(exc).split())}"]
     if not isinstance(data, dict):
         return None, ["(top level): expected a mapping of keys (profile, vendor, model, protocol, transport, …)"]
-    errors = sorted(_validator().iter_errors(data), key=_path_key)
+    errors = sorted(_validator(_schema_for(path)).iter_errors(data), key=_path_key)
     problems: list[str] = []
     for error in errors:
         for line in _schema_problems(error):
