@@ -8,6 +8,9 @@ periodically as ``device_health`` records.
 Error kinds: ``timeout`` (no answer), ``crc`` (an answer with a bad checksum), ``framing`` (truncated or garbage
 frame), ``wrong_unit`` (an answer from another unit id), ``exception_<code>`` (a Modbus exception answer),
 ``device_error`` (a scale's ES/ET/EL or Err nnn), ``io`` (connection refused, lost or closed).
+
+Events are no errors (the device answered): a scale's ``overload`` episodes and loads that left the bridge
+``unstable`` without a weighing (``edge.devices.weighing``); they go out as ``events_<kind>`` beside the errors.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class DeviceHealth:
     polls: int = 0
     ok: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    events: Counter[str] = field(default_factory=Counter)  # what the device saw that is no error (a scale's overload)
     rtt_ms_last: float | None = None
     rtt_ms_avg: float | None = None
     last_ok_ns: int | None = None
@@ -110,6 +114,12 @@ class DeviceHealth:
             log.warning("device %s: %s (%d so far, retried): %s%s", self.device_id, kind, n, reason, detail,
                         extra={"device": self.device_id, "error_kind": kind})
 
+    def event(self, kind: str) -> None:
+        """Something the device reported that is not a failed poll, e.g. a scale's overload episode; counted."""
+        self.events[kind] += 1
+        log.info("device %s: %s (%d so far)", self.device_id, kind, self.events[kind],
+                 extra={"device": self.device_id, "event": kind})
+
     def _set_online(self, online: bool, reason: str | None) -> None:
         self.online = online
         status = "online" if online else "offline"
@@ -124,7 +134,7 @@ class DeviceHealth:
                 "device_errors": sum(v for k, v in self.errors.items()
                                      if k.startswith("exception_") or k == "device_error"),
                 "io_errors": self.errors["timeout"] + self.errors["io"],
-                "skip_episodes": self.skip_episodes}
+                "skip_episodes": self.skip_episodes, "events": dict(self.events)}
 
     def health_record(self) -> NewRecord:
         return NewRecord(kind="device_health", device=self.device_id, data={
@@ -140,5 +150,7 @@ class DeviceHealth:
             values["rtt_ms"] = round(self.rtt_ms_avg, 3)
         for kind, n in self.errors.items():
             values[f"errors_{kind}"] = n
+        for kind, n in self.events.items():
+            values[f"events_{kind}"] = n
         return NewRecord(kind="reading", device=self.device_id,
                          data={"values": values, "units": {"rtt_ms": "ms"}, "series": "device_health"})

@@ -78,7 +78,7 @@ class MtSicsDriver(Driver):
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self.health = DeviceHealth(device_id, self.kind, sink)
-        self.detector = WeighingDetector(threshold=threshold, empty_below=empty_below)
+        self.detector = WeighingDetector(threshold=threshold, empty_below=empty_below, on_event=self.health.event)
         self.auto = auto  # False: weighings only when a weigh command asks
         self.serial_number: str | None = None
         self._identified_on = -1

@@ -96,7 +96,7 @@ class WeighingTerminalDriver(ModbusDriver):
         super().__init__(device_id, kind, conn, points, groups, sink, options=options, writable=writable)
         self.spec = spec
         self.auto = auto
-        self.detector = WeighingDetector(threshold=threshold, empty_below=empty_below)
+        self.detector = WeighingDetector(threshold=threshold, empty_below=empty_below, on_event=self.health.event)
         self.weight_group = next(p.poll_group for p in points if p.name == "gross")
         self.weighings = 0
         self._raw: dict[int, list[int]] = {}  # registers of the last read of each block, by start address

@@ -45,6 +45,30 @@ def test_overload_counts_as_motion() -> None:
     assert run(d, [(59000, True)]) == [D(59000)]
 
 
+def test_what_never_became_a_weighing_is_counted_as_events() -> None:
+    events: list[str] = []
+    d = WeighingDetector(threshold=D(500), on_event=events.append)
+    # a truck that drives over without stopping: arrived, moved, left — no weighing, one "unstable"
+    assert run(d, [(0, True), (9000, False), (24000, False), (3000, False), (0, True)]) == []
+    assert events == ["unstable"]
+    # an overload episode is one event however many polls it lasts; a new episode after a value is another
+    d.overload()
+    d.overload()
+    d.overload()
+    assert events == ["unstable", "overload"]
+    assert run(d, [(59000, True)]) == [D(59000)]  # back in range and stable: weighed (overload counts as motion)
+    d.overload()
+    assert events == ["unstable", "overload", "overload"]
+    # a weighing taken is no event, and leaving after it is none either
+    assert run(d, [(0, True), (5000, False), (20000, True), (0, True)]) == [D(20000)]
+    assert events == ["unstable", "overload", "overload"]
+    # an overloaded truck that leaves unweighed is one refusal: "overload", not "unstable" as well
+    assert run(d, [(30000, False)]) == []
+    d.overload()
+    assert run(d, [(20000, False), (0, True)]) == []
+    assert events == ["unstable", "overload", "overload", "overload"]
+
+
 def test_empty_below_gives_hysteresis() -> None:
     d = WeighingDetector(threshold=D(500), empty_below=D(100))
     # dropping under threshold but not under empty_below does not re-arm
