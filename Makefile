@@ -4,6 +4,8 @@
 #   make test    venv + the server packages the integration tests start (scripts/ensure-services.sh) + pytest
 #   make demo    venv + `floorgate demo` (pass options with ARGS="...")
 #   make lint    ruff on everything, mypy (strict per pyproject.toml) on protocols and sync
+#   make wheelhouse     ansible/wheelhouse: floorgate + its dependencies as wheels, what the Ansible roles install
+#   make test-ansible   only the Ansible tests (lint, and the roles converged onto booted systemd containers)
 #   make clean   caches and build leftovers (keeps .venv; `rm -rf .venv` for a fresh start)
 
 SHELL := /bin/bash
@@ -13,7 +15,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: venv test demo lint clean
+.PHONY: venv test demo lint clean wheelhouse test-ansible
 
 venv: $(STAMP)
 
@@ -27,6 +29,13 @@ test: venv
 
 demo: venv
 	$(BIN)/floorgate demo $(ARGS)
+
+wheelhouse: venv
+	scripts/build-wheelhouse.sh
+
+test-ansible: venv
+	scripts/ensure-services.sh
+	$(BIN)/pytest -m ansible
 
 lint: venv
 	test -x $(BIN)/ruff -a -x $(BIN)/mypy || $(BIN)/python -m pip install --quiet ruff mypy
