@@ -32,6 +32,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -55,7 +56,16 @@ from protocols.modbus import (
 from protocols.modbus.points import BIT_REGISTER_TYPES, MASKABLE_TYPES, NUMBER_TYPES, REGISTERS_OF_TYPE, VALUE_BITS
 from sync.config_errors import ConfigError, key_path
 
-DEFAULT_PROFILES_DIR: Final = Path(__file__).resolve().parents[1] / "firmware-config" / "profiles"
+
+
+def _default_profiles_dir() -> Path:
+    """``firmware-config/profiles`` of a checkout; an installed wheel carries them in ``<prefix>/share/floorgate``."""
+    checkout = Path(__file__).resolve().parents[1] / "firmware-config" / "profiles"
+    installed = Path(sys.prefix) / "share" / "floorgate" / "profiles"
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
+
+
+DEFAULT_PROFILES_DIR: Final = _default_profiles_dir()
 SCHEMA_PATH: Final = DEFAULT_PROFILES_DIR / "profile.schema.json"
 PROFILE_SUFFIX: Final = ".yaml"
 
