@@ -54,7 +54,8 @@ class SbiDriver(MtSicsDriver):
         answer = reading.raw.decode("ascii", "replace").rstrip("\r\n")
         if isinstance(reading, sartorius.SbiStatus):
             self.overloads += 1
-            self.detector.overload()
+            if self.auto:  # command mode: a refused weigh command says it (no event)
+                self.detector.overload()
             self.last_reading = {"out_of_range": True, "stable": False, "answer": answer}
             return
         self.last_reading = {"weight": str(reading.value), "unit": reading.unit or None,

@@ -128,7 +128,8 @@ class MtSicsDriver(Driver):
                 self._emit(await self._delivered(resp), trigger=TRIGGER_AUTO)
         elif isinstance(resp, mtsics.StatusResponse) and resp.status in ("+", "-"):
             self.overloads += 1
-            self.detector.overload()
+            if self.auto:  # command mode: a refused weigh command says it (no event)
+                self.detector.overload()
             state = "overload" if resp.status == "+" else "underload"
             if self.last_reading.get(state) is not True:  # once when it starts, not on every poll while it lasts
                 log.warning("device %s: %s", self.device_id, state)

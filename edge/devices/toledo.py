@@ -52,7 +52,8 @@ class ToledoDriver(MtSicsDriver):
                              "motion": frame.motion, "out_of_range": frame.out_of_range}
         if frame.out_of_range:
             self.overloads += 1
-            self.detector.overload()
+            if self.auto:  # command mode: a refused weigh command says it (no event)
+                self.detector.overload()
             return
         if not self.auto:
             return

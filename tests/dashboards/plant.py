@@ -9,7 +9,9 @@ What the run makes, and which panels need it:
 
 - a site with the node on it, partners and articles (made through the API by an admin), weigh commands: two
   complete tickets (one in by reference, one out by plate), one open first weighing, one weigh refused as unstable
-  (``S I``) and one as overload (``S +``), a refused zero → Weighbridge
+  (``S I``) and one as overload (``S +``), a refused zero → Weighbridge; a second scale in automatic mode that
+  sees one overloaded truck and one that drives over without stopping (its ``events_overload`` and
+  ``events_unstable`` counters in ``device_health``) → Weighbridge (refused in automatic mode)
 - silo temperatures (one sensor forced to 45 °C), probe temperature and humidity, SDM630 power and energy →
   Silos and energy; the forced sensor fires ``silo-hot-spot``
 - ``device_health`` of every device, a device answering Modbus exceptions (offline, errors) → Fleet
@@ -77,16 +79,27 @@ COMMANDS: list[tuple[int, Phase, str, dict[str, str], str]] = [
     (5, Phase.DRIVE_ON, "zero", {}, "failed"),  # Z I
     (5, Phase.SETTLED, "weigh", {"vehicle": "GH-4"}, "failed"),  # S +: overload
 ]
+# the scale in automatic mode (bridge-2): an overloaded truck, then one that drives on and off without stopping;
+# each step a "poll" command, so that the agent's weighing detector sees exactly these answers in this order
+AUTO_SCALE = "bridge-2"
+AUTO_VISITS = [70_000, 20_000]
+AUTO_STEPS: list[tuple[int, Phase, str]] = [
+    (0, Phase.EMPTY, "S S"),  # empty: the detector is armed
+    (0, Phase.SETTLED, "S +"),  # overload: one overload episode (events_overload 1)
+    (1, Phase.EMPTY, "S S"),  # the overloaded truck left: counted as overload only
+    (1, Phase.DRIVE_ON, "S D"),  # the next truck moves on ...
+    (2, Phase.EMPTY, "S S"),  # ... and off without standing still (events_unstable 1)
+]
 
 
 class BridgeThread:
     """The MT-SICS weighbridge on a pseudo-terminal, served by an event loop in a thread; the run sets its clock."""
 
-    def __init__(self, weights: list[int]) -> None:
+    def __init__(self, weights: list[int], *, serial: str = "0123456789") -> None:
         self.t = 0.0
-        self.bridge = Weighbridge(trucks=weights, seed=1, clock=lambda: self.t)
+        self.bridge = Weighbridge(trucks=weights, seed=1, serial=serial, clock=lambda: self.t)
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="sim-weighbridge", daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"sim-weighbridge-{serial}", daemon=True)
         self.server = PtyServer(self.bridge)
 
     def start(self) -> str:
@@ -142,6 +155,7 @@ class Plant:
     procs: list[Proc] = field(default_factory=list)
     prometheus: PrometheusServer | None = None
     bridge: BridgeThread | None = None
+    auto_bridge: BridgeThread | None = None
     finished_at: float = 0.0
     figures: dict[str, Any] = field(default_factory=dict)
 
@@ -176,6 +190,9 @@ class Plant:
         self.bridge = BridgeThread(VISITS)
         pty = self.bridge.start()
         self.bridge.at(0, Phase.EMPTY)
+        self.auto_bridge = BridgeThread(AUTO_VISITS, serial="0123456790")
+        auto_pty = self.auto_bridge.start()
+        self.auto_bridge.at(0, Phase.EMPTY)
 
         rules_file = write_yaml(self.tmp / "alert-rules.yaml", derived_rules(self.node, dead_port))
         central_cfg = write_yaml(self.tmp / "central.yaml", {
@@ -199,6 +216,7 @@ class Plant:
             "devices": [
                 {"id": "bridge-1", "type": "mtsics-scale", "address": f"serial://{pty}", "interval_s": 0.2,
                  "weighing": {"auto": False}},
+                {"id": AUTO_SCALE, "type": "mtsics-scale", "address": f"serial://{auto_pty}", "interval_s": 0.2},
                 {"id": "silo-1", "profile": "silo-cable-8", "bus": "gw-1", "unit_id": 1,
                  "poll_groups": {"default": 0.3}, "report_every_s": 1},
                 {"id": "probe-1", "type": "th-probe", "address": probe_addr, "interval_s": 0.3},
@@ -248,6 +266,7 @@ class Plant:
             wait_until("bridge-1 known at central", lambda: api.get(
                 "/api/v1/devices", params={"node_id": self.node}).json()["items"], timeout_s=30, procs=self.procs)
             self._commands(api, edge)
+            self._automatic(api, edge)
             # central away for a few seconds: the node's heartbeats queue at the broker with a growing backlog
             # (pending records, the age of the oldest) — what the Fleet dashboard's backlog panels show
             central.stop()
@@ -321,6 +340,19 @@ class Plant:
             done = api.get(f"/api/v1/commands/{r.json()['command_id']}", params={"wait_s": 25}).json()
             assert done["status"] == expected, (visit, phase, command, done, edge.tail())
 
+    def _automatic(self, api: httpx.Client, edge: Proc) -> None:
+        """The scale in automatic mode through ``AUTO_STEPS``: the clock set, then a poll that must see that answer
+        (scheduled polls in between see the same)."""
+        assert self.auto_bridge is not None
+        for visit, phase, answer in AUTO_STEPS:
+            self.auto_bridge.at(visit, phase)
+            r = api.post("/api/v1/commands", json={"node_id": self.node, "device_id": AUTO_SCALE,
+                                                   "command": "poll", "args": {}})
+            assert r.status_code == 202, r.text
+            done = api.get(f"/api/v1/commands/{r.json()['command_id']}", params={"wait_s": 25}).json()
+            assert done["status"] == "succeeded", (visit, phase, done, edge.tail())
+            assert done["result"]["answer"].startswith(answer), (visit, phase, answer, done)
+
     def _quarantine(self) -> None:
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         pub.connect(self.mosquitto.host, self.mosquitto.port)
@@ -362,6 +394,9 @@ class Plant:
                 "SELECT count(*) FROM nodes WHERE node_id=:n AND last_heartbeat_at IS NOT NULL") == 1,
             "node_backlog with the age of the oldest pending record": lambda: self._influx_count(
                 'SELECT count("oldest_age_s") FROM "node_backlog"') >= 1,
+            f"{AUTO_SCALE}'s events_overload and events_unstable in device_health": lambda: all(self._influx_count(
+                f'SELECT count("value") FROM "device_health" WHERE "device" = \'{AUTO_SCALE}\' AND "point" = '
+                f'\'events_{kind}\'') >= 1 for kind in ("overload", "unstable")),
             "device errors in device_health": lambda: self._influx_count(
                 'SELECT count("value") FROM "device_health" WHERE "point" =~ /^errors_/') >= 3,
             "silo temperatures, humidity, power and energy": lambda: all(self._influx_count(
@@ -386,9 +421,10 @@ class Plant:
         for p in reversed(self.procs):
             p.stop()
         self.procs.clear()
-        if self.bridge is not None:
-            self.bridge.stop()
-            self.bridge = None
+        for bridge in (self.bridge, self.auto_bridge):
+            if bridge is not None:
+                bridge.stop()
+        self.bridge = self.auto_bridge = None
         if hasattr(self, "engine"):
             self.engine.dispose()
 

@@ -77,7 +77,14 @@ def test_the_dashboards_hold_what_issue_8_asks_for() -> None:
     assert {"silo", "probe", "meter"} <= {v["name"] for v in dashboards["silos-energy.json"]["templating"]["list"]}
     assert {"register", "tse"} <= {v["name"] for v in dashboards["fiscal.json"]["templating"]["list"]}
     uids = {p["datasource"]["uid"] for d in dashboards.values() for p in d["panels"] if "datasource" in p}
-    assert uids == {"floorgate-influxdb", "floorgate-postgres", "floorgate-prometheus"}
+    assert uids == {"floorgate-influxdb", "floorgate-postgres", "floorgate-prometheus", "-- Mixed --"}
+    # refused weighings from both sources: weigh commands the scale refused (PostgreSQL) and what a scale in
+    # automatic mode counted instead of a weighing (InfluxDB, the device_health counters)
+    for title in ("Weighings refused", "Weighings per hour", "Refused weighings by reason"):
+        queries = {t["datasource"]["uid"]: t.get("rawSql") or t.get("query")
+                   for t in panel(dashboards["weighbridge.json"], title)["targets"]}
+        assert "c.command = 'weigh' AND c.status = 'failed'" in queries["floorgate-postgres"], title
+        assert '"point" =~ /^events_(overload|unstable)$/' in queries["floorgate-influxdb"], title
 
 
 def test_the_reference_schemas_are_the_verbatim_copy_with_their_licence() -> None:

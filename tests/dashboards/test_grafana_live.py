@@ -64,6 +64,15 @@ def _value(report: Report, file: str, title: str, column: str) -> Any:
     return record[column]
 
 
+def _automatic(run: QueryRun, scale: str) -> dict[tuple[str, str], float]:
+    """What ``scale`` refused in automatic mode, by (scale, counter), summed over the rows of an InfluxQL query."""
+    out: dict[tuple[str, str], float] = {}
+    for r in run.records:
+        if r["device"] == scale:
+            out[(r["device"], r["point"])] = out.get((r["device"], r["point"]), 0) + r["refused"]
+    return out
+
+
 def test_every_query_of_every_dashboard_returns_rows_from_the_end_to_end_run(live_report: Report) -> None:
     assert live_report.ok, _problems(live_report)
     assert live_report.not_run == set()
@@ -86,9 +95,17 @@ def test_the_panels_show_what_the_run_made(live_report: Report, dashboard_plant:
     assert float(_value(live_report, wb, "Goods in / out (t)", "in")) == 19.0  # 30000 − 11000 kg, by reference
     assert float(_value(live_report, wb, "Goods in / out (t)", "out")) == 16.0  # 28000 − 12000 kg, by plate
     assert _value(live_report, wb, "Waiting for a second weighing", "waiting for the second weighing") == 1
-    assert _value(live_report, wb, "Weighings refused", "refused") == 2
+    assert _value(live_report, wb, "Weighings refused", "weigh commands") == 2
     reasons = {r["reason"]: r["refused"] for r in _run(live_report, wb, "Refused weighings by reason").records}
     assert reasons == {"overload": 1, "unstable": 1}
+    # the scale in automatic mode: one overloaded truck, one that drove over without stopping; bridge-1 is in command
+    # mode, where a refused weigh command (above) says it and the overload its scheduled polls saw is no event
+    auto = {("bridge-2", "events_overload"): 1, ("bridge-2", "events_unstable"): 1}
+    for title, ref in (("Weighings refused", "B"), ("Refused weighings by reason", "B"), ("Weighings per hour", "C")):
+        assert _automatic(_run(live_report, wb, title, ref), "bridge-2") == auto, title
+        assert not any(_automatic(_run(live_report, wb, title, ref), "bridge-1").values()), title
+    per_hour = [r for r in _run(live_report, wb, "Weighings per hour", "C").records if r["device"] == "bridge-2"]
+    assert sorted(r["refused"] for r in per_hour if r["refused"]) == [1, 1]  # each in the hour it happened
     articles = {r["article"]: (float(r["in (t)"]), float(r["out (t)"]))
                 for r in _run(live_report, wb, "Tonnage in / out per article").records}
     assert articles == {"Wheat": (19.0, 0.0), "Cattle feed A": (0.0, 16.0)}

@@ -268,7 +268,9 @@ def test_a_revoked_node_is_refused_once_the_broker_has_the_new_crl_and_restarts(
             time.sleep(1.5)  # paho reconnects by itself after 1 s: the broker must refuse it
             assert not a.client.is_connected()
             refused = tls_probe(broker.port, pki_dir / "ca.crt", bundle(A))
-            assert "revoked" in refused, refused  # the TLS alert says why
+            # refused in the handshake; the client sees the "certificate revoked" alert, or — TLS 1.3 checks the
+            # client certificate after the client's side is done — only the closed connection (seen both ways)
+            assert refused != "connack" and ("revoked" in refused or "EOF" in refused or "closed" in refused), refused
             assert tls_probe(broker.port, pki_dir / "ca.crt", bundle(B)) == "connack"
             after_restart = re.split(r"mosquitto version \S+ running", broker.log())[-1]
             assert "certificate verify failed" in after_restart
