@@ -321,6 +321,27 @@ def _pki_sessions(settings):  # type: ignore[no-untyped-def]
     return engine, make_session_factory(engine)
 
 
+def _with_ca(config: str, work):  # type: ignore[no-untyped-def]
+    """Load the fleet CA and open central's database, then ``work(ca, sessions, pki_settings)``. Returns
+    ``(ca, pki_settings, result)``, or None after printing the error (CA files, node id, database) — exit 1."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from central import pki
+    from sync.errors import SyncError
+
+    settings, conf = _pki(config)
+    try:
+        ca = pki.load_ca(conf.dir)
+        engine, sessions = _pki_sessions(settings)
+        try:
+            return ca, conf, work(ca, sessions, conf)
+        finally:
+            engine.dispose()
+    except (pki.PkiError, SyncError, SQLAlchemyError) as exc:
+        _fail(_message(exc))
+        return None
+
+
 def _fail(message: str) -> int:
     import sys
 
@@ -355,28 +376,22 @@ def _ca_init(args: argparse.Namespace) -> int:
 def _issue_service(args: argparse.Namespace, kind: str) -> int:
     from pathlib import Path
 
-    from sqlalchemy.exc import SQLAlchemyError
-
     from central import pki
     from central.nodes import issue_service_certificate
 
-    settings, conf = _pki(args.config)
     dns, ips = (tuple(args.dns), tuple(args.ip)) if kind == "server" else ((), ())
     cn = args.cn or (dns[0] if dns else ips[0] if ips else "")
-    try:
-        ca = pki.load_ca(conf.dir)
+
+    def work(ca, sessions, conf):  # type: ignore[no-untyped-def]
         if kind == "server" and not cn:
             raise pki.PkiError("server certificate: give the broker's host name(s) with --dns and/or address(es) "
                                "with --ip (clients check the name they connect to against them)")
-        engine, sessions = _pki_sessions(settings)
-        try:
-            issued = issue_service_certificate(sessions, ca, Path(args.out), kind=kind,  # type: ignore[arg-type]
-                                               common_name=cn, days=args.days or conf.cert_days, dns_names=dns,
-                                               ip_addresses=ips)
-        finally:
-            engine.dispose()
-    except (pki.PkiError, SQLAlchemyError) as exc:
-        return _fail(_message(exc))
+        return issue_service_certificate(sessions, ca, Path(args.out), kind=kind, common_name=cn,
+                                         days=args.days or conf.cert_days, dns_names=dns, ip_addresses=ips)
+
+    if (done := _with_ca(args.config, work)) is None:
+        return 1
+    issued = done[2]
     stem = "server" if kind == "server" else "tls"
     print(f"{kind} certificate for {cn!r} in {args.out}: {stem}.crt, {stem}.key (0600), ca.crt")
     print(f"serial {issued.serial_hex}, SHA-256 {issued.fingerprint}, valid until "
@@ -393,21 +408,12 @@ def _ca_client_cert(args: argparse.Namespace) -> int:
 
 
 def _ca_crl(args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from central import pki
     from central.nodes import rewrite_crl
 
-    settings, conf = _pki(args.config)
-    try:
-        ca = pki.load_ca(conf.dir)
-        engine, sessions = _pki_sessions(settings)
-        try:
-            revoked = rewrite_crl(sessions, ca, days=args.days or conf.crl_days)
-        finally:
-            engine.dispose()
-    except (pki.PkiError, SQLAlchemyError) as exc:
-        return _fail(_message(exc))
+    done = _with_ca(args.config, lambda ca, sessions, conf: rewrite_crl(sessions, ca, days=args.days or conf.crl_days))
+    if done is None:
+        return 1
+    ca, conf, revoked = done
     print(f"{ca.crl_path} rewritten: {len(revoked)} revoked certificate(s), valid for "
           f"{args.days or conf.crl_days} days; deploy it to the broker and restart the broker")
     return 0
@@ -437,21 +443,13 @@ def _ca_list(args: argparse.Namespace) -> int:
 
 
 def _ca_revoke(args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from central import pki
     from central.nodes import revoke_certificate
 
-    settings, conf = _pki(args.config)
-    try:
-        ca = pki.load_ca(conf.dir)
-        engine, sessions = _pki_sessions(settings)
-        try:
-            row = revoke_certificate(sessions, ca, args.serial, reason=args.reason, crl_days=conf.crl_days)
-        finally:
-            engine.dispose()
-    except (pki.PkiError, SQLAlchemyError) as exc:
-        return _fail(_message(exc))
+    done = _with_ca(args.config, lambda ca, sessions, conf: revoke_certificate(
+        sessions, ca, args.serial, reason=args.reason, crl_days=conf.crl_days))
+    if done is None:
+        return 1
+    ca, _, row = done
     print(f"{row.kind} certificate {row.serial} ({row.common_name}) revoked; {ca.crl_path} rewritten: deploy it to "
           "the broker and restart the broker")
     return 0
@@ -460,23 +458,14 @@ def _ca_revoke(args: argparse.Namespace) -> int:
 def _node_add(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from central import pki
     from central.nodes import add_node
-    from sync.errors import SyncError
 
-    settings, conf = _pki(args.config)
-    try:
-        ca = pki.load_ca(conf.dir)
-        engine, sessions = _pki_sessions(settings)
-        try:
-            bundle = add_node(sessions, ca, args.node_id, Path(args.out), site=args.site,
-                              days=args.days or conf.cert_days, reissue=args.reissue, crl_days=conf.crl_days)
-        finally:
-            engine.dispose()
-    except (pki.PkiError, SyncError, SQLAlchemyError) as exc:
-        return _fail(_message(exc))
+    done = _with_ca(args.config, lambda ca, sessions, conf: add_node(
+        sessions, ca, args.node_id, Path(args.out), site=args.site, days=args.days or conf.cert_days,
+        reissue=args.reissue, crl_days=conf.crl_days))
+    if done is None:
+        return 1
+    ca, _, bundle = done
     print(f"node {bundle.node_id} added: bundle {bundle.directory} (ca.crt, tls.crt, tls.key, node.key)")
     print(f"certificate serial {bundle.serial}, SHA-256 {bundle.cert_fingerprint}, valid until "
           f"{bundle.not_after:%Y-%m-%d}")
@@ -488,22 +477,13 @@ def _node_add(args: argparse.Namespace) -> int:
 
 
 def _node_revoke(args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from central import pki
     from central.nodes import revoke_node
-    from sync.errors import SyncError
 
-    settings, conf = _pki(args.config)
-    try:
-        ca = pki.load_ca(conf.dir)
-        engine, sessions = _pki_sessions(settings)
-        try:
-            result = revoke_node(sessions, ca, args.node_id, reason=args.reason, crl_days=conf.crl_days)
-        finally:
-            engine.dispose()
-    except (pki.PkiError, SyncError, SQLAlchemyError) as exc:
-        return _fail(_message(exc))
+    done = _with_ca(args.config, lambda ca, sessions, conf: revoke_node(
+        sessions, ca, args.node_id, reason=args.reason, crl_days=conf.crl_days))
+    if done is None:
+        return 1
+    ca, _, result = done
     if not result.serials and result.key_removed is None:
         print(f"node {args.node_id}: nothing left to revoke (revoked already); {ca.crl_path} rewritten")
         return 0

@@ -4,7 +4,6 @@ certificate for ``mqtts://`` (the broker takes the certificate's CN, the node id
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
 
 import aiomqtt
@@ -12,22 +11,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.config import BrokerConfig
+from sync.broker import tls_context
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
-
-
-def tls_context(broker: BrokerConfig) -> ssl.SSLContext | None:
-    """For mqtts://: TLS 1.2 or newer, the broker's certificate checked against ``tls.ca_file`` and its host name,
-    and the client certificate presented when one is configured. None for plain mqtt://."""
-    if not broker.uses_tls or broker.tls is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(broker.tls.ca_file))
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.check_hostname = True
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    if broker.tls.cert_file is not None and broker.tls.key_file is not None:
-        ctx.load_cert_chain(str(broker.tls.cert_file), str(broker.tls.key_file))
-    return ctx
 
 
 def make_client(broker: BrokerConfig, *, client_id: str) -> aiomqtt.Client:

@@ -57,7 +57,6 @@ from protocols.modbus.points import BIT_REGISTER_TYPES, MASKABLE_TYPES, NUMBER_T
 from sync.config_errors import ConfigError, key_path
 
 
-
 def _default_profiles_dir() -> Path:
     """``firmware-config/profiles`` of a checkout; an installed wheel carries them in ``<prefix>/share/floorgate``."""
     checkout = Path(__file__).resolve().parents[1] / "firmware-config" / "profiles"

@@ -10,29 +10,14 @@ by the node (no ack), so nothing depends on that session.
 
 from __future__ import annotations
 
-import ssl
-
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from central.config import BrokerSettings
+from sync.broker import tls_context
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
-
-
-def tls_context(broker: BrokerSettings) -> ssl.SSLContext | None:
-    """For mqtts://: TLS 1.2 or newer, the broker's certificate checked against ``tls.ca_file`` and its host name,
-    and the client certificate presented when one is configured. None for plain mqtt://."""
-    if not broker.uses_tls or broker.tls is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(broker.tls.ca_file))
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.check_hostname = True
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    if broker.tls.cert_file is not None and broker.tls.key_file is not None:
-        ctx.load_cert_chain(str(broker.tls.cert_file), str(broker.tls.key_file))
-    return ctx
 
 
 def make_client(broker: BrokerSettings, *, client_id: str, durable: bool = True) -> aiomqtt.Client:
