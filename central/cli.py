@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     i.add_argument("--client-id", help="MQTT client id of this worker (default: from the config)")
     i.set_defaults(func=_ingest)
     i.add_argument("--share-group", help="MQTT 5 shared subscription group (overrides ingest.share_group)")
+    i.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve Prometheus /metrics of this worker there, without login (overrides "
+                   "ingest.metrics_listen; e.g. 127.0.0.1:9464)")
 
     ca = add("create-admin", "create the first admin (or another one)",
              "Create a user with role admin. There is no default password anywhere: this is how the first person "
@@ -185,13 +188,25 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    import sys
+
     from central.config import load_settings
     from central.runner import Central, run_until_signal
 
     settings = load_settings(args.config)
-    if args.share_group:
-        settings = settings.model_copy(
-            update={"ingest": settings.ingest.model_copy(update={"share_group": args.share_group})})
+    overrides = {key: value for key, value in (("share_group", args.share_group),
+                                               ("metrics_listen", args.metrics_listen)) if value}
+    if overrides:
+        from pydantic import ValidationError
+
+        try:
+            ingest = type(settings.ingest).model_validate({**settings.ingest.model_dump(), **overrides})
+        except ValidationError as exc:
+            for error in exc.errors():
+                option = "--" + str(error["loc"][0]).replace("_", "-") if error["loc"] else "option"
+                print(f"floorgate: {option}: {error['msg']} (got {error.get('input')!r})", file=sys.stderr)
+            return 2
+        settings = settings.model_copy(update={"ingest": ingest})
     asyncio.run(run_until_signal(Central(settings, with_api=False, client_id=args.client_id)))
     return 0
 

@@ -107,6 +107,19 @@ class IngestSettings(_Model):
     replay_after_s: float = Field(
         30.0, gt=0, description="a gap between central's mark and the node's head that stays this long → replay")
     max_clock_skew_s: float = Field(60.0, gt=0, description="a node clock further off than this is flagged")
+    metrics_listen: str | None = Field(
+        None, description="HOST:PORT where an ingest-only process (`central ingest`) serves Prometheus /metrics — "
+        "the ingest metrics of the API's /metrics, without login (counters only, no business data); default off")
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:9464")
+        return v
 
 
 class CentralSettings(_Model):

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 
 import uvicorn
 
@@ -54,7 +55,26 @@ class Central:
             create_app(settings, sessions=self.sessions, store=self.store, ingest=self.ingest) if with_api else None
         )
 
+    def _serve_worker_metrics(self):  # type: ignore[no-untyped-def]
+        """An ingest-only process with ``ingest.metrics_listen``: Prometheus /metrics (the API's ingest, quarantine,
+        alert and database gauges — the same names, so one scrape job covers API processes and workers)."""
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        from central.api.deps import AppState
+        from central.api.observability import StateCollector
+
+        host, _, port = (self.settings.ingest.metrics_listen or "").rpartition(":")
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(StateCollector(AppState(settings=self.settings, sessions=self.sessions, store=self.store,
+                                                  ingest=self.ingest, started_at=time.time())))
+        server, thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+        log.info("ingest metrics on http://%s/metrics", self.settings.ingest.metrics_listen)
+        return server, thread
+
     async def run(self) -> None:
+        metrics = None
+        if self.app is None and self.settings.ingest.metrics_listen:
+            metrics = self._serve_worker_metrics()
         tasks = [asyncio.create_task(self.ingest.run(), name="ingest")]
         if self.alerts is not None:  # cancelled at the end: it finishes the evaluation under way
             tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
@@ -82,6 +102,9 @@ class Central:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(t, 20)  # ingest finishes the batches in hand (≤ 15 s)
+            if metrics is not None:
+                metrics[0].shutdown()
+                metrics[0].server_close()
             self.store.close()
             self.engine.dispose()
 
