@@ -58,6 +58,16 @@ def test_the_services_run_as_their_user_with_their_own_broker_identity(central: 
         assert owner == "floorgate", (unit, owner)
     environ = central.ssh(HOST, "systemctl show floorgate-central-ingest@1 -p Environment")
     assert "FLOORGATE_BROKER__TLS__CERT_FILE=/etc/floorgate/pki/central-ingest-1/tls.crt" in environ, environ
+    assert "FLOORGATE_INGEST__METRICS_LISTEN=127.0.0.1:9464" in environ, environ
+    deadline = time.monotonic() + 30
+    while True:  # the worker's own /metrics (the role's drop-in), connected to the broker role's Mosquitto
+        metrics = central.containers[HOST].ssh(
+            "python3 -c \"import urllib.request; print(urllib.request.urlopen("
+            "'http://127.0.0.1:9464/metrics', timeout=5).read().decode())\"", check=False).stdout
+        if "floorgate_ingest_connected 1.0" in metrics or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert "floorgate_ingest_connected 1.0" in metrics, metrics[-2000:]
     log = central.broker.log()
     for cn in ("floorgate:central", "floorgate:ingest-1"):
         assert f"u'{cn}'" in log, f"{cn} never connected:\n{log[-3000:]}"

@@ -263,8 +263,12 @@ class Plant:
             finally:
                 pos.close()
 
-            wait_until("bridge-1 known at central", lambda: api.get(
-                "/api/v1/devices", params={"node_id": self.node}).json()["items"], timeout_s=30, procs=self.procs)
+            def scales_known() -> bool:  # the commands need both scales at central (other devices may come first)
+                items = api.get("/api/v1/devices", params={"node_id": self.node, "limit": 100}).json()["items"]
+                return {"bridge-1", AUTO_SCALE} <= {d["device_id"] for d in items}
+
+            wait_until("bridge-1 and the automatic scale known at central", scales_known, timeout_s=30,
+                       procs=self.procs)
             self._commands(api, edge)
             self._automatic(api, edge)
             # central away for a few seconds: the node's heartbeats queue at the broker with a growing backlog
