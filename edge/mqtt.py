@@ -12,6 +12,7 @@ from paho.mqtt.properties import Properties
 
 from edge.config import BrokerConfig
 from sync.broker import tls_context
+from sync.mqttclient import fail_connect_on_close
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
 
@@ -28,7 +29,8 @@ def make_client(broker: BrokerConfig, *, client_id: str) -> aiomqtt.Client:
     if broker.protocol == "5":
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_EXPIRY_S
-        return aiomqtt.Client(broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
-                              properties=props, **common)
-    return aiomqtt.Client(broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V311, clean_session=False,
-                          **common)
+        return fail_connect_on_close(aiomqtt.Client(
+            broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props,
+            **common))
+    return fail_connect_on_close(aiomqtt.Client(
+        broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V311, clean_session=False, **common))

@@ -16,6 +16,7 @@ from paho.mqtt.properties import Properties
 
 from central.config import BrokerSettings
 from sync.broker import tls_context
+from sync.mqttclient import fail_connect_on_close
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
 
@@ -33,11 +34,11 @@ def make_client(broker: BrokerSettings, *, client_id: str, durable: bool = True)
     if broker.protocol == "5":
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_EXPIRY_S if durable else 0
-        return aiomqtt.Client(
+        return fail_connect_on_close(aiomqtt.Client(
             broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5, clean_start=not durable, properties=props,
             **common,  # type: ignore[arg-type]
-        )
-    return aiomqtt.Client(
+        ))
+    return fail_connect_on_close(aiomqtt.Client(
         broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V311, clean_session=not durable,
         **common,  # type: ignore[arg-type]
-    )
+    ))
