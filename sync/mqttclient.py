@@ -21,12 +21,12 @@ import aiomqtt
 def fail_connect_on_close(client: aiomqtt.Client) -> aiomqtt.Client:
     """Makes a disconnect before the CONNACK fail ``client``'s pending connect with ``MqttError`` naming the cause,
     instead of waiting for the connect timeout. Returns the client."""
-    paho = client._client  # noqa: SLF001 - aiomqtt has no public hook for this
-    theirs = paho.on_disconnect
-    loop = client._loop  # noqa: SLF001
+    paho = client._client  # aiomqtt has no public hook for this
+    theirs: Any = paho.on_disconnect
+    loop = client._loop
 
     def on_disconnect(c: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None) -> None:
-        pending = client._connected  # noqa: SLF001 - the connect waiting for its CONNACK, taken now
+        pending = client._connected  # the connect waiting for its CONNACK, taken now
         if not pending.done():
             error = aiomqtt.MqttError("the broker closed the connection before accepting it (no CONNACK)")
 
@@ -38,7 +38,7 @@ def fail_connect_on_close(client: aiomqtt.Client) -> aiomqtt.Client:
             loop.call_soon_threadsafe(fail)
         if theirs is not None:
             theirs(c, userdata, flags, reason_code, properties)
-        lost = client._disconnected  # noqa: SLF001
+        lost = client._disconnected
         if lost.done() and not lost.cancelled():
             lost.exception()  # seen here: no "Future exception was never retrieved" when nobody awaited the loss
 
