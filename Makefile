@@ -1,7 +1,8 @@
 # floorgate — developer entry points. `make demo` and `make test` each set themselves up on a fresh machine.
 #
 #   make venv    .venv with floorgate installed editable plus the test extras (again only when pyproject.toml changed)
-#   make test    venv + the server packages the integration tests start (scripts/ensure-services.sh) + pytest
+#   make test    venv + the server packages the integration tests start (scripts/ensure-services.sh) + pytest on
+#                TEST_WORKERS (2) pytest-xdist workers; TEST_WORKERS=0 runs them in one process
 #   make demo    venv + `floorgate demo` (pass options with ARGS="...")
 #   make lint    ruff on everything, mypy (strict per pyproject.toml) on protocols and sync
 #   make wheelhouse     ansible/wheelhouse: floorgate + its dependencies as wheels, what the Ansible roles install
@@ -14,6 +15,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
+TEST_WORKERS ?= 2
 
 .PHONY: venv test demo lint clean wheelhouse test-ansible
 
@@ -25,7 +27,7 @@ $(STAMP): pyproject.toml scripts/ensure-venv.sh
 
 test: venv
 	scripts/ensure-services.sh
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 demo: venv
 	$(BIN)/floorgate demo $(ARGS)

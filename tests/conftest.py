@@ -71,3 +71,34 @@ def api(pg_url: str, influx_server: InfluxServer, influx_db: str) -> Iterator[Ap
     """Central's API app on a fresh migrated Postgres database and a fresh InfluxDB database, with a TestClient;
     ``api.auth(role)`` gives the header of a logged-in user of that role (tests/api_support.py)."""
     yield from build_api(pg_url, {"kind": "influxdb-v1", "url": influx_server.url, "database": influx_db})
+
+
+
+# ``make test`` runs the tests on two pytest-xdist workers, by scope: every test of a file on one worker (its module
+# fixtures are built once), and the Ansible and dashboard tests as one scope each (they share a plant built once per
+# session, and two workers must not boot containers or do the dashboards' data run at the same time). A scheduler
+# of our own because xdist's ``--dist loadgroup`` does not group under pytest 9.2 (it rewrites ``item._nodeid``,
+# which pytest no longer reads).
+_SHARED_PLANT_DIRS = ("tests/ansible/", "tests/dashboards/")
+
+
+# the longest units first, so that the quick ones fill the gaps at the end (and no long file starts last)
+_FIRST = ("tests/ansible/", "tests/dashboards/", "tests/faults/", "tests/e2e/", "tests/integration/")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        where = item.nodeid
+        return next((i for i, d in enumerate(_FIRST) if where.startswith(d)), len(_FIRST))
+
+    items.sort(key=rank)  # stable: within a folder, the order of collection
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFileAndPlant(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return next((d for d in _SHARED_PLANT_DIRS if nodeid.startswith(d)), nodeid.split("::", 1)[0])
+
+    return ByFileAndPlant(config, log)
