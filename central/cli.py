@@ -435,13 +435,14 @@ def _ca_crl(args: argparse.Namespace) -> int:
 
 
 def _ca_list(args: argparse.Namespace) -> int:
-    from datetime import UTC
+    from datetime import UTC, datetime
 
     from sqlalchemy.exc import SQLAlchemyError
 
     from central.nodes import list_certificates
+    from central.pki import CRL_FILE, crl_next_update
 
-    settings, _ = _pki(args.config)
+    settings, conf = _pki(args.config)
     engine, sessions = _pki_sessions(settings)
     try:
         rows = list_certificates(sessions)
@@ -449,11 +450,24 @@ def _ca_list(args: argparse.Namespace) -> int:
         return _fail(_message(exc))
     finally:
         engine.dispose()
+    now = datetime.now(UTC)
+
+    def left(until: datetime) -> str:
+        days = (until - now).total_seconds() / 86400
+        return f"EXPIRED {-days:.0f} days ago" if days < 0 else f"{days:.0f} days left"
+
     print(f"{'serial':41} {'kind':6} {'common name':24} {'not after':10}  status")
     for r in rows:
         na = r.not_after if r.not_after.tzinfo else r.not_after.replace(tzinfo=UTC)
-        status = f"revoked {r.revoked_at:%Y-%m-%d} ({r.revoke_reason})" if r.revoked_at else "valid"
+        status = f"revoked {r.revoked_at:%Y-%m-%d} ({r.revoke_reason})" if r.revoked_at else f"valid, {left(na)}"
         print(f"{r.serial:41} {r.kind:6} {r.common_name:24} {na:%Y-%m-%d}  {status}")
+    crl = conf.dir / CRL_FILE
+    try:
+        next_update = crl_next_update(crl)
+    except (OSError, ValueError) as exc:
+        return _fail(f"{crl}: cannot read the CRL ({exc}); `floorgate central ca crl` writes it anew")
+    print(f"{crl}: next update {next_update:%Y-%m-%d %H:%M} UTC, {left(next_update)} "
+          "(the broker refuses every client after it: `floorgate central ca crl`)")
     return 0
 
 

@@ -309,3 +309,12 @@ def write_crl(ca: CertificateAuthority, revoked: list[Revocation], *, days: int 
     except OSError as exc:
         raise PkiError(f"{ca.crl_path}: cannot write the CRL: {exc.strerror}") from None
     return crl
+
+
+def crl_next_update(path: str | Path) -> datetime:
+    """When the CRL in ``path`` (PEM) expires — its *next update*. Raises ``OSError`` when it cannot be read and
+    ``ValueError`` when it is no CRL or has no next update."""
+    crl = x509.load_pem_x509_crl(Path(path).read_bytes())
+    if crl.next_update_utc is None:
+        raise ValueError(f"{path}: the CRL has no next update")
+    return crl.next_update_utc

@@ -12,7 +12,12 @@ share or clash over a metric. Figures are read when Prometheus scrapes, not push
     floorgate_ingest_quarantine_entries                            rows in the quarantine table (all workers)
     floorgate_alerts_firing{severity}                              alerts in state firing (info/warning/critical
                                                                    always present, 0 when none)
-    floorgate_database_up                                          1 when the two queries above worked
+    floorgate_database_up                                          1 when the database queries worked
+    floorgate_pki_certificate_not_after_timestamp_seconds{kind,common_name}
+                                                                   expiry of each certificate in use (the latest
+                                                                   not revoked one per CN; kind node/server/client)
+    floorgate_pki_crl_next_update_timestamp_seconds                when pki.dir/crl.pem expires: Mosquitto then
+                                                                   refuses every client (only where pki is set)
 
 ``route`` is the route template (``/api/v1/weighings/{weighing_id}``), never the raw path, and ``unmatched`` for
 paths no route knows; ``method`` is one of the usual HTTP methods or ``other``; ``status`` is the class (``2xx``),
@@ -25,6 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Histogram
@@ -35,7 +41,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from central.api.deps import AppState
-from central.db.models import Alert, QuarantineEntry
+from central.db.models import Alert, Certificate, QuarantineEntry
+from central.pki import CRL_FILE, crl_next_update
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +111,7 @@ class StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._ingest()
         yield from self._database()
+        yield from self._crl()
 
     def _ingest(self) -> Iterator[Metric]:
         ingest = self.state.ingest
@@ -130,6 +138,11 @@ class StateCollector(Collector):
                 firing = {str(severity): int(count) for severity, count in session.execute(
                     select(Alert.severity, func.count()).where(Alert.state == "firing").group_by(Alert.severity))}
                 quarantine = int(session.execute(select(func.count()).select_from(QuarantineEntry)).scalar_one())
+                certificates = session.execute(
+                    select(Certificate.kind, Certificate.common_name, func.max(Certificate.not_after))
+                    .where(Certificate.revoked_at.is_(None))
+                    .group_by(Certificate.kind, Certificate.common_name)
+                    .order_by(Certificate.kind, Certificate.common_name)).all()
         except SQLAlchemyError as exc:
             log.warning("metrics: cannot read alerts and quarantine from the database: %s", exc)
             yield GaugeMetricFamily("floorgate_database_up", "1 if the scrape's database queries worked", value=0.0)
@@ -141,6 +154,31 @@ class StateCollector(Collector):
         for severity in sorted({*SEVERITIES, *firing}):
             alerts.add_metric([severity], float(firing.get(severity, 0)))
         yield alerts
+        expiry = GaugeMetricFamily(
+            "floorgate_pki_certificate_not_after_timestamp_seconds",
+            "Unix time the certificate expires: the latest not revoked one per kind and common name",
+            labels=["kind", "common_name"])
+        for kind, common_name, not_after in certificates:
+            expiry.add_metric([kind, common_name], _utc(not_after).timestamp())
+        yield expiry
+
+    def _crl(self) -> Iterator[Metric]:
+        pki = self.state.settings.pki
+        if pki is None:
+            return
+        path = pki.dir / CRL_FILE
+        try:
+            next_update = crl_next_update(path)
+        except (OSError, ValueError) as exc:
+            log.warning("metrics: cannot read the CRL %s: %s", path, exc)
+            return
+        yield GaugeMetricFamily("floorgate_pki_crl_next_update_timestamp_seconds",
+                                "Unix time crl.pem expires: the broker then refuses every client (renew it with "
+                                "`floorgate central ca crl`)", value=next_update.timestamp())
+
+
+def _utc(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)  # SQLite gives naive UTC
 
 
 def install(app: FastAPI, state: AppState) -> CollectorRegistry:

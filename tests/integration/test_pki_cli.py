@@ -243,11 +243,22 @@ def test_server_and_client_certificates_crl_list_and_revoke(
     assert "use `floorgate central node revoke n1`" in err
 
     (tmp_path / "pki" / "crl.pem").unlink()
+    rc, _, err = _run(capsys, "central", "ca", "list", "--config", cfg)
+    assert rc == 1
+    assert f"{tmp_path / 'pki' / 'crl.pem'}: cannot read the CRL" in err
     rc, out, _ = _run(capsys, "central", "ca", "crl", "--config", cfg, "--days", "7")
     assert rc == 0
     assert "1 revoked certificate(s), valid for 7 days" in out
     crl = x509.load_pem_x509_crl((tmp_path / "pki" / "crl.pem").read_bytes())
     assert [r.serial_number for r in crl] == [cli.serial_number]
+    rc, out, _ = _run(capsys, "central", "ca", "list", "--config", cfg)
+    assert rc == 0
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert lines[format(cli.serial_number, "x")].endswith("(key leaked)")
+    assert "revoked" in lines[format(cli.serial_number, "x")]
+    assert lines[format(srv.serial_number, "x")].endswith("valid, 90 days left")  # pki.cert_days: 90
+    assert f"{tmp_path / 'pki' / 'crl.pem'}: next update " in out
+    assert "UTC, 7 days left (the broker refuses every client after it" in out
 
 
 def test_the_pki_commands_need_a_pki_section(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
