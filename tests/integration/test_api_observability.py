@@ -12,13 +12,14 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+from cryptography import x509
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import make_url
@@ -31,10 +32,11 @@ from central.api.observability import StateCollector
 from central.api.routes.health import CHECK_TIMEOUT_S, HealthOut
 from central.db import migrate
 from central.db.engine import make_engine, make_session_factory
-from central.db.models import Alert, QuarantineEntry
+from central.db.models import Alert, Certificate, QuarantineEntry
 from central.devservers import free_port
 from central.ingest.service import IngestService
 from central.metrics import SQLiteMetricsStore, open_store
+from central.pki import init_ca
 from tests.api_support import add_api_key, build_api, serve, settings_for
 from tests.netcut import NetCut
 from tests.services import InfluxServer, MosquittoServer
@@ -62,11 +64,12 @@ def samples(text: str) -> Samples:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def start_central(database_url: str, metrics_path: Path, *, with_ingest: bool, broker_url: str | None = None
-                  ) -> Iterator[Central]:
+def start_central(database_url: str, metrics_path: Path, *, with_ingest: bool, broker_url: str | None = None,
+                  pki_dir: Path | None = None) -> Iterator[Central]:
     """Central's app (with an ingest service that is not started, so its counters can be set) on real HTTP."""
     settings = settings_for(database_url, {"kind": "sqlite", "path": str(metrics_path)},
-                            **({"broker": {"url": broker_url}} if broker_url else {}))
+                            **({"broker": {"url": broker_url}} if broker_url else {}),
+                            **({"pki": {"dir": str(pki_dir)}} if pki_dir else {}))
     engine = make_engine(database_url)
     migrate.upgrade(engine)
     sessions = make_session_factory(engine)
@@ -84,7 +87,11 @@ def start_central(database_url: str, metrics_path: Path, *, with_ingest: bool, b
 
 @pytest.fixture
 def central(pg_url: str, tmp_path: Path) -> Iterator[Central]:
-    yield from start_central(pg_url, tmp_path / "metrics.sqlite", with_ingest=True)
+    init_ca(tmp_path / "pki", crl_days=CRL_DAYS)
+    yield from start_central(pg_url, tmp_path / "metrics.sqlite", with_ingest=True, pki_dir=tmp_path / "pki")
+
+
+CRL_DAYS = 20
 
 
 def http_count(found: Samples, route: str, method: str, status: str) -> float:
@@ -169,6 +176,40 @@ def test_alerts_firing_by_severity_come_from_the_alerts_table(central: Central) 
     _, found = central.scrape()
     firing = {dict(labels)["severity"]: v for (name, labels), v in found.items() if name == "floorgate_alerts_firing"}
     assert firing == {"info": 0, "warning": 1, "critical": 2, "page-me": 1}
+
+
+def cert(now: datetime, serial: str, kind: str, cn: str, days: float, *, revoked: bool = False) -> Certificate:
+    return Certificate(serial=serial, common_name=cn, kind=kind, node_id=cn if kind == "node" else None,
+                       fingerprint="AB", not_before=now - timedelta(days=1), not_after=now + timedelta(days=days),
+                       issued_at=now, revoked_at=now if revoked else None, revoke_reason="t" if revoked else None)
+
+
+def test_certificate_expiry_per_common_name_and_the_crl_expiry(central: Central, tmp_path: Path) -> None:
+    """The latest certificate not revoked of each kind and CN (a reissued node counts with its new one, a revoked
+    one not at all, an expired one still — it is what must be seen), and when crl.pem expires."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    with central.sessions.begin() as s:
+        s.add_all([cert(now, "01", "node", "mill-01", 10), cert(now, "02", "node", "mill-01", 700),  # reissued
+                   cert(now, "03", "node", "mill-02", 400, revoked=True),  # revoked: not watched
+                   cert(now, "04", "node", "mill-03", -3),  # expired: the node cannot connect
+                   cert(now, "05", "server", "broker.example", 30),
+                   cert(now, "06", "client", "floorgate:central", 365)])
+    _, found = central.scrape()
+    expiry = {(dict(labels)["kind"], dict(labels)["common_name"]): v for (name, labels), v in found.items()
+              if name == "floorgate_pki_certificate_not_after_timestamp_seconds"}
+    assert expiry == {("node", "mill-01"): (now + timedelta(days=700)).timestamp(),
+                      ("node", "mill-03"): (now - timedelta(days=3)).timestamp(),
+                      ("server", "broker.example"): (now + timedelta(days=30)).timestamp(),
+                      ("client", "floorgate:central"): (now + timedelta(days=365)).timestamp()}
+    crl = x509.load_pem_x509_crl((tmp_path / "pki" / "crl.pem").read_bytes())
+    assert crl.next_update_utc is not None
+    assert found[("floorgate_pki_crl_next_update_timestamp_seconds", frozenset())] == crl.next_update_utc.timestamp()
+    assert abs(crl.next_update_utc.timestamp() - time.time() - CRL_DAYS * 86400) < 120
+
+    (tmp_path / "pki" / "crl.pem").write_text("not a CRL")  # a broken file: no figure, the scrape still works
+    _, found = central.scrape()
+    assert ("floorgate_pki_crl_next_update_timestamp_seconds", frozenset()) not in found
+    assert found[("floorgate_database_up", frozenset())] == 1
 
 
 def test_every_app_has_its_own_registry(central: Central, postgres_server: Any, unique_id: str, tmp_path: Path
@@ -310,6 +351,8 @@ def test_readme_scrape_config_and_metric_names_match(central: Central) -> None:
 
     assert central.ingest is not None
     central.ingest.counters.last_lag_s = 0.1
+    with central.sessions.begin() as s:
+        s.add(cert(datetime.now(UTC), "01", "node", "mill-01", 10))
     central.client.get("/health")
     text, _ = central.scrape()
     names = {n for n in re.findall(r"`(floorgate_[a-z_]+)", section) if not n.endswith("_")}
