@@ -55,6 +55,7 @@ from tests.procs import Proc, create_admin, enrol, floorgate, login, wait_until,
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_RULES = REPO / "firmware-config" / "examples" / "alert-rules.yaml"
+SERVER_CERT_DAYS = 20
 SCRAPE_CONFIG = REPO / "grafana" / "prometheus" / "floorgate-central.yml"
 
 SITE_CODE = "MILL-A"
@@ -202,6 +203,7 @@ class Plant:
             "api": {"host": "127.0.0.1", "port": api_port},
             "auth": {"jwt_secret": TEST_JWT_SECRET},
             "alerts": {"rules_file": str(rules_file), "evaluate_every_s": 0.5},
+            "pki": {"dir": str(self.tmp / "pki")},
         })
         edge_dir = self.tmp / "edge"
         node_cfg = write_yaml(self.tmp / "node.yaml", {
@@ -229,6 +231,13 @@ class Plant:
         })
         migrated = floorgate(["central", "migrate", "--config", str(central_cfg)])
         assert migrated.returncode == 0, migrated.stderr
+        # the fleet CA (central's metrics expose its certificates' and CRL's expiry): a broker certificate that
+        # expires within the Grafana rule's 30 days, central's client certificate for the default 730
+        for pki_command in (["init"], ["server-cert", "--dns", "localhost", "--days", str(SERVER_CERT_DAYS), "--out",
+                                       str(self.tmp / "broker-tls")],
+                            ["client-cert", "--out", str(self.tmp / "central-tls")]):
+            done = floorgate(["central", "ca", *pki_command, "--config", str(central_cfg)])
+            assert done.returncode == 0, done.stdout + done.stderr
         enrol(node_cfg, central_cfg)
         # a second node, enrolled but never started (and on no site): offline, without heartbeat
         spare = floorgate(["central", "node", "register", self.spare_node, "--public-key",

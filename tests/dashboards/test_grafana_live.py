@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from grafana.check import Connections, QueryRun, Report, check
-from tests.dashboards.plant import EXAMPLE_RULES, Plant
+from tests.dashboards.plant import EXAMPLE_RULES, SERVER_CERT_DAYS, Plant
 from tests.dashboards.support import DASHBOARD_FILES, GRAFANA, broken_dashboard, panel
 from tests.procs import wait_until
 
@@ -150,6 +150,13 @@ def test_the_panels_show_what_the_run_made(live_report: Report, dashboard_plant:
     assert {"silo-hot-spot", "fiscal-tse", "device-offline"} <= firing
     routes = {s.get("route") for s in _run(live_report, central, "HTTP latency (95th percentile) by route").series}
     assert {"/api/v1/weighings", "/api/v1/tickets", "/health", "unmatched"} <= routes, routes
+    days = {(r["kind"], r["common_name"]): r["value"]
+            for r in _run(live_report, central, "Certificates and CRL: days left").records}
+    assert days.keys() == {("server", "localhost"), ("client", "floorgate:central")}
+    assert days[("server", "localhost")] == pytest.approx(SERVER_CERT_DAYS, abs=0.01)
+    assert days[("client", "floorgate:central")] == pytest.approx(730, abs=0.01)  # pki.cert_days' default
+    [crl] = _run(live_report, central, "Certificates and CRL: days left", "B").records
+    assert crl["value"] == pytest.approx(365, abs=0.01)  # pki.crl_days' default
 
 
 def test_the_thresholds_drawn_apply_to_the_points_their_rules_watch(live_report: Report) -> None:
@@ -177,6 +184,8 @@ def test_the_grafana_alert_rules_evaluate_on_the_run(live_report: Report, dashbo
         "floorgate-ingest-stalled": "Normal",
         "floorgate-quarantine-growing": "Alerting",  # the run's malformed batch
         "floorgate-alert-delivery-failing": "Alerting",  # the run's receivers were down
+        "floorgate-certificate-expiring": "Alerting",  # the broker's certificate: 20 days
+        "floorgate-crl-expiring": "Normal",  # 365 days
     }
     # central has been stopped since the run ended: Prometheus' scrapes fail, the rule's condition is met
     assert dashboard_plant.prometheus is not None
