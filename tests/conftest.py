@@ -6,6 +6,7 @@ A missing server binary makes the requesting test fail with the Debian package t
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 
@@ -31,6 +32,18 @@ def mosquitto_server() -> Iterator[MosquittoServer]:
 def influx_server() -> Iterator[InfluxServer]:
     with InfluxServer() as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging() -> Iterator[None]:
+    """A test that runs the CLI in-process (``floorgate_cli.main``) makes the root logger write to the sys.stderr
+    of that moment — pytest's capture of that test, closed after it. Put the root logger back, or every later log
+    line from a thread that outlives its test (an SMTP receiver, an ingest thread) ends in "--- Logging error ---"."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -118,11 +118,13 @@ def edge_fleet(work: Path, *, log: Any = print) -> Iterator[Fleet]:
             # central's identities as `floorgate central ca client-cert --out pki/central[-ingest-N]` writes them
             pki.write(pki_dir / "central", "tls", pki.issue("floorgate:central"))
             shutil.copyfile(pki.ca_file, pki_dir / "central" / "ca.crt")
-            pki.write(pki_dir / "central-ingest-1", "tls", pki.issue("floorgate:ingest-1"))
+            for n in (1, 2):  # worker 2: the central test scales to two workers and back
+                pki.write(pki_dir / f"central-ingest-{n}", "tls", pki.issue(f"floorgate:ingest-{n}"))
             observer_cert = pki.write(pki_dir / "observer", "tls", pki.issue("floorgate:observer"))
             broker = FleetBroker({"ca.crt": pki.ca_file, "crl.pem": pki_dir / "crl.pem", "server.crt": server_crt,
                                   "server.key": server_key}, nodes=NODES,
-                                 central_identities=["floorgate:central", "floorgate:ingest-1", "floorgate:observer"])
+                                 central_identities=["floorgate:central", "floorgate:ingest-1", "floorgate:ingest-2",
+                                                     "floorgate:observer"])
             broker.start()
             observer = mqtt_client(broker.port, pki.ca_file, observer_cert, client_id="observer")
             granted = observer.subscribe("floorgate/v1/+/heartbeat")

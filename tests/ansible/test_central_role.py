@@ -115,6 +115,27 @@ def test_the_api_answers_and_central_acknowledges_the_nodes(central: Fleet) -> N
         assert node in listed, listed
 
 
+def test_fewer_workers_stop_and_disable_the_surplus_ones(central: Fleet) -> None:
+    """Scaling from two ingest workers back to one: worker 2 is stopped and disabled (it would go on taking its
+    share of the nodes' batches), worker 1 and the API keep running; a run after that changes nothing."""
+    two = central.playbook("-e", '{"central_ingest_workers": 2}', log="central-two.log", playbook="central.yml")
+    assert two.returncode == 0, two.stdout[-6000:]
+    second = "floorgate-central-ingest@2"
+    assert central.show(HOST, "ActiveState", unit=second)["ActiveState"] == "active"
+    back = central.playbook(log="central-one.log", playbook="central.yml")
+    assert back.returncode == 0, back.stdout[-6000:]
+    stopped = back.stdout.split("TASK [central : Stop and disable the surplus ingest workers]")[1].split("TASK [")[0]
+    assert f"changed: [{HOST}] => (item={second}.service)" in stopped, stopped
+    props = central.show(HOST, "ActiveState", "UnitFileState", unit=second)
+    assert props["ActiveState"] == "inactive", props
+    assert props["UnitFileState"] != "enabled", props
+    for unit in UNITS:
+        assert central.show(HOST, "ActiveState", unit=unit)["ActiveState"] == "active", unit
+    again = central.playbook(log="central-one-again.log", playbook="central.yml")
+    assert again.returncode == 0, again.stdout[-6000:]
+    assert recap(again.stdout)[HOST]["changed"] == 0, changed_tasks(again.stdout)
+
+
 def _get(fleet: Fleet, url: str, *, node: str = HOST) -> dict[str, Any]:
     script = f"import urllib.request; print(urllib.request.urlopen('{url}', timeout=5).read().decode())"
     done = fleet.containers[node].ssh(f'python3 -c "{script}"', check=False)
