@@ -17,6 +17,11 @@ The raw baseline of 2 and 3 is a plain paho-mqtt publish loop — QoS 1, MQTT 5,
 paho subscriber (QoS 1) in another process counting them; its clock runs from the first publish until the
 subscriber has the last message. Publisher and subscriber are separate processes, as edge and central are.
 
+With ``--tls`` every party — the raw publisher and subscriber, the agents, central — connects over TLS to a second
+listener of the same broker (``require_certificate``, certificates from a throwaway fleet CA made with
+``central.pki``, each its own client certificate, EC P-256, TLS 1.3 as negotiated); only the bytes-on-the-wire
+sniffer stays on the plain listener. Compare a run with and without it for the price of TLS.
+
 The servers are throwaway processes on 127.0.0.1 with random ports (``central.devservers``; PostgreSQL runs with
 ``fsync=off``, mosquitto without a queue limit so the raw subscriber loses nothing), removed at the end, also on
 Ctrl-C. Progress goes to stderr, the figures to stdout. A ratio of 0.25 means floorgate reaches a quarter of the
@@ -283,14 +288,15 @@ class RawResult:
 
 
 def raw_baseline(label: str, host: str, port: int, stream: str, n: int, log_dir: Path,
-                 stack: contextlib.ExitStack) -> RawResult:
+                 stack: contextlib.ExitStack, tls: dict[str, dict[str, str]] | None = None) -> RawResult:
+    """``tls``: the PEM files (ca_file, cert_file, key_file) of the subscriber ("sub") and the publisher ("pub")."""
     topic = f"bench/raw/{stream}"
-    sub = _Worker(f"raw-{stream}-subscriber", {"role": "sub", "host": host, "port": port, "topic": topic, "n": n},
-                  log_dir)
+    sub = _Worker(f"raw-{stream}-subscriber", {"role": "sub", "host": host, "port": port, "topic": topic, "n": n,
+                                               "tls": (tls or {}).get("sub")}, log_dir)
     stack.callback(sub.stop)
     sub.expect("ready", 30)
     pub = _Worker(f"raw-{stream}-publisher", {"role": "pub", "host": host, "port": port, "topic": topic, "n": n,
-                                              "stream": stream}, log_dir)
+                                              "stream": stream, "tls": (tls or {}).get("pub")}, log_dir)
     stack.callback(pub.stop)
     payload_bytes, packet_bytes = map(int, pub.expect("ready", 120 + n / 5000).split())
     pub.send("go")
@@ -323,7 +329,13 @@ def _raw_payloads(stream: str, n: int) -> list[bytes]:
             for i, (kind, device, ts_ns, data) in enumerate(_items(stream, n))]
 
 
-def _raw_publisher(host: str, port: int, topic: str, stream: str, n: int) -> None:
+def _paho_tls(client: Any, tls: dict[str, str] | None) -> None:
+    if tls is not None:
+        client.tls_set(ca_certs=tls["ca_file"], certfile=tls["cert_file"], keyfile=tls["key_file"])
+
+
+def _raw_publisher(host: str, port: int, topic: str, stream: str, n: int, tls: dict[str, str] | None = None
+                   ) -> None:
     """The baseline sender: every record its own QoS 1 message, paho's defaults."""
     import paho.mqtt.client as mqtt
 
@@ -343,6 +355,7 @@ def _raw_publisher(host: str, port: int, topic: str, stream: str, n: int) -> Non
                          protocol=mqtt.MQTTv5)
     client.on_publish = on_publish
     client.on_connect = lambda *_: connected.set()
+    _paho_tls(client, tls)
     client.connect(host, port)
     client.loop_start()
     if not connected.wait(30):
@@ -360,7 +373,7 @@ def _raw_publisher(host: str, port: int, topic: str, stream: str, n: int) -> Non
     client.loop_stop()
 
 
-def _raw_subscriber(host: str, port: int, topic: str, n: int) -> None:
+def _raw_subscriber(host: str, port: int, topic: str, n: int, tls: dict[str, str] | None = None) -> None:
     """The baseline receiver: a QoS 1 subscription that counts messages."""
     import paho.mqtt.client as mqtt
 
@@ -379,6 +392,7 @@ def _raw_subscriber(host: str, port: int, topic: str, n: int) -> None:
                          protocol=mqtt.MQTTv5)
     client.on_message = on_message
     client.on_subscribe = lambda *_: subscribed.set()
+    _paho_tls(client, tls)
     client.connect(host, port)
     client.subscribe(topic, qos=1)
     client.loop_start()
@@ -528,7 +542,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from central.db import migrate
     from central.db.engine import make_engine, make_session_factory
-    from central.devservers import InfluxServer, MosquittoServer, PostgresServer
+    from central.devservers import LOCALHOST, InfluxServer, MosquittoServer, PostgresServer, free_port
     from central.nodes import register_node
     from edge.agent import OUTBOX_FILE
     from edge.bench import bench_outbox
@@ -536,16 +550,29 @@ def _run(args: argparse.Namespace) -> int:
     from sync.signing import generate_key, public_key_text, save_private_key
 
     n_read, n_bus = args.readings, args.business
-    try:  # a missing binary fails here, before minutes of filling, naming the Debian package
-        pg, broker, influx = PostgresServer(), MosquittoServer(extra_config=["max_queued_messages 0"]), InfluxServer()
-    except RuntimeError as exc:
-        raise BenchError(str(exc)) from None
     uplink = UplinkConfig()
     with tempfile.TemporaryDirectory(prefix="floorgate-bench-sync-", dir=args.dir) as tmp, \
             contextlib.ExitStack() as stack:
+        d = Path(tmp)
+        tls = make_pki(d / "pki", [READINGS_NODE, BUSINESS_NODE]) if args.tls else None
+        tls_port = free_port()
+        extra = ["max_queued_messages 0"]
+        if tls is not None:  # a second listener: mqtts with client certificates (the sniffer stays on the plain one)
+            server_files = tls["server"]
+            extra += [f"listener {tls_port} {LOCALHOST}", f"cafile {server_files['ca_file']}",
+                      f"certfile {server_files['cert_file']}", f"keyfile {server_files['key_file']}",
+                      "require_certificate true", "use_identity_as_username true"]
+        try:  # a missing binary fails here, before minutes of filling, naming the Debian package
+            pg, broker, influx = PostgresServer(), MosquittoServer(extra_config=extra), InfluxServer()
+        except RuntimeError as exc:
+            raise BenchError(str(exc)) from None
         for server in (influx, broker, pg):  # closed last (the children first), whatever happens
             stack.callback(server.close)
-        d = Path(tmp)
+
+        def broker_section(who: str) -> dict[str, Any]:
+            if tls is None:
+                return {"url": broker.url, "protocol": "5"}
+            return {"url": f"mqtts://{LOCALHOST}:{tls_port}", "protocol": "5", "tls": tls[who]}
         (d / "sqlite").mkdir()
         _log(f"durable outbox write: {args.records} business records each way, fsync each, in {d} …")
         _, raw_write, ours_write = bench_outbox(args.records, args.batch, d / "sqlite")[0]
@@ -574,20 +601,21 @@ def _run(args: argparse.Namespace) -> int:
                 configs[stream] = d / f"{node}.yaml"
                 configs[stream].write_text(yaml.safe_dump({
                     "node_id": node, "data_dir": str(d / node), "key_file": str(d / node / "node.key"),
-                    "broker": {"url": broker.url, "protocol": "5"}, "http": {"listen": None},
+                    "broker": broker_section(node), "http": {"listen": None},
                     "health_interval_s": 3600}))
         finally:
             engine.dispose()
         (d / "central.yaml").write_text(yaml.safe_dump({
             "database_url": db_url,
-            "broker": {"url": broker.url, "protocol": "5", "client_id": "floorgate-bench-central"},
+            "broker": {**broker_section("central"), "client_id": "floorgate-bench-central"},
             "metrics": {"kind": "influxdb-v1", "url": influx.url, "database": DATABASE},
         }))
 
         raw: dict[str, RawResult] = {}
         for stream, (_, n) in nodes.items():
             _log(f"raw baseline: {n} {WHAT[stream]}, one paho QoS 1 message each …")
-            raw[stream] = raw_baseline(stream, broker.host, broker.port, stream, n, d, stack)
+            raw[stream] = raw_baseline(stream, broker.host, tls_port if tls else broker.port, stream, n, d, stack,
+                                       tls=tls and {"pub": tls["raw-publisher"], "sub": tls["raw-subscriber"]})
 
         central = _Child("central-ingest", ["central", "ingest", "--config", str(d / "central.yaml")], d)
         stack.callback(central.stop)
@@ -612,9 +640,40 @@ def _run(args: argparse.Namespace) -> int:
             _log(f"floorgate: {n} {WHAT[stream]}, edge run → mosquitto → central ingest …")
             ours[stream] = drain(stream, node, stream, n, configs[stream], d / node / OUTBOX_FILE,
                                  (*checks[stream], points[stream]), central, broker.host, broker.port, d, stack)
+        if tls is not None:  # each party came in through the TLS listener with its certificate as user name
+            log_text = broker.log_file.read_text(errors="replace")
+            absent = [cn for cn in ("floorgate:central", "floorgate:bench-raw-publisher",
+                                    "floorgate:bench-raw-subscriber", READINGS_NODE, BUSINESS_NODE)
+                      if f"u'{cn}'" not in log_text]
+            if absent:
+                raise BenchError(f"--tls: no TLS connection with the certificate of {', '.join(absent)} in "
+                                 f"{broker.log_file}")
 
     _report(args, raw_write, ours_write, raw, ours, points, uplink.batch_max_records, uplink.max_in_flight)
     return 0
+
+
+def make_pki(directory: Path, nodes: list[str]) -> dict[str, dict[str, str]]:
+    """A throwaway fleet CA in ``directory`` and the TLS files of every party: the broker ("server", for
+    127.0.0.1), each node (CN = node id), central and the raw publisher and subscriber (``floorgate:…``)."""
+    from central.pki import init_ca, issue, write_certificate, write_private_key
+
+    ca = init_ca(directory)
+    parties: list[tuple[str, str, str]] = [
+        ("server", "server", "127.0.0.1"), ("central", "client", "floorgate:central"),
+        ("raw-publisher", "client", "floorgate:bench-raw-publisher"),
+        ("raw-subscriber", "client", "floorgate:bench-raw-subscriber"),
+        *(("node", "node", node) for node in nodes)]
+    files: dict[str, dict[str, str]] = {}
+    for kind_or_name, kind, cn in parties:
+        name = cn if kind == "node" else kind_or_name
+        issued = issue(ca, kind=kind, common_name=cn,  # type: ignore[arg-type]
+                       ip_addresses=("127.0.0.1",) if kind == "server" else ())
+        write_certificate(directory / f"{name}.crt", issued.cert)
+        write_private_key(directory / f"{name}.key", issued.key)
+        files[name] = {"ca_file": str(ca.cert_path), "cert_file": str(directory / f"{name}.crt"),
+                       "key_file": str(directory / f"{name}.key")}
+    return files
 
 
 def _report(args: argparse.Namespace, raw_write: float, ours_write: float, raw: dict[str, RawResult],
@@ -622,7 +681,8 @@ def _report(args: argparse.Namespace, raw_write: float, ours_write: float, raw: 
     n = {"readings": args.readings, "business": args.business}
     print(f"sync: {n['readings']:,} readings ({points['readings'] / n['readings']:.1f} points each, "
           f"{len(DEVICES)} devices), {n['business']:,} weighings; uplink {batch} records a batch, {in_flight} "
-          f"in flight; raw: paho-mqtt QoS 1, one JSON message per record")
+          f"in flight; raw: paho-mqtt QoS 1, one JSON message per record; "
+          + ("over TLS (mqtts, client certificates) for both" if args.tls else "plain MQTT"))
     print(f"{'measurement':<44} {'raw rec/s':>12} {'floorgate rec/s':>16} {'ratio':>7}")
     print(f"{'durable outbox write, fsync each':<44} {raw_write:>12,.0f} {ours_write:>16,.0f} "
           f"{ours_write / raw_write:>7.2f}")
@@ -646,9 +706,9 @@ def _report(args: argparse.Namespace, raw_write: float, ours_write: float, raw: 
 
 def _worker(job: dict[str, Any]) -> None:
     if job["role"] == "sub":
-        _raw_subscriber(job["host"], job["port"], job["topic"], job["n"])
+        _raw_subscriber(job["host"], job["port"], job["topic"], job["n"], job.get("tls"))
     else:
-        _raw_publisher(job["host"], job["port"], job["topic"], job["stream"], job["n"])
+        _raw_publisher(job["host"], job["port"], job["topic"], job["stream"], job["n"], job.get("tls"))
 
 
 if __name__ == "__main__" and os.environ.get(WORKER_ENV):

@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], *,
     p.add_argument("--readings", type=int, default=1_000_000, help="sync: readings in the backlog (default 1000000)")
     p.add_argument("--business", type=int, default=100_000, help="sync: business records in the backlog "
                    "(default 100000)")
+    p.add_argument("--tls", action="store_true", help="sync: everything over mqtts — a throwaway fleet CA, the "
+                   "broker's TLS listener with require_certificate, a client certificate for each party (the raw "
+                   "baseline too, so the ratio stays like for like)")
     p.set_defaults(func=_run, sync=sync)
 
 

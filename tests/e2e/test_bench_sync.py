@@ -24,10 +24,13 @@ def _figures(out: str, name: str) -> tuple[float, float, float]:
     return raw, ours, ratio
 
 
-def test_bench_sync_prints_every_figure(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["plain", "tls"])
+def test_bench_sync_prints_every_figure(tmp_path: Path, transport: str) -> None:
+    """``--tls``: every party over mqtts with its own certificate (the bench itself checks in the broker's log that
+    each one came in with its certificate's identity, and fails otherwise)."""
     done = subprocess.run(
         [sys.executable, "-m", "floorgate_cli", "bench", "sync", "--readings", "2000", "--business", "500",
-         "--dir", str(tmp_path)],
+         "--dir", str(tmp_path), *(["--tls"] if transport == "tls" else [])],
         capture_output=True, text=True, timeout=240, check=False,
     )
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
@@ -38,6 +41,7 @@ def test_bench_sync_prints_every_figure(tmp_path: Path) -> None:
         raw, ours, _ = _figures(out, name)
         assert min(raw, ours) > 0, name  # bytes per reading
     assert "drain time: readings raw" in out
+    assert ("over TLS (mqtts, client certificates) for both" in out) == (transport == "tls")
     assert "draining readings: 2000/2000 acked" in done.stderr  # progress on stderr
     assert "draining business: 500/500 acked" in done.stderr
     assert "Traceback" not in done.stderr, done.stderr
