@@ -27,6 +27,7 @@ from edge.config import parse_config
 from protocols.sim.modbus_devices import Sdm630Model, start_modbus_tcp
 from protocols.sim.weighbridge import Weighbridge, serve_tcp
 from sync.commands import Command, CommandResult, encode_command, encode_result
+from sync.mqttclient import fail_connect_on_close
 from sync.signing import sign
 from sync.topics import command_topic
 from tests.services import MosquittoServer
@@ -76,7 +77,9 @@ async def _commands(mosquitto: MosquittoServer, node_id: str, stop: threading.Ev
     n = 0
     while not stop.is_set():
         try:
-            async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier=f"central-{node_id}") as client:
+            # fail_connect_on_close: no 10 s connect timeouts while the broker restarts, no "never retrieved" at exit
+            async with fail_connect_on_close(
+                    aiomqtt.Client(mosquitto.host, mosquitto.port, identifier=f"central-{node_id}")) as client:
                 while not stop.is_set():
                     now = time.time_ns()
                     n += 1
