@@ -46,6 +46,7 @@ from sync.envelope import (
     encode_heartbeat,
 )
 from sync.errors import DecodeError
+from sync.mqttclient import abandon_connect
 from sync.signing import sign
 from sync.streams import STREAMS
 from sync.topics import ack_topic, batch_topic, command_topic, heartbeat_topic, replay_topic
@@ -316,8 +317,11 @@ async def _connected(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Client]:
 
     aiomqtt connects in a worker thread, which a cancellation does not stop, and leaves a connection whose CONNACK
     it stopped waiting for open, with its keepalive task: the agent would go on holding its broker session after
-    it stopped. So a cancelled connect waits for the attempt to end (at once when the broker refuses; at most the
-    client's timeouts) and then disconnects whatever it opened; only a second cancellation gives up waiting. And
+    it stopped. So a cancelled connect waits for the attempt to end and then disconnects whatever it opened: at
+    once when the broker refuses or drops it, or when the CONNECT is out and only the CONNACK is awaited
+    (``abandon_connect`` fails it and closes the connection — a cut network never answers); at most the client's
+    timeouts while TCP or TLS are still connecting in the worker thread. Only a second cancellation gives up
+    waiting. And
     aiomqtt's disconnect raises ``MqttError`` when it times out: that must not replace the error (or the
     cancellation) that ended the session."""
     connecting = asyncio.ensure_future(client.__aenter__())
@@ -325,6 +329,7 @@ async def _connected(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Client]:
         await asyncio.shield(connecting)
     except asyncio.CancelledError:
         try:
+            abandon_connect(client)  # waiting for a CONNACK (a cut network never sends one): end it now
             await asyncio.wait([connecting])
         finally:
             if not connecting.done():

@@ -44,3 +44,19 @@ def fail_connect_on_close(client: aiomqtt.Client) -> aiomqtt.Client:
 
     paho.on_disconnect = on_disconnect
     return client
+
+
+def abandon_connect(client: aiomqtt.Client) -> bool:
+    """Give up ``client``'s connect if it is waiting for the broker's CONNACK: fail it now and close the
+    connection (a DISCONNECT, then the socket). For a client being stopped while the network is cut mid-connect —
+    the TCP connection up, the CONNECT sent, no answer ever — which would otherwise wait for its whole timeout.
+    Returns False, doing nothing, while the connect is still in aiomqtt's worker thread (TCP and TLS handshakes;
+    a thread cannot be stopped) or when it has already ended."""
+    paho = client._client
+    pending = client._connected
+    if pending.done() or paho.socket() is None:
+        return False
+    pending.set_exception(aiomqtt.MqttError("connect abandoned: the client is being stopped"))
+    pending.add_done_callback(lambda f: f.cancelled() or f.exception())
+    paho.disconnect()  # queues DISCONNECT; paho closes the socket once it is written, or at once without one
+    return True

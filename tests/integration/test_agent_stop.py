@@ -30,6 +30,7 @@ from sync.commands import Command, CommandResult, encode_command, encode_result
 from sync.mqttclient import fail_connect_on_close
 from sync.signing import sign
 from sync.topics import command_topic
+from tests.netcut import NetCut
 from tests.services import MosquittoServer
 
 pytestmark = pytest.mark.integration
@@ -183,3 +184,49 @@ async def test_a_cancelled_agent_stops_at_once_whatever_it_is_doing(
         await asyncio.to_thread(central.join)
         if not mosquitto.is_running:
             await asyncio.to_thread(mosquitto.start)
+
+
+async def test_an_agent_stops_at_once_while_its_connect_waits_for_an_answer_that_never_comes(
+        tmp_path: Path, mosquitto: MosquittoServer, unique_id: str) -> None:
+    """The network is cut in the middle of the connect: the TCP connection is up, the CONNECT sent, and no CONNACK
+    ever comes (no RST either). A stop must not wait for the client's connect timeout (10 s); once the network is
+    back the next agent connects as usual."""
+    with NetCut(mosquitto.host, mosquitto.port) as net:
+        cfg = parse_config({"node_id": unique_id, "data_dir": str(tmp_path / "edge"),
+                            "broker": {"url": net.url_for("mqtt")}, "http": {"listen": None},
+                            "heartbeat_interval_s": 0.2}, source="test")
+        net.cut()
+        ours = asyncio.all_tasks()
+        agent = Agent(cfg)
+        task = asyncio.create_task(agent.run(), name="agent, network cut")
+        for _ in range(500):  # the CONNECT went out (and was swallowed by the cut)
+            if net.bytes_dropped > 0:
+                break
+            await asyncio.sleep(0.01)
+        assert net.bytes_dropped > 0, net
+        await asyncio.sleep(0.2)
+        task.cancel()
+        await asyncio.wait([task], timeout=STOP_WITHIN_S)
+        left = [t for t in asyncio.all_tasks() - ours if t is not asyncio.current_task()]
+        assert task.done(), f"the agent did not stop within {STOP_WITHIN_S} s:\n" + "\n".join(_stack(t) for t in left)
+        assert task.cancelled(), task.exception()
+        for _ in range(100):
+            left = [t for t in left if not t.done()]
+            if not left:
+                break
+            await asyncio.sleep(0.01)
+        assert not left, "\n".join(_stack(t) for t in left)
+
+        net.restore()
+        again = Agent(cfg)
+        task = asyncio.create_task(again.run(), name="agent, network back")
+        try:
+            for _ in range(500):
+                if again.uplink.client is not None:
+                    break
+                await asyncio.sleep(0.01)
+            assert again.uplink.client is not None, "no connection once the network was back"
+        finally:
+            task.cancel()
+            await asyncio.wait([task], timeout=STOP_WITHIN_S)
+        assert task.cancelled()
