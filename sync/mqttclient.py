@@ -54,7 +54,9 @@ def abandon_connect(client: aiomqtt.Client) -> bool:
     a thread cannot be stopped) or when it has already ended."""
     paho = client._client
     pending = client._connected
-    if pending.done() or paho.socket() is None:
+    # the socket is open and its reader registered (aiomqtt starts its misc task right after, in the same order on
+    # this loop), so closing it now cannot race with the worker thread's registration of a closed descriptor
+    if pending.done() or paho.socket() is None or client._misc_task is None:
         return False
     pending.set_exception(aiomqtt.MqttError("connect abandoned: the client is being stopped"))
     pending.add_done_callback(lambda f: f.cancelled() or f.exception())
