@@ -31,9 +31,7 @@ the URLs and names the dashboard checker needs.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,12 +44,12 @@ import yaml
 
 from central.devservers import InfluxServer, MosquittoServer, PostgresServer, free_port
 from protocols.sim.load import Phase
-from protocols.sim.weighbridge import PtyServer, Weighbridge
 from protocols.tse.software import SoftwareTse
 from sync.signing import generate_key, public_key_text
 from tests.api_support import TEST_JWT_SECRET
 from tests.dashboards.prometheus_server import PrometheusServer
 from tests.procs import Proc, create_admin, enrol, floorgate, login, wait_until, write_yaml
+from tests.weighbridge_support import BridgeThread
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_RULES = REPO / "firmware-config" / "examples" / "alert-rules.yaml"
@@ -91,32 +89,6 @@ AUTO_STEPS: list[tuple[int, Phase, str]] = [
     (1, Phase.DRIVE_ON, "S D"),  # the next truck moves on ...
     (2, Phase.EMPTY, "S S"),  # ... and off without standing still (events_unstable 1)
 ]
-
-
-class BridgeThread:
-    """The MT-SICS weighbridge on a pseudo-terminal, served by an event loop in a thread; the run sets its clock."""
-
-    def __init__(self, weights: list[int], *, serial: str = "0123456789") -> None:
-        self.t = 0.0
-        self.bridge = Weighbridge(trucks=weights, seed=1, serial=serial, clock=lambda: self.t)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=f"sim-weighbridge-{serial}", daemon=True)
-        self.server = PtyServer(self.bridge)
-
-    def start(self) -> str:
-        self._thread.start()
-        pty: str = asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(10)
-        return pty
-
-    def at(self, visit: int, phase: Phase) -> None:
-        self.t = self.bridge.time_of(visit, phase)
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self.server.close)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        self._loop.close()
 
 
 def derived_rules(node: str, dead_port: int) -> dict[str, Any]:

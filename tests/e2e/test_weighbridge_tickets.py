@@ -21,8 +21,6 @@ with its alibi number, in sequence; the command results carry the scale's values
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -36,9 +34,9 @@ from sqlalchemy import select
 from central.db.engine import make_engine, make_session_factory
 from central.db.models import Weighing
 from protocols.sim.load import Phase
-from protocols.sim.weighbridge import PtyServer, Weighbridge
 from tests.procs import Proc, central_yaml, create_admin, enrol, floorgate, login, node_yaml, wait_until
 from tests.services import MosquittoServer, free_port
+from tests.weighbridge_support import BridgeThread
 
 pytestmark = pytest.mark.e2e
 
@@ -107,31 +105,6 @@ def _weight_of(truck: Truck, passage: int) -> int:
     return truck.loaded
 
 
-class SimThread:
-    """The weighbridge on a pseudo-terminal, served by an event loop in a thread; ``t`` is its clock."""
-
-    def __init__(self, weights: list[int]) -> None:
-        self.t = 0.0
-        self.bridge = Weighbridge(trucks=weights, seed=1, clock=lambda: self.t)  # one weight a visit
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="sim-weighbridge", daemon=True)
-        self.server = PtyServer(self.bridge)
-
-    def start(self) -> str:
-        self._thread.start()
-        return asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(10)
-
-    def at(self, visit: int, phase: Phase) -> None:
-        self.t = self.bridge.time_of(visit, phase)
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self.server.close)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        self._loop.close()
-
-
 def _all(api: httpx.Client, path: str, **params: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     cursor = None
@@ -149,8 +122,8 @@ SCHEDULE = _schedule(TRUCKS)
 
 
 @pytest.fixture
-def sim() -> Iterator[SimThread]:
-    s = SimThread([_weight_of(truck, passage) for truck, passage in SCHEDULE])
+def sim() -> Iterator[BridgeThread]:
+    s = BridgeThread([_weight_of(truck, passage) for truck, passage in SCHEDULE])
     try:
         yield s
     finally:
@@ -158,7 +131,7 @@ def sim() -> Iterator[SimThread]:
 
 
 def test_twenty_trucks_end_as_exactly_the_expected_tickets(
-    tmp_path: Path, pg_url: str, mosquitto: MosquittoServer, sim: SimThread, unique_id: str,
+    tmp_path: Path, pg_url: str, mosquitto: MosquittoServer, sim: BridgeThread, unique_id: str,
 ) -> None:
     node = f"{unique_id}-wb"
     procs: list[Proc] = []
