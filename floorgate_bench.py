@@ -663,10 +663,9 @@ def make_pki(directory: Path, nodes: list[str]) -> dict[str, dict[str, str]]:
         ("server", "server", "127.0.0.1"), ("central", "client", "floorgate:central"),
         ("raw-publisher", "client", "floorgate:bench-raw-publisher"),
         ("raw-subscriber", "client", "floorgate:bench-raw-subscriber"),
-        *(("node", "node", node) for node in nodes)]
+        *((node, "node", node) for node in nodes)]
     files: dict[str, dict[str, str]] = {}
-    for kind_or_name, kind, cn in parties:
-        name = cn if kind == "node" else kind_or_name
+    for name, kind, cn in parties:
         issued = issue(ca, kind=kind, common_name=cn,  # type: ignore[arg-type]
                        ip_addresses=("127.0.0.1",) if kind == "server" else ())
         write_certificate(directory / f"{name}.crt", issued.cert)

@@ -439,6 +439,7 @@ def _ca_list(args: argparse.Namespace) -> int:
 
     from sqlalchemy.exc import SQLAlchemyError
 
+    from central.api.values import utc
     from central.nodes import list_certificates
     from central.pki import CRL_FILE, crl_next_update
 
@@ -458,7 +459,7 @@ def _ca_list(args: argparse.Namespace) -> int:
 
     print(f"{'serial':41} {'kind':6} {'common name':24} {'not after':10}  status")
     for r in rows:
-        na = r.not_after if r.not_after.tzinfo else r.not_after.replace(tzinfo=UTC)
+        na = utc(r.not_after)
         status = f"revoked {r.revoked_at:%Y-%m-%d} ({r.revoke_reason})" if r.revoked_at else f"valid, {left(na)}"
         print(f"{r.serial:41} {r.kind:6} {r.common_name:24} {na:%Y-%m-%d}  {status}")
     crl = conf.dir / CRL_FILE

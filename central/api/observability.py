@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Histogram
@@ -41,6 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from central.api.deps import AppState
+from central.api.values import utc
 from central.db.models import Alert, Certificate, QuarantineEntry
 from central.pki import CRL_FILE, crl_next_update
 
@@ -159,7 +159,7 @@ class StateCollector(Collector):
             "Unix time the certificate expires: the latest not revoked one per kind and common name",
             labels=["kind", "common_name"])
         for kind, common_name, not_after in certificates:
-            expiry.add_metric([kind, common_name], _utc(not_after).timestamp())
+            expiry.add_metric([kind, common_name], utc(not_after).timestamp())
         yield expiry
 
     def _crl(self) -> Iterator[Metric]:
@@ -176,9 +176,6 @@ class StateCollector(Collector):
                                 "Unix time crl.pem expires: the broker then refuses every client (renew it with "
                                 "`floorgate central ca crl`)", value=next_update.timestamp())
 
-
-def _utc(when: datetime) -> datetime:
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)  # SQLite gives naive UTC
 
 
 def install(app: FastAPI, state: AppState) -> CollectorRegistry:
