@@ -11,7 +11,6 @@ executed once; a forged result is quarantined.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -29,41 +28,18 @@ from central.db.engine import make_engine, make_session_factory
 from central.db.models import AuditEntry, Command, Device, QuarantineEntry
 from central.nodes import register_node
 from edge.outbox import read_stats
-from protocols.sim.weighbridge import PtyServer, Weighbridge
 from sync.commands import CommandResult, decode_result, encode_command, encode_result
 from sync.signing import generate_key, public_key_text, sign
 from tests.api_support import add_api_key
 from tests.procs import Proc, central_yaml, enrol, floorgate, node_yaml, wait_until, write_yaml
 from tests.services import MosquittoServer, free_port
+from tests.weighbridge_support import BridgeThread
 
 pytestmark = pytest.mark.e2e
 
 # the weighbridge's load cycle (time_scale 1): empty 0-3 s, a truck drives on 3-5 s, stands 5-9 s, drives off 9-11 s
 EMPTY, DRIVING_ON, SETTLED = 1.0, 4.0, 7.0
 SECOND_TRUCK_SETTLED = 11.0 + SETTLED  # 70 t on a 60 t bridge: S +
-
-
-class SimThread:
-    """The weighbridge on a pseudo-terminal, served by an event loop in a thread; ``t`` is its clock."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-        self.bridge = Weighbridge(trucks=[24560, 70000], seed=1, clock=lambda: self.t)
-        self.t = EMPTY
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="sim-weighbridge", daemon=True)
-        self.server = PtyServer(self.bridge)
-
-    def start(self) -> str:
-        self._thread.start()
-        return asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(10)
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self.server.close)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        self._loop.close()
 
 
 class Spy:
@@ -89,8 +65,9 @@ class Spy:
 
 
 @pytest.fixture
-def sim() -> Iterator[SimThread]:
-    s = SimThread()
+def sim() -> Iterator[BridgeThread]:
+    s = BridgeThread([24560, 70000])
+    s.t = EMPTY
     try:
         yield s
     finally:
@@ -98,7 +75,7 @@ def sim() -> Iterator[SimThread]:
 
 
 def test_commands_from_the_api_reach_the_scale_and_come_back(
-    tmp_path: Path, pg_url: str, mosquitto: MosquittoServer, sim: SimThread, unique_id: str,
+    tmp_path: Path, pg_url: str, mosquitto: MosquittoServer, sim: BridgeThread, unique_id: str,
 ) -> None:
     node, absent = f"{unique_id}-n", f"{unique_id}-gone"
     procs: list[Proc] = []
