@@ -96,7 +96,7 @@ _SHARED_PLANT_DIRS = ("tests/ansible/", "tests/dashboards/")
 
 
 # the longest units first, so that the quick ones fill the gaps at the end (and no long file starts last)
-_FIRST = ("tests/ansible/", "tests/dashboards/", "tests/faults/", "tests/e2e/", "tests/integration/")
+_FIRST = ("tests/ansible/", "tests/dashboards/", "tests/faults/", "tests/e2e/", "tests/hostile/", "tests/integration/")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
