@@ -4,6 +4,8 @@
 #   make test    venv + the server packages the integration tests start (scripts/ensure-services.sh) + pytest on
 #                TEST_WORKERS (2) pytest-xdist workers; TEST_WORKERS=0 runs them in one process
 #   make demo    venv + `floorgate demo` (pass options with ARGS="...")
+#   make fuzz    the property-based fuzz tests (tests/*/test_fuzz_*.py) with the long "fuzz" hypothesis profile and
+#                statistics; FUZZ_ARGS="..." passes more pytest options (e.g. -k envelope)
 #   make lint    ruff on everything, mypy (strict per pyproject.toml) on protocols and sync
 #   make wheelhouse     ansible/wheelhouse: floorgate + its dependencies as wheels, what the Ansible roles install
 #   make test-ansible   only the Ansible tests (lint, and the roles converged onto booted systemd containers)
@@ -17,7 +19,9 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 TEST_WORKERS ?= 2
 
-.PHONY: venv test demo lint clean wheelhouse test-ansible
+FUZZ_ARGS ?=
+
+.PHONY: venv test demo lint clean wheelhouse test-ansible fuzz
 
 venv: $(STAMP)
 
@@ -28,6 +32,10 @@ $(STAMP): pyproject.toml scripts/ensure-venv.sh
 test: venv
 	scripts/ensure-services.sh
 	$(BIN)/pytest -n $(TEST_WORKERS)
+
+fuzz: venv
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -p no:cacheprovider -q --hypothesis-show-statistics \
+		$$(find tests -name 'test_fuzz_*.py' | sort) $(FUZZ_ARGS)
 
 demo: venv
 	$(BIN)/floorgate demo $(ARGS)

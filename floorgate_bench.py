@@ -547,7 +547,7 @@ def _run(args: argparse.Namespace) -> int:
     from edge.agent import OUTBOX_FILE
     from edge.bench import bench_outbox
     from edge.config import UplinkConfig
-    from sync.signing import generate_key, public_key_text, save_private_key
+    from sync.signing import generate_key, load_or_create_private_key, public_key_text, save_private_key
 
     n_read, n_bus = args.readings, args.business
     uplink = UplinkConfig()
@@ -594,6 +594,8 @@ def _run(args: argparse.Namespace) -> int:
             migrate.upgrade(engine)
             sessions = make_session_factory(engine)
             configs: dict[str, Path] = {}
+            # central's downlink key, where `central ingest` finds it (beside central.yaml): the nodes trust it
+            central_key, _ = load_or_create_private_key(d / "central-signing.key")
             for stream, (node, _) in nodes.items():
                 key = generate_key()
                 save_private_key(key, d / node / "node.key")
@@ -602,7 +604,7 @@ def _run(args: argparse.Namespace) -> int:
                 configs[stream].write_text(yaml.safe_dump({
                     "node_id": node, "data_dir": str(d / node), "key_file": str(d / node / "node.key"),
                     "broker": broker_section(node), "http": {"listen": None},
-                    "health_interval_s": 3600}))
+                    "central_keys": [public_key_text(central_key)], "health_interval_s": 3600}))
         finally:
             engine.dispose()
         (d / "central.yaml").write_text(yaml.safe_dump({

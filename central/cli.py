@@ -1,5 +1,5 @@
 """``floorgate central …`` sub-commands: migrate, run, ingest, create-admin, node register|add|revoke|list,
-ca init|server-cert|client-cert|crl|list|revoke, verify-alibi, verify-tse."""
+ca init|server-cert|client-cert|crl|list|revoke, verify-alibi, verify-tse, quarantine prune."""
 
 from __future__ import annotations
 
@@ -80,7 +80,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "add", help="register a node and write its certificate and key bundle",
         description="Issue NODE a client certificate from the fleet CA (CN = NODE, the broker's user name for it) "
         "and a new Ed25519 signing key, register the key at central, and write the bundle: DIR/NODE/ca.crt, "
-        "DIR/NODE/tls.crt, DIR/NODE/tls.key (0600), DIR/NODE/node.key (0600, the agent's key_file). A node that is "
+        "DIR/NODE/tls.crt, DIR/NODE/tls.key (0600), DIR/NODE/node.key (0600, the agent's key_file), "
+        "DIR/NODE/central.pub (central's public signing key(s), which the agent trusts). A node that is "
         "enrolled already is refused unless --reissue, which revokes its old certificate (crl.pem is rewritten) "
         "and replaces its key. Exit 1 naming the problem.")
     na.add_argument("node_id", metavar="NODE")
@@ -108,6 +109,102 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ls.set_defaults(func=_node_list)
 
     _register_ca(sub)
+    _register_signing_key(sub)
+    _register_quarantine(sub)
+
+
+def _register_quarantine(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    q = sub.add_parser("quarantine", help="maintain the ingest quarantine",
+                       description="Maintain the ingest quarantine (messages central could not use).")
+    qsub = q.add_subparsers(dest="quarantine_command", required=True, metavar="COMMAND")
+    pr = qsub.add_parser(
+        "prune", help="delete quarantine entries older than the retention",
+        description="Delete the quarantine entries received more than --older-than days ago (default: "
+        "ingest.quarantine_retention_days of the config, 30) and print how many were removed. A running ingest "
+        "process does the same every ingest.quarantine_prune_every_s; this is for cron or for making room at once "
+        "(--older-than 0 removes every entry).")
+    pr.add_argument("--config", required=True, metavar="CENTRAL_YAML")
+    pr.add_argument("--older-than", type=_days, metavar="DAYS",
+                    help="age in days (a decimal number ≥ 0; default: ingest.quarantine_retention_days)")
+    pr.set_defaults(func=_quarantine_prune)
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of days, got {text!r}") from None
+    if not 0 <= days <= 36_500:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected a number of days from 0 to 36500, got {text!r}")
+    return days
+
+
+def _quarantine_prune(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from central.config import load_settings
+    from central.db.engine import make_engine, make_session_factory
+    from central.ingest.quarantine import prune_report
+
+    settings = load_settings(args.config, check_files=False)
+    days = settings.ingest.quarantine_retention_days if args.older_than is None else args.older_than
+    engine = make_engine(settings.database_url)
+    try:
+        report = prune_report(make_session_factory(engine), timedelta(days=days))
+    finally:
+        engine.dispose()
+    print(f"removed {report.removed} quarantine entr{'y' if report.removed == 1 else 'ies'} received before "
+          f"{report.cutoff:%Y-%m-%d %H:%M:%S} UTC (older than {days:g} day(s))")
+    return 0
+
+
+def _register_signing_key(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sk = sub.add_parser(
+        "signing-key", help="central's downlink signing key: show, new, activate",
+        description="Central signs every ack, replay request and command with its own Ed25519 key "
+        "(signing_key_file; default <pki.dir>/central-signing.key, else beside the config file); nodes trust the "
+        "public keys in their central.pub. Rotation: `new` makes the next key, put both public keys (`show`) on "
+        "every node, restart the agents, then `activate` and restart every central process.")
+    ssub = sk.add_subparsers(dest="signing_key_command", required=True, metavar="COMMAND")
+    for name, help_ in (("show", "print the public key(s) nodes must trust (the active key is made if missing)"),
+                        ("new", "make the next key (rotation step 1)"),
+                        ("activate", "the next key becomes the active one (restart every central process after)")):
+        p = ssub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--config", required=True, metavar="CENTRAL_YAML")
+        p.set_defaults(func=_signing_key)
+
+
+def _central_keys(config: str) -> list[str]:
+    """The public keys nodes must trust (active, and next during a rotation); makes the active key if missing."""
+    from central import signing_key
+    from central.config import load_settings
+
+    settings = load_settings(config, check_files=False)
+    return [k.public_key for k in signing_key.keys(signing_key.key_path(settings.signing_key_file))]
+
+
+def _signing_key(args: argparse.Namespace) -> int:
+    from central import signing_key
+    from central.config import load_settings
+    from sync.signing import SigningKeyError
+
+    settings = load_settings(args.config, check_files=False)
+    try:
+        path = signing_key.key_path(settings.signing_key_file)
+        if args.signing_key_command == "new":
+            info = signing_key.new_next(path)
+            print(f"next key {info.path} (fingerprint {info.fingerprint}): put both public keys below in every "
+                  "node's central.pub, restart the agents, then `floorgate central signing-key activate`")
+        elif args.signing_key_command == "activate":
+            old, new = signing_key.activate(path)
+            print(f"active key is now {new.fingerprint} ({new.path}); {old.fingerprint} retired to {old.path}. "
+                  "Restart every central process (central run, central ingest); drop the old key from the nodes' "
+                  "central.pub once they run with the new one")
+        for info in signing_key.keys(path):
+            print(f"central key {info.public_key}  {info.role} {info.fingerprint} {info.path}")
+    except SigningKeyError as exc:
+        return _fail(str(exc))
+    return 0
 
 
 def _register_ca(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -241,6 +338,15 @@ def _node_register(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     print(f"node {args.node_id} registered, key fingerprint {fp}{' (previous key replaced)' if replaced else ''}")
+    try:
+        central_keys = _central_keys(args.config)
+    except SyncError as exc:
+        print(f"floorgate: central signing key: {exc}")
+        return 2
+    for text in central_keys:  # the node trusts these: `floorgate edge enrol --central-key …`
+        print(f"central key {text}")
+    print("on the node: floorgate edge enrol --config NODE_YAML " +
+          " ".join(f"--central-key {k}" for k in central_keys))
     return 0
 
 
@@ -489,14 +595,19 @@ def _node_add(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from central.nodes import add_node
+    from sync.errors import SyncError
 
+    try:
+        central_keys = _central_keys(args.config)
+    except SyncError as exc:
+        return _fail(f"central signing key: {exc}")
     done = _with_ca(args.config, lambda ca, sessions, conf: add_node(
         sessions, ca, args.node_id, Path(args.out), site=args.site, days=args.days or conf.cert_days,
-        reissue=args.reissue, crl_days=conf.crl_days))
+        reissue=args.reissue, crl_days=conf.crl_days, central_keys=central_keys))
     if done is None:
         return 1
     ca, _, bundle = done
-    print(f"node {bundle.node_id} added: bundle {bundle.directory} (ca.crt, tls.crt, tls.key, node.key)")
+    print(f"node {bundle.node_id} added: bundle {bundle.directory} (ca.crt, tls.crt, tls.key, node.key, central.pub)")
     print(f"certificate serial {bundle.serial}, SHA-256 {bundle.cert_fingerprint}, valid until "
           f"{bundle.not_after:%Y-%m-%d}")
     print(f"signing key fingerprint {bundle.key_fingerprint} (registered)")

@@ -11,9 +11,10 @@ The dispatcher runs inside every ingest process (``central run``, ``central inge
 ``SELECT … FOR UPDATE SKIP LOCKED`` and publishes them (QoS 1) *before* its transaction commits them as ``sent``:
 two processes never send one command at the same time, and a process that dies between publish and commit leaves
 the row queued — it is sent again and the node, which keeps every ``command_id`` it saw, answers it without
-executing it twice. Results arrive on ``floorgate/v1/+/cmd/result`` (ingest subscribes): the result must be signed
-by the node's registered key, name the node of its topic, and match a command central sent to that node —
-otherwise it is quarantined like a forged batch. A result that comes after the timeout is kept (``result``,
+executing it twice. Every command is signed with central's key (``central.signing_key``, ``sync.downlink``) and
+carries a fresh nonce: a node executes nothing else. Results arrive on ``floorgate/v1/+/cmd/result`` (ingest
+subscribes): the result must be signed by the node's registered key, name the node of its topic, and match a
+command central sent to that node — otherwise it is quarantined like a forged batch. A result that comes after the timeout is kept (``result``,
 ``answered_at``) while the status stays ``timeout``; ``error`` then says how late, and with what outcome.
 """
 
@@ -36,7 +37,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from central.db.models import Command
 from sync.commands import Command as WireCommand
 from sync.commands import CommandResult, decode_result, encode_command
+from sync.downlink import DownlinkSigner
 from sync.errors import DecodeError
+from sync.signing import generate_key
 from sync.topics import command_topic, parse_command_result_topic
 
 log = logging.getLogger(__name__)
@@ -64,12 +67,15 @@ def expires_at(row: Command) -> datetime:
     return _aware(row.created_at) + timedelta(seconds=row.timeout_s)
 
 
-def wire_command(row: Command) -> WireCommand:
-    """The message for the node: issued when the API took it, expiring when central stops waiting for it."""
+def wire_command(row: Command, signer: DownlinkSigner | None = None) -> WireCommand:
+    """The message for the node: issued when the API took it, expiring when central stops waiting for it; with
+    ``signer`` it carries a fresh nonce and central's key id (``encode_command(…, signer=signer)`` signs it)."""
     issued = int(_aware(row.created_at).timestamp() * 1e9)
+    stamp = signer.stamp() if signer is not None else {}
     return WireCommand(command_id=row.command_id, node=row.node_id, command=row.command, device=row.device_id,
                        args=dict(row.args or {}), issued_at_ns=issued,
-                       expires_at_ns=issued + max(1, int(row.timeout_s * 1e9)))
+                       expires_at_ns=issued + max(1, int(row.timeout_s * 1e9)),
+                       nonce=stamp.get("nonce", ""), kid=stamp.get("kid", ""))
 
 
 def _json_safe(value: Any) -> Any:
@@ -99,8 +105,12 @@ async def _to_thread_to_the_end(fn: Callable[..., Any], *args: Any) -> Any:
 
 class CommandDispatcher:
     def __init__(self, sessions: sessionmaker[Session], *, interval_s: float = DISPATCH_INTERVAL_S,
-                 batch: int = CLAIM_BATCH, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 batch: int = CLAIM_BATCH, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 signer: DownlinkSigner | None = None) -> None:
+        """``signer``: central's downlink key; every command is signed with it (a node executes nothing else).
+        Without it (tests of the dispatch alone) a throwaway key is used, which no node trusts."""
         self.sessions = sessions
+        self.signer = signer if signer is not None else DownlinkSigner(generate_key())
         self.interval_s = interval_s
         self.batch = batch
         self.clock = clock
@@ -155,7 +165,8 @@ class CommandDispatcher:
                     self._time_out(session, row, "not sent: central could not reach the broker before the timeout")
                     continue
                 try:
-                    topic, payload = command_topic(row.node_id), encode_command(wire_command(row))
+                    topic = command_topic(row.node_id)
+                    payload = encode_command(wire_command(row, self.signer), signer=self.signer)
                 except (DecodeError, ValueError, TypeError) as exc:  # a row no node could take (not from the API)
                     session.execute(update(Command).where(Command.id == row.id, Command.status == "queued")
                                     .values(status="rejected", error=f"cannot be sent: {exc}", answered_at=now))

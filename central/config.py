@@ -33,7 +33,8 @@ from central.alerts.config import AlertSettings
 from central.metrics.config import MetricsSettings
 from central.tickets.config import TicketSettings
 from sync.broker import BrokerBase, BrokerTls
-from sync.config_errors import ConfigError, problems_from_pydantic
+from sync.config_errors import ConfigError, problems_from_pydantic, yaml_problem
+from sync.config_limits import check_yaml_events, read_config_text
 
 
 class _Model(BaseModel):
@@ -70,6 +71,27 @@ class ApiSettings(_Model):
     port: int = Field(8000, ge=0, le=65535)
     open_read_only: bool = Field(
         False, description="read-only access without login (the demo only): refused unless host is a loopback address")
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="largest request body (bytes): a larger one is answered 413 while it is "
+        "read (Content-Length, or counted as a chunked body streams in), before any authentication work")
+    max_upload_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="largest body of an upload route (a TSE's TAR export): the same "
+        "413 while reading, with this larger limit")
+    trusted_proxies: tuple[str, ...] = Field(
+        (), description="addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For is believed; from "
+        "any other peer the header is ignored and the peer's address is the client's (the default: none)")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        for i, entry in enumerate(v):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"entry {i} is not an IP address or network (CIDR), e.g. 10.0.0.0/8") from None
+        return v
 
     @model_validator(mode="after")
     def _open_only_on_loopback(self) -> ApiSettings:
@@ -84,8 +106,19 @@ class AuthSettings(_Model):
         None, description="HMAC key for access tokens, the same for every API worker (at least 32 characters); "
                           "set it as FLOORGATE_AUTH__JWT_SECRET rather than in the file")
     token_ttl_s: float = Field(900.0, ge=30, le=86400, description="lifetime of an access token")
-    login_max_failures: int = Field(5, ge=1, description="failed logins of one user within the window → wait")
-    login_window_s: float = Field(300.0, gt=0)
+    login_max_failures: int = Field(
+        5, ge=1, description="failed logins of one user from one address before each further try must wait "
+        "(login_delay_s, doubling with each failure up to login_max_delay_s)")
+    login_max_failures_per_user: int = Field(
+        10, ge=1, description="failed logins of one user from addresses it never logged in from (all of them "
+        "together) before those must wait; an address the user logged in from before is not slowed by them")
+    login_max_failures_per_address: int = Field(
+        20, ge=1, description="failed logins from one address (any user names) before it must wait")
+    login_delay_s: float = Field(1.0, gt=0, le=3600, description="the first wait; it doubles with each failure")
+    login_max_delay_s: float = Field(300.0, gt=0, le=86400, description="the longest wait")
+    login_window_s: float = Field(
+        900.0, gt=0, description="failures are forgotten after this long without a failed login (of that user "
+        "and address, user or address)")
 
     @field_validator("jwt_secret")
     @classmethod
@@ -110,6 +143,21 @@ class IngestSettings(_Model):
     metrics_listen: str | None = Field(
         None, description="HOST:PORT where an ingest-only process (`central ingest`) serves Prometheus /metrics — "
         "the ingest metrics of the API's /metrics, without login (counters only, no business data); default off")
+    # the bounded quarantine (central.ingest.quarantine): per source = an enrolled node, or all unauthenticated traffic
+    quarantine_keep_bytes: int = Field(
+        4096, ge=256, le=1_048_576,
+        description="payloads up to this size are kept whole, longer ones as this many bytes + SHA-256 + size")
+    quarantine_rate_per_min: float = Field(
+        30.0, gt=0, le=100_000, description="quarantined messages stored per source and minute (burst: one minute's "
+        "worth); beyond: counted as dropped (rate), not stored")
+    quarantine_bytes_per_min: int = Field(
+        131_072, ge=16_384, le=1_073_741_824, description="bytes (kept payload + topic + reason) stored per source "
+        "and minute; beyond: counted as dropped (bytes), not stored")
+    quarantine_retention_days: float = Field(
+        30.0, gt=0, le=36_500, description="quarantined messages older than this are deleted by the ingest process "
+        "(and by `floorgate central quarantine prune`)")
+    quarantine_prune_every_s: float = Field(
+        3600.0, gt=0, le=86_400, description="how often an ingest process deletes expired quarantine entries")
 
     @field_validator("metrics_listen")
     @classmethod
@@ -133,6 +181,28 @@ class CentralSettings(_Model):
     tickets: TicketSettings = TicketSettings()
     pki: PkiSettings | None = Field(None, description="the fleet CA's directory (floorgate central ca / node add)")
     device_stale_after_s: float = Field(120.0, gt=0, description="a device not heard of for this long is offline")
+    signing_key_file: Path | None = Field(
+        None, description="central's Ed25519 key that signs what it sends to nodes (acks, replay requests, commands; "
+        "central.signing_key): default <pki.dir>/central-signing.key, else central-signing.key beside the config "
+        "file; made (mode 0600) on first need. Every central process must use the same key")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _signing_key_default(cls, data: Any, info: ValidationInfo) -> Any:
+        """Resolve ``signing_key_file`` against the config file's directory, or default it (see the field)."""
+        base = (info.context or {}).get("base_dir")
+        if not isinstance(data, dict) or base is None:
+            return data
+        given = data.get("signing_key_file")
+        if given:
+            path = Path(str(given)).expanduser()
+            return {**data, "signing_key_file": path if path.is_absolute() else Path(base) / path}
+        pki = data.get("pki")
+        pki_dir = pki.get("dir") if isinstance(pki, dict) else None
+        if isinstance(pki_dir, str | Path) and str(pki_dir):
+            d = Path(str(pki_dir)).expanduser()
+            return {**data, "signing_key_file": (d if d.is_absolute() else Path(base) / d) / "central-signing.key"}
+        return {**data, "signing_key_file": Path(base) / "central-signing.key"}
 
     @field_validator("database_url")
     @classmethod
@@ -192,11 +262,13 @@ def load_settings(path: str | Path, *, environ: Mapping[str, str] | None = None,
     of ``broker.tls`` and ``pki.dir`` are relative to the file; ``check_files=False`` skips the check that the TLS
     files exist (the PKI commands, which make them)."""
     p = Path(path)
+    text = read_config_text(p)  # size and encoding bounded (sync.config_limits)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(str(p), [f"cannot read: {exc.strerror}"]) from None
+        check_yaml_events(yaml.parse(text, Loader=yaml.SafeLoader), source=str(p))  # depth, alias bombs
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
+        raise ConfigError(str(p), [f"not valid YAML: {yaml_problem(exc)}"]) from None
+    except (ValueError, OverflowError) as exc:  # a scalar YAML cannot build, e.g. the date 2024-02-30
         raise ConfigError(str(p), [f"not valid YAML: {exc}"]) from None
     over = env_overrides(os.environ if environ is None else environ)
     if over and isinstance(data, dict):

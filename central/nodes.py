@@ -14,6 +14,8 @@ Two ways in:
       DIR/NODE/tls.crt    the node's certificate: CN=NODE, EKU clientAuth
       DIR/NODE/tls.key    its EC P-256 key, PKCS#8 PEM, mode 0600
       DIR/NODE/node.key   the Ed25519 signing key, PKCS#8 PEM, mode 0600 (what the agent reads at ``key_file``)
+      DIR/NODE/central.pub  central's public signing key(s), one ``ed25519:…`` per line (the agent's
+                          ``central_keys_file``: it acts only on acks, replay requests and commands signed with one)
 
 ``node revoke`` marks the node's certificates revoked, rewrites the CRL the broker checks, and removes the node's
 signing key: from then on everything the node sends lands in the quarantine (within ``KEY_TTL_S`` of a running
@@ -37,12 +39,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from central import pki
 from central.db.models import Certificate, Node, Site
+from sync.downlink import keys_file_text
 from sync.signing import fingerprint, generate_key, parse_public_key, public_key_text, save_private_key
 from sync.topics import check_node_id
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FILES = ("ca.crt", "tls.crt", "tls.key", "node.key")
+BUNDLE_FILES = ("ca.crt", "tls.crt", "tls.key", "node.key", "central.pub")
 
 
 def register_node(sessions: sessionmaker[Session], node_id: str, public_key: str) -> tuple[str, bool]:
@@ -187,10 +190,11 @@ def _find_site(session: Session, site: str) -> Site:
 
 def add_node(sessions: sessionmaker[Session], ca: pki.CertificateAuthority, node_id: str, out_dir: Path, *,
              site: str | None = None, days: int = pki.DEFAULT_CERT_DAYS, reissue: bool = False,
-             crl_days: int = pki.DEFAULT_CRL_DAYS) -> NodeBundle:
+             crl_days: int = pki.DEFAULT_CRL_DAYS, central_keys: Sequence[str] = ()) -> NodeBundle:
     """Register ``node_id`` with a new Ed25519 signing key and a new certificate, and write its bundle to
     ``out_dir/node_id``. A node that is enrolled already (a valid certificate or a registered key) is refused unless
-    ``reissue``, which revokes its old certificates (and rewrites the CRL) and replaces its key."""
+    ``reissue``, which revokes its old certificates (and rewrites the CRL) and replaces its key. ``central_keys``
+    (central's public signing keys, ``central.signing_key``) go to ``central.pub``."""
     check_node_id(node_id)
     now = datetime.now(UTC)
     issued = pki.issue(ca, kind="node", common_name=node_id, days=days, now=now)
@@ -207,6 +211,9 @@ def add_node(sessions: sessionmaker[Session], ca: pki.CertificateAuthority, node
         pki.write_certificate(tmp / "tls.crt", issued.cert)
         pki.write_private_key(tmp / "tls.key", issued.key)
         save_private_key(signing_key, tmp / "node.key")
+        if central_keys:
+            (tmp / "central.pub").write_text(keys_file_text(central_keys, comment="central's public signing keys"),
+                                             encoding="utf-8")
         with sessions.begin() as session:
             node = session.get(Node, node_id)
             valid = _valid_node_certs(session, node_id, now)

@@ -11,6 +11,7 @@ import time
 
 import uvicorn
 
+from central import signing_key
 from central.alerts.engine import AlertEvaluator
 from central.api.app import create_app
 from central.config import CentralSettings
@@ -19,6 +20,8 @@ from central.db.engine import make_engine, make_session_factory
 from central.ingest.service import IngestService
 from central.metrics import MetricsStoreError, open_store
 from central.tickets.pairing import use_settings as use_ticket_settings
+from sync.downlink import DownlinkSigner
+from sync.signing import SigningKeyError, fingerprint, public_key_text
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +50,16 @@ class Central:
             self.store.ensure_ready()
         except MetricsStoreError as exc:  # ingest retries; readings wait on the edge meanwhile
             log.warning("metrics store not ready yet: %s", exc)
+        try:  # central's downlink key: acks, replay requests and commands are signed with it
+            key, created = signing_key.load_or_create(signing_key.key_path(settings.signing_key_file))
+        except SigningKeyError as exc:
+            raise SystemExit(f"central signing key: {exc}") from None
+        if created:
+            log.warning("new central signing key %s (fingerprint %s): nodes must trust its public key %s "
+                        "(`floorgate central signing-key show`)", settings.signing_key_file, fingerprint(key),
+                        public_key_text(key))
         self.ingest = IngestService(settings.broker, self.sessions, self.store, client_id=client_id,
-                                    settings=settings.ingest)
+                                    settings=settings.ingest, signer=DownlinkSigner(key))
         self.alerts = (AlertEvaluator(settings.alerts, self.sessions, self.store, ingest=self.ingest)
                        if settings.alerts.rules_file is not None else None)
         self.app = (
@@ -83,6 +94,7 @@ class Central:
             config = uvicorn.Config(
                 self.app, host=self.settings.api.host, port=self.settings.api.port, log_config=None,
                 access_log=False, lifespan="off",
+                proxy_headers=False,  # X-Forwarded-For only from api.trusted_proxies (central.api.boundary)
             )
             server = uvicorn.Server(config)
             server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

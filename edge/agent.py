@@ -43,8 +43,9 @@ from edge.errors import OutboxError
 from edge.outbox import NewRecord, Outbox
 from edge.pos import PosService
 from edge.pos_config import load_or_create_token
+from edge.pos_receipts import OutboxReceipts, Receipt
 from edge.systemd import Notifier
-from edge.uplink import Uplink
+from edge.uplink import Uplink, trusted_central_keys
 from edge.wiring import build_buses
 from protocols.tse.api import TseDriver
 from sync.config_errors import ConfigError
@@ -58,7 +59,8 @@ RESUME_CHECK_S = 5.0
 CLOCK_JUMP_S = 2.0  # a wall clock that moves this much against the monotonic clock is reported
 CLOCK_ALARM_S = 600.0  # … and stays an alarm this long
 # a reload may not change these
-RESTART_ONLY = ("node_id", "data_dir", "key_file", "broker", "http", "outbox", "tse", "pos")
+RESTART_ONLY = ("node_id", "data_dir", "key_file", "central_keys_file", "central_keys", "broker", "http", "outbox",
+                "tse", "pos")
 READY_WAIT_S = 10.0  # how long READY=1 waits for the local /health to listen (then it is sent without)
 
 
@@ -69,6 +71,7 @@ class Agent:
         self.cfg = cfg
         self.config_path = Path(config_path) if config_path is not None else None
         self.buses: list[BusScheduler] = build_buses(cfg, self, source=source)  # config errors before any I/O
+        central_keys = trusted_central_keys(cfg)  # no central key, no start: the node would act on anyone's word
         self.outbox = Outbox(cfg.data_dir / OUTBOX_FILE, node_id=cfg.node_id, quota_bytes=cfg.outbox.quota_bytes)
         self.key, created = load_or_create_private_key(cfg.key_path)
         # every weighing appended from now on gets its alibi entry, in the transaction of its outbox row
@@ -78,7 +81,7 @@ class Agent:
                 "node %s: new signing key %s (fingerprint %s). Register it at central: "
                 "floorgate central node register %s --public-key %s",
                 cfg.node_id, cfg.key_path, fingerprint(self.key), cfg.node_id, public_key_text(self.key))
-        self.uplink = Uplink(cfg, self.outbox, self.key, alarms=self.alarms)
+        self.uplink = Uplink(cfg, self.outbox, self.key, alarms=self.alarms, central_keys=central_keys)
         self.store_failures = 0
         self.clock_jumps = 0
         self.started_at = time.time()
@@ -94,8 +97,10 @@ class Agent:
         self._pos_token: str | None = None
         if cfg.tse is not None and cfg.pos is not None:
             self._pos_token = load_or_create_token(cfg.pos, cfg.data_dir, source=source)
+            receipts = OutboxReceipts(self.outbox, self.emit, retention_days=cfg.pos.receipt_retention_days)
             self.pos = PosService(cfg.tse, data_dir=cfg.data_dir, emit=self.emit, has_room=self.outbox.has_room,
-                                  set_alarm=lambda text: self.set_alarm("tse", text), open_driver=tse_driver)
+                                  set_alarm=lambda text: self.set_alarm("tse", text), open_driver=tse_driver,
+                                  receipts=receipts)  # fmt: skip
 
     @property
     def drivers(self) -> list[Driver]:
@@ -113,20 +118,20 @@ class Agent:
         else:
             self._alarms[name] = (text, float("inf"))
 
-    def emit(self, stream: str, records: Sequence[NewRecord]) -> None:
-        """Business: commit now (raises ``OutboxFull`` / ``OutboxError`` if it cannot be stored). Others: collect
-        for the next grouped commit."""
-        if stream in self._buffer and self.cfg.outbox.readings_commit_ms > 0:
+    def emit(self, stream: str, records: Sequence[NewRecord], *, receipt: Receipt | None = None) -> None:
+        """Business: commit now (raises ``OutboxFull`` / ``OutboxError`` if it cannot be stored), with ``receipt``
+        (a POS answer) in the same transaction. Others: collect for the next grouped commit."""
+        if receipt is None and stream in self._buffer and self.cfg.outbox.readings_commit_ms > 0:
             buf = self._buffer[stream]
             buf.extend(records)
             if len(buf) >= MAX_BUFFERED:
                 self._flush_now.set()
             return
-        self._store(stream, records)
+        self._store(stream, records, receipt=receipt)
 
-    def _store(self, stream: str, records: Sequence[NewRecord]) -> None:
+    def _store(self, stream: str, records: Sequence[NewRecord], *, receipt: Receipt | None = None) -> None:
         try:
-            self.outbox.append(stream, records)
+            self.outbox.append(stream, records, receipt=receipt)
         except OutboxError:
             self.store_failures += 1
             log.exception("cannot store %d %s record(s)", len(records), stream)

@@ -26,6 +26,7 @@ import yaml
 from edge.outbox import read_stats
 from protocols.modbus_maps import Point
 from protocols.sim.modbus_devices import start_modbus_tcp
+from sync.signing import generate_key, public_key_text
 
 RAW_WORKER_ENV = "FLOORGATE_BENCH_RAW_WORKER"
 
@@ -92,6 +93,7 @@ def bench_tcp(n_devices: int, registers: int, seconds: float, *, progress: bool 
             node = {
                 "node_id": "bench", "data_dir": str(d / "edge"), "profiles_dir": str(d / "profiles"),
                 "broker": {"url": "mqtt://127.0.0.1:1"},  # no broker: records stay in the outbox
+                "central_keys": [public_key_text(generate_key())],  # no central either: any key to start with
                 "health_interval_s": 3600,
                 "buses": [{"id": f"b{i}", "kind": "tcp", "address": f"tcp://127.0.0.1:{p}", "timeout_s": 2}
                           for i, p in enumerate(ports)],

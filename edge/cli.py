@@ -34,8 +34,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     enrol = sub.add_parser("enrol", help="make the node's signing key (if missing) and print its public key",
                            description="Create the node's Ed25519 signing key (at key_file, default "
                            "<data_dir>/node.key) unless it exists, and print the public key and the command that "
-                           "registers it at central.")
+                           "registers it at central. With --central-key, write central's public signing key(s) to "
+                           "central_keys_file (default central.pub beside the node key): the agent acts only on "
+                           "acks, replay requests and commands signed with one of them, and does not start without.")
     enrol.add_argument("--config", required=True, metavar="NODE_YAML")
+    enrol.add_argument("--central-key", action="append", metavar="KEY", default=[],
+                       help="central's public signing key, ed25519:<base64> as printed by `floorgate central node "
+                       "register` or `central signing-key show`; repeat it for two keys during a rotation (the file "
+                       "is replaced by the keys given)")
     enrol.set_defaults(func=_enrol)
     alibi = sub.add_parser("alibi", help="list and verify the node's alibi mirror",
                            description="List the newest entries of the node's alibi mirror (one per weighing: "
@@ -102,6 +108,26 @@ def _enrol(args: argparse.Namespace) -> int:
     print(f"public key  {public_key_text(key)}")
     print(f"register it at central with:\n  floorgate central node register {cfg.node_id} "
           f"--public-key {public_key_text(key)} --config CENTRAL_YAML")
+    if args.central_key:
+        import sys
+
+        from sync.downlink import keys_file_text
+        from sync.errors import SyncError
+
+        path = cfg.central_keys_path
+        try:
+            text = keys_file_text(args.central_key, comment="central's public signing keys (floorgate edge enrol)")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+        except SyncError as exc:
+            print(f"floorgate: --central-key: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"floorgate: {path}: cannot write: {exc.strerror}", file=sys.stderr)
+            return 1
+        print(f"central key(s) written to {path}: " + ", ".join(fingerprint(k) for k in args.central_key))
     return 0
 
 

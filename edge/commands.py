@@ -1,6 +1,12 @@
 """Device commands on the node: executes what central sends on ``floorgate/v1/<node>/cmd`` and answers on
 ``…/cmd/result`` with a result signed by the node key (``sync.commands`` has the messages).
 
+Only central's commands: before a command has any effect — before its id even enters the command log — it must be
+signed with one of the node's trusted central keys and name this node (``sync.downlink``, the verifier the uplink
+shares); a new ``command_id`` must also carry a nonce not seen before. Anything else is dropped without an answer,
+logged and counted by reason (``Uplink.downlink``: /health, /metrics, heartbeat). A command central signed but the
+node cannot decode is answered ``rejected``.
+
 At most once, whatever the broker redelivers: a command's id is committed to the command log (SQLite,
 ``<data_dir>/commands.db``, ``synchronous=FULL``) **before** it is executed, and the signed result is kept with it.
 A command seen before is answered with the stored result, byte for byte, and not executed again; one whose
@@ -48,8 +54,10 @@ from sync.commands import (
     decode_command,
     encode_result,
     peek_command,
+    peek_signature,
 )
 from sync.config_errors import ConfigError
+from sync.downlink import DownlinkRejected, DownlinkVerifier
 from sync.errors import DecodeError
 from sync.signing import sign
 from sync.topics import command_result_topic
@@ -134,6 +142,7 @@ class CommandCounters:
     duplicates: int = 0
     expired: int = 0
     malformed: int = 0
+    refused: int = 0  # not from central / not for this node / replayed: dropped unanswered (by reason: verifier)
     results_pending: int = 0  # results waiting for the broker
     log_errors: int = 0  # the command log could not be read or written (disk full)
 
@@ -142,8 +151,10 @@ class CommandRunner:
     """Takes command messages from the uplink, executes each once (in its own task) and publishes the result."""
 
     def __init__(self, agent: Agent, log_: CommandLog, key: Ed25519PrivateKey, publish: Publish, *,
-                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+                 clock_ns: Callable[[], int] = time.time_ns, verifier: DownlinkVerifier | None = None) -> None:
+        """``verifier``: central's trusted keys and the nonce cache (default: the uplink's, ``agent.uplink``)."""
         self.agent = agent
+        self.downlink = verifier if verifier is not None else agent.uplink.downlink
         self.log = log_
         self.key = key
         self.publish = publish
@@ -172,6 +183,8 @@ class CommandRunner:
         self.counters.received += 1
         try:
             await self._take(payload)
+        except DownlinkRejected:
+            self.counters.refused += 1  # logged and counted by the verifier; nothing happened
         except sqlite3.Error as exc:  # before execution (finish / mark_published handle their own): not executed
             self.counters.log_errors += 1
             log.error("node %s: command log %s unusable: %s; command not executed", self.node_id, self.log.path, exc)
@@ -179,11 +192,24 @@ class CommandRunner:
                 cmd = decode_command(payload)
                 await self._send(cmd, "rejected", {}, f"not executed: the node cannot record the command ({exc})",
                                  store=False)
+        except Exception:  # never let one message take the task down silently
+            self.counters.refused += 1
+            log.exception("node %s: unexpected error handling a command; not executed", self.node_id)
+
+    def _verify_peeked(self, payload: bytes, exc: DecodeError) -> None:
+        """A command that does not decode is answered only when central signed it for this node."""
+        signed = peek_signature(payload)
+        if signed is None:
+            raise self.downlink.reject("malformed", f"command: {exc}")
+        node, kid, sig, body = signed
+        self.downlink.verify("command", node=node, kid=kid, nonce="", issued_at_ns=0, signed_body=body, sig=sig,
+                             check_nonce=False)
 
     async def _take(self, payload: bytes) -> None:
         try:
             cmd = decode_command(payload)
         except DecodeError as exc:
+            self._verify_peeked(payload, exc)
             self.counters.malformed += 1
             peeked = peek_command(payload)
             log.error("node %s: malformed command%s: %s", self.node_id, f" {peeked[0]}" if peeked else "", exc)
@@ -193,6 +219,9 @@ class CommandRunner:
                 self.log.begin(stub, now_ns=self.clock_ns())
                 await self._finish(stub, "rejected", {}, f"malformed command: {exc}")
             return
+        # central's signature and our node id before anything else; the nonce once we know the id is new
+        self.downlink.verify("command", node=cmd.node, kid=cmd.kid, nonce=cmd.nonce, issued_at_ns=cmd.issued_at_ns,
+                             signed_body=cmd.signed_body, sig=cmd.sig, check_nonce=False)
         entry = self.log.get(cmd.command_id)
         if entry is not None:
             self.counters.duplicates += 1
@@ -208,11 +237,8 @@ class CommandRunner:
                 await self._finish(cmd, "failed", {}, "interrupted: the agent stopped while executing this command; "
                                    "it may or may not have reached the device and is not executed again")
             return
+        self.downlink.fresh("command", cmd.nonce, cmd.issued_at_ns)  # a new id with a used nonce: a forgery
         now = self.clock_ns()
-        if cmd.node != self.node_id:
-            self.log.begin(cmd, now_ns=now)
-            await self._finish(cmd, "rejected", {}, f"command for node {cmd.node!r} received by node {self.node_id!r}")
-            return
         if cmd.expired(now):
             self.counters.expired += 1
             self.log.begin(cmd, now_ns=now)

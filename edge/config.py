@@ -38,7 +38,9 @@ from pydantic import (
 
 from edge.pos_config import PosConfig, TseConfig
 from sync.broker import BrokerBase
-from sync.config_errors import ConfigError, problems_from_pydantic
+from sync.config_errors import ConfigError, problems_from_pydantic, yaml_problem
+from sync.config_limits import check_yaml_events, read_config_text
+from sync.signing import SigningKeyError, parse_public_key
 from sync.topics import NODE_ID_RE
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -228,6 +230,12 @@ class NodeConfig(_Model):
     http: HttpConfig = HttpConfig()
     key_file: Path | None = Field(
         None, description="the node's Ed25519 signing key (default: <data_dir>/node.key; made on first start)")
+    central_keys_file: Path | None = Field(
+        None, description="central's public signing key(s), one 'ed25519:…' per line (default: central.pub beside "
+        "key_file; written by `floorgate edge enrol --central-key …` or the bundle of `central node add`): the "
+        "agent acts only on acks, replay requests and commands signed with one of them")
+    central_keys: list[str] = Field(
+        default_factory=list, description="central's public signing key(s) inline, besides central_keys_file")
     health_interval_s: float = Field(30.0, gt=0)
     heartbeat_interval_s: float = Field(5.0, gt=0, description="backlog and alarms to central this often")
     profiles_dir: Path | None = Field(
@@ -240,6 +248,20 @@ class NodeConfig(_Model):
     @property
     def key_path(self) -> Path:
         return self.key_file or self.data_dir / "node.key"
+
+    @property
+    def central_keys_path(self) -> Path:
+        return self.central_keys_file or self.key_path.parent / "central.pub"
+
+    @field_validator("central_keys")
+    @classmethod
+    def _central_keys(cls, keys: list[str]) -> list[str]:
+        for i, text in enumerate(keys):
+            try:
+                parse_public_key(text)
+            except SigningKeyError as exc:
+                raise ValueError(f"[{i}]: {exc}") from None
+        return keys
 
     @field_validator("node_id")
     @classmethod
@@ -302,19 +324,21 @@ def parse_config(data: object, *, source: str, base_dir: Path | None = None) -> 
 def load_config(path: str | Path) -> NodeConfig:
     """Read and validate a node config; relative ``data_dir`` is taken relative to the file."""
     p = Path(path)
+    text = read_config_text(p)  # size and encoding bounded (sync.config_limits)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(p), [f"cannot read: {exc.strerror}"]) from None
-    try:
+        check_yaml_events(yaml.parse(text, Loader=yaml.SafeLoader), source=str(p))  # depth, alias bombs
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
+        raise ConfigError(str(p), [f"not valid YAML: {yaml_problem(exc)}"]) from None
+    except (ValueError, OverflowError) as exc:  # a scalar YAML cannot build, e.g. the date 2024-02-30
         raise ConfigError(str(p), [f"not valid YAML: {exc}"]) from None
     cfg = parse_config(data, source=str(p), base_dir=p.resolve().parent)
     if not cfg.data_dir.is_absolute():
         cfg = cfg.model_copy(update={"data_dir": (p.parent / cfg.data_dir).resolve()})
     if cfg.key_file is not None and not cfg.key_file.is_absolute():
         cfg = cfg.model_copy(update={"key_file": (p.parent / cfg.key_file).resolve()})
+    if cfg.central_keys_file is not None and not cfg.central_keys_file.is_absolute():
+        cfg = cfg.model_copy(update={"central_keys_file": (p.parent / cfg.central_keys_file).resolve()})
     if cfg.profiles_dir is not None and not cfg.profiles_dir.is_absolute():
         cfg = cfg.model_copy(update={"profiles_dir": (p.parent / cfg.profiles_dir).resolve()})
     if cfg.tse is not None and cfg.tse.dir is not None and not cfg.tse.dir.is_absolute():

@@ -264,7 +264,8 @@ async def _demo(args: argparse.Namespace, data_dir: Path) -> int:
         if migrate.returncode:
             print(migrate.stdout + migrate.stderr, file=sys.stderr)
             return 1
-        # enrolment, as an admin would do it: the node makes its key, central registers the public half
+        # enrolment, as an admin would do it: the node makes its key, central registers the public half and prints
+        # its own public signing key, which the node trusts (central.pub beside node.key)
         key, _ = load_or_create_private_key(data_dir / "edge" / "node.key")
         enrol = subprocess.run(
             [sys.executable, "-m", "floorgate_cli", "central", "node", "register", NODE_ID, "--public-key",
@@ -274,6 +275,8 @@ async def _demo(args: argparse.Namespace, data_dir: Path) -> int:
         if enrol.returncode:
             print(enrol.stdout + enrol.stderr, file=sys.stderr)
             return 1
+        central_keys = [line.split()[2] for line in enrol.stdout.splitlines() if line.startswith("central key ")]
+        (data_dir / "edge" / "central.pub").write_text("".join(f"{k}\n" for k in central_keys), encoding="utf-8")
         central_proc = _spawn(["central", "run", "--config", str(central_cfg)], data_dir / "central.log")
         await _wait_port(args.api_port, 30)  # central's durable session exists before the first batch
         edge_proc = _spawn(["edge", "run", "--config", str(node_cfg)], data_dir / "edge.log")

@@ -67,6 +67,9 @@ def health(agent: Agent) -> tuple[int, dict[str, Any]]:
                                   "rtt_ms": d.health.rtt_ms_avg, "errors": dict(d.health.errors)}
                     for d in agent.drivers},
         "alarms": alarms,
+        # what central sent that the node refused (forged, replayed, misdirected, malformed): sync.downlink
+        "downlink": {"rejected": up.downlink_rejected(), "accepted": up.downlink.accepted,
+                     "trusted_keys": sorted(up.downlink.keys)},
     }
     return (503 if alarms else 200), body
 
@@ -103,6 +106,12 @@ class _AgentCollector(Collector):
                                    ("resends", c.resends, "resends after an ack timeout"),
                                    ("replays", c.replays, "replay requests from central")):
             yield CounterMetricFamily(f"floorgate_edge_uplink_{name}", help_, value=value)
+        rejected = CounterMetricFamily("floorgate_edge_downlink_rejected", "acks, replay requests and commands "
+                                       "refused (not signed by a trusted central key, another node or epoch, "
+                                       "replayed, beyond what was sent, malformed)", labels=["reason"])
+        for reason, n in a.uplink.downlink_rejected().items():
+            rejected.add_metric([reason], n)
+        yield rejected
         yield GaugeMetricFamily("floorgate_edge_alarms", "alarms raised now", value=len(a.alarms()))
         online = GaugeMetricFamily("floorgate_edge_device_online", "1 online, 0 offline or stopped",
                                    labels=["device"])

@@ -10,6 +10,8 @@ Schema (``PRAGMA user_version`` = ``SCHEMA_VERSION``; WAL journal; older version
             PRIMARY KEY (stream, seq)
     alibi   (alibi_no PRIMARY KEY, record_id, stream, seq, weighed_at_ns, body, hash, sig, created_ns)
             the alibi mirror (``edge.alibi``): one entry per weighing, written in the transaction of its record
+    pos_receipts (client_id, receipt_id PRIMARY KEY, digest, answer, record_id, created_ns)
+            the POS API's answers (``edge.pos_receipts``), written in the transaction of the sale's record
 
 Business records (``sync.streams`` ``durable``) are committed with ``synchronous=FULL`` — on disk before
 ``append`` returns; readings and health use ``synchronous=NORMAL`` (WAL keeps them consistent, a power cut may
@@ -44,12 +46,17 @@ from typing import Any
 from edge.alibi import SCHEMA as ALIBI_SCHEMA
 from edge.alibi import AlibiMirror
 from edge.errors import OutboxError, OutboxFull
+from edge.pos_receipts import SCHEMA as RECEIPTS_SCHEMA
+from edge.pos_receipts import Receipt
+from edge.pos_receipts import find as find_receipt
+from edge.pos_receipts import insert as insert_receipt
+from edge.pos_receipts import prune as prune_receipts
 from sync.envelope import Record
 from sync.streams import STREAMS
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 QUOTA_LOW_WATER = 0.85  # when the quota is reached, space is freed down to this fraction of it
 THIN_CHUNK = 5000  # rows looked at per thinning step
 LOSS_KIND = "loss"
@@ -83,7 +90,7 @@ ALTER TABLE outbox ADD COLUMN thinned INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS starts (start_no INTEGER PRIMARY KEY, boot_id TEXT NOT NULL, started_ns INTEGER NOT NULL)
 """
 
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _MIGRATE_V1_V2, 3: ALIBI_SCHEMA}
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _MIGRATE_V1_V2, 3: ALIBI_SCHEMA, 4: RECEIPTS_SCHEMA}
 
 
 def os_boot_id() -> str:
@@ -210,8 +217,9 @@ class Outbox:
             self._sync_mode = mode
 
     # -- writing --------------------------------------------------------------------------------------------------
-    def append(self, stream: str, items: Sequence[NewRecord]) -> list[Record]:
-        """Commit ``items`` to ``stream`` in one transaction and return them with their sequence numbers.
+    def append(self, stream: str, items: Sequence[NewRecord], *, receipt: Receipt | None = None) -> list[Record]:
+        """Commit ``items`` to ``stream`` in one transaction and return them with their sequence numbers;
+        ``receipt`` (a POS answer, ``edge.pos_receipts``) is committed in the same transaction.
 
         Raises ``OutboxFull`` for business records that cannot be stored (nothing of them is stored). Readings and
         health that cannot be stored even after giving up older ones are counted as lost and ``[]`` is returned."""
@@ -233,7 +241,7 @@ class Outbox:
                 return []
         for attempt in (1, 2):
             try:
-                return self._insert(stream, items, durable)
+                return self._insert(stream, items, durable, receipt)
             except sqlite3.OperationalError as exc:
                 if not _is_disk_full(exc):
                     raise OutboxError(
@@ -252,7 +260,8 @@ class Outbox:
                 raise OutboxError(f"outbox {self.path}: cannot store {len(items)} {stream} record(s): {exc}") from exc
         raise AssertionError("unreachable")
 
-    def _insert(self, stream: str, items: Sequence[NewRecord], durable: bool) -> list[Record]:
+    def _insert(self, stream: str, items: Sequence[NewRecord], durable: bool,
+                receipt: Receipt | None = None) -> list[Record]:
         self._set_sync("FULL" if durable else "NORMAL")
         now = time.time_ns()
         self._db.execute("BEGIN IMMEDIATE")
@@ -275,6 +284,8 @@ class Outbox:
                 ],
             )
             self._db.execute("UPDATE streams SET next_seq=? WHERE stream=?", (next_seq + len(records), stream))
+            if receipt is not None:  # in this transaction: the sale's record and its answer, or neither
+                insert_receipt(self._db, receipt)
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
@@ -460,6 +471,21 @@ class Outbox:
         if released and self.alibi is not None:
             self.alibi.maybe_prune(self._db)
         return released
+
+    def find_receipt(self, client_id: str, receipt_id: str) -> Receipt | None:
+        """The answer the POS API gave for this receipt (``edge.pos_receipts``), if it is still kept."""
+        try:
+            return find_receipt(self._db, client_id, receipt_id)
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox {self.path}: cannot read the receipt book: {exc}") from exc
+
+    def prune_receipts(self, before_ns: int) -> int:
+        """Forget POS answers given before ``before_ns`` (their retention is over); returns how many."""
+        self._set_sync("NORMAL")
+        try:
+            return prune_receipts(self._db, before_ns)
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox {self.path}: cannot prune the receipt book: {exc}") from exc
 
     def prune_alibi(self, *, now_ns: int | None = None) -> int:
         """Give up alibi entries past their retention that central acknowledged (``AlibiMirror.prune``)."""

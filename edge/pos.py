@@ -25,6 +25,15 @@ only if the TSE was opened once, and ``started_at`` / ``finished_at`` are the no
 
 Cancellation: the agent stops by cancelling; a sale that has begun is finished and recorded first (``drain``), so a
 signature handed out by the TSE is never lost between the TSE and the outbox.
+
+Before anything is signed, the fields the register controls are checked with the rules central applies to the record
+(``sync.sales.check_sale_record``): a sale central would quarantine — a gap in the TSE's sequence — is a 422 here.
+
+Idempotency: a sale with a ``receipt_id`` is answered once. The answer is committed with the sale's record in one
+SQLite transaction (``edge.pos_receipts``, the agent's ``OutboxReceipts``); the same receipt sent again — also after
+the agent restarted — gets that answer with ``replayed: true`` and signs nothing, the same receipt with another
+processData (amounts, payments, kind) a 409. The crash window between the TSE's signature and the commit is
+described in ``edge.pos_receipts``.
 """
 
 from __future__ import annotations
@@ -44,10 +53,12 @@ from typing import Any, Final, TypeVar
 from edge.errors import EdgeError, OutboxError
 from edge.outbox import NewRecord
 from edge.pos_config import TseConfig
+from edge.pos_receipts import MemoryReceipts, Receipt, ReceiptBook
 from protocols.tse.api import TransactionResult, TseDriver, TseInfo, ensure_ready
 from protocols.tse.errors import TseError, TseInvalidArgument, TseNotReady, TseUnknownTransaction
 from protocols.tse.processdata import PROCESS_TYPE, Kassenbeleg
 from protocols.tse.qr import ReceiptQr, iso_time
+from sync.sales import SaleError, check_sale_record, clean_text, format_total
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +66,6 @@ RECORD_KIND: Final = "tse_transaction"
 TSE_FAILED: Final = "TSE ausgefallen"
 READY_CHECK_S: Final = 60.0  # self test / time update are checked this often (and whenever the TSE asks)
 DRAIN_TIMEOUT_S: Final = 10.0  # on stop, sales in progress get this long to be signed and recorded
-REMEMBERED_RECEIPTS: Final = 5000  # (client, receipt_id) answered lately: a retried request gets the same answer
 REMEMBERED_STARTS: Final = 1000  # transactions started through the API and not finished yet
 ALARM: Final = "tse"
 
@@ -172,12 +182,14 @@ class PosService:
     """Sales on the node's TSE. ``emit`` stores business records (durable before it returns; raises
     ``OutboxError``), ``set_alarm(text | None)`` raises / clears the node alarm, ``has_room()`` says whether a
     business record would fit. ``open_driver`` makes the TSE (default: by ``cfg.driver``); tests hand in others.
-    Everything but the TSE calls runs on the agent's event loop."""
+    ``receipts`` keeps the answers of sales with a receipt id and stores the records (the agent's is durable, in
+    the outbox; default: in memory through ``emit``). Everything but the TSE calls runs on the agent's event
+    loop."""
 
     def __init__(
         self, cfg: TseConfig, *, data_dir: Path, emit: Callable[[str, Sequence[NewRecord]], None],
         set_alarm: Callable[[str | None], None] = lambda _text: None, has_room: Callable[[], bool] = lambda: True,
-        open_driver: Callable[[], TseDriver] | None = None,
+        open_driver: Callable[[], TseDriver] | None = None, receipts: ReceiptBook | None = None,
     ) -> None:  # fmt: skip
         self.cfg = cfg
         self.emit = emit
@@ -194,7 +206,7 @@ class PosService:
         self._lock = asyncio.Lock()  # one TSE operation at a time: a TSE is a single device
         self._inflight: set[asyncio.Task[Any]] = set()
         self._closing = False
-        self._receipts: OrderedDict[tuple[str, str], tuple[str, SaleAnswer]] = OrderedDict()
+        self.receipts: ReceiptBook = receipts if receipts is not None else MemoryReceipts(emit)
         self._starts: OrderedDict[int, TransactionResult] = OrderedDict()
 
     # -- public, on the event loop --------------------------------------------------------------------------------
@@ -260,6 +272,7 @@ class PosService:
 
     async def _sale(self, sale: Sale) -> SaleAnswer:
         self._check_client(sale.client_id)
+        self._check_sale(sale)
         async with self._lock:
             if (seen := self._replay(sale)) is not None:
                 return seen
@@ -289,6 +302,7 @@ class PosService:
 
     async def _finish(self, tx_number: int, sale: Sale) -> SaleAnswer:
         self._check_client(sale.client_id)
+        self._check_sale(sale)
         async with self._lock:
             if (seen := self._replay(sale)) is not None:
                 return seen
@@ -327,17 +341,30 @@ class PosService:
             raise PosError(503, "outbox_full", "the node cannot store a sale now (its outbox is full): nothing was "
                            "signed; see the node's /health")  # fmt: skip
 
+    def _check_sale(self, sale: Sale) -> None:
+        """Central's rules for the record (``sync.sales``), on what the register sent — before anything is signed."""
+        try:
+            total = format_total(sale.beleg.total)
+            check_sale_record({"client_id": sale.client_id, "receipt_id": sale.receipt_id, "total": total,
+                               "currency": "EUR", "process_type": PROCESS_TYPE,
+                               "process_data": sale.process_data}, signed=True)  # fmt: skip
+        except SaleError as exc:
+            raise PosError(422, "invalid_request", str(exc), field=_BODY_FIELD.get(exc.field, exc.field)) from None
+
     def _replay(self, sale: Sale) -> SaleAnswer | None:
         if sale.receipt_id is None:
             return None
-        seen = self._receipts.get((sale.client_id, sale.receipt_id))
+        try:
+            seen = self.receipts.find(sale.client_id, sale.receipt_id)
+        except OutboxError as exc:
+            raise PosError(503, "outbox_unavailable", f"the node cannot read its receipt book: {exc}") from exc
         if seen is None:
             return None
-        digest, answer = seen
-        if digest != sale.digest():
+        if seen.digest != sale.digest():
             raise PosError(409, "receipt_id_used", f"receipt {sale.receipt_id!r} of {sale.client_id!r} was already "
-                           "sold with other amounts or payments", field="receipt_id")  # fmt: skip
-        return SaleAnswer(**{**answer.as_dict(), "replayed": True})
+                           "sold with other amounts, payments or kind; nothing was signed", field="receipt_id")
+        known = {k: v for k, v in seen.answer.items() if k in SaleAnswer.__dataclass_fields__}
+        return SaleAnswer(**{**known, "replayed": True})
 
     # -- the TSE, in the worker thread (under the lock: one thread at a time) ---------------------------------------
     def _driver(self) -> TseDriver:
@@ -440,7 +467,7 @@ class PosService:
                 signature=finish.signature_value, public_key=info.public_key,
             ).build()  # fmt: skip
         failed = finish is None
-        total = f"{sale.beleg.total:.2f}"
+        total = format_total(sale.beleg.total)  # checked in _check_sale
         data: dict[str, Any] = {
             "tse_serial": info.serial_hex if info else None,
             "public_key": _b64(info.public_key) if info else None,
@@ -455,11 +482,25 @@ class PosService:
             "process_type": PROCESS_TYPE, "process_data": process_data,
             "signature": signature, "qr": qr,
             "total": total, "currency": "EUR", "receipt_id": sale.receipt_id,
-            "tse_failed": failed, "error": signed.error if failed else None,
+            "tse_failed": failed, "error": clean_text(signed.error or "?") if failed else None,
         }  # fmt: skip
         record = NewRecord(kind=RECORD_KIND, device=self.cfg.id, data=data)
+        answer = SaleAnswer(
+            record_id=record.record_id, client_id=sale.client_id, receipt_id=sale.receipt_id,
+            tx_number=data["tx_number"], start_counter=data["start_counter"],
+            signature_counter=data["signature_counter"], started_at=started_at, finished_at=finished_at,
+            process_type=PROCESS_TYPE, process_data=process_data, signature=signature, qr=qr, tse_id=self.cfg.id,
+            tse_serial=data["tse_serial"], public_key=data["public_key"], algorithm=data["algorithm"],
+            time_format=data["time_format"], total=total, tse_failed=failed,
+            message=TSE_FAILED if failed else None, error=data["error"],
+        )  # fmt: skip
+        receipt = None
+        if sale.receipt_id is not None:
+            receipt = Receipt(client_id=sale.client_id, receipt_id=sale.receipt_id, digest=sale.digest(),
+                              answer=answer.as_dict(), record_id=record.record_id)
         try:
-            self.emit("business", [record])  # durable (fsync) before it returns
+            # the record and the receipt's answer in one transaction, durable (fsync) before it returns
+            self.receipts.store("business", [record], receipt)
         except OutboxError as exc:
             where = (f"transaction {data['tx_number']} (signature counter {data['signature_counter']})"
                      if not failed else "an unsigned sale")  # fmt: skip
@@ -473,19 +514,6 @@ class PosService:
             self._fail(signed.error or "?", sale=sale)
         else:
             self._recovered()
-        answer = SaleAnswer(
-            record_id=record.record_id, client_id=sale.client_id, receipt_id=sale.receipt_id,
-            tx_number=data["tx_number"], start_counter=data["start_counter"],
-            signature_counter=data["signature_counter"], started_at=started_at, finished_at=finished_at,
-            process_type=PROCESS_TYPE, process_data=process_data, signature=signature, qr=qr, tse_id=self.cfg.id,
-            tse_serial=data["tse_serial"], public_key=data["public_key"], algorithm=data["algorithm"],
-            time_format=data["time_format"], total=total, tse_failed=failed,
-            message=TSE_FAILED if failed else None, error=data["error"],
-        )  # fmt: skip
-        if sale.receipt_id is not None:
-            self._receipts[(sale.client_id, sale.receipt_id)] = (sale.digest(), answer)
-            while len(self._receipts) > REMEMBERED_RECEIPTS:
-                self._receipts.popitem(last=False)
         return answer
 
     # -- the alarm --------------------------------------------------------------------------------------------------
@@ -503,6 +531,9 @@ class PosService:
             log.warning("TSE %s works again (it failed: %s)", self.cfg.id, self._failing)
             self._failing = None
         self.set_alarm(None)
+
+
+_BODY_FIELD: Final = {"total": "amounts", "process_data": "payments", "currency": "payments"}  # record → POS body
 
 
 def _describe(exc: BaseException) -> str:

@@ -10,6 +10,8 @@
       listen: "127.0.0.1:8282"       # loopback, or the LAN address the register reaches
       token_file: /etc/floorgate/pos-token   # default <data_dir>/pos-token, made (0600) on first start
       # token_env: FLOORGATE_POS_TOKEN       # or: the token in this environment variable (never made)
+      max_body_bytes: 65536          # a larger request body is refused (413) while it is read, before the token
+      receipt_retention_days: 7      # how long a receipt_id's answer is kept for retries (also across restarts)
 
 The register authenticates with ``Authorization: Bearer <token>``. :func:`load_or_create_token` reads the token
 (or makes a random one into a 0600 file); a token that is missing, empty or shorter than ``MIN_TOKEN_LENGTH`` is a
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 DEFAULT_POS_LISTEN: Final = "127.0.0.1:8282"
 DEFAULT_TOKEN_FILE: Final = "pos-token"  # noqa: S105 — a file name in data_dir, not a secret
 DEFAULT_TSE_DIR: Final = "tse"  # in data_dir
+DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024  # a sale with 100 payments is under 10 KiB
+DEFAULT_RECEIPT_RETENTION_DAYS: Final = 7  # = edge.pos_receipts.DEFAULT_RETENTION_DAYS
 MIN_TOKEN_LENGTH: Final = 24
 TOKEN_BYTES: Final = 32  # a made token: 32 random bytes, URL-safe base64 (43 characters)
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -104,6 +108,14 @@ class PosConfig(_Model):
         None, description="file holding the bearer token (default <data_dir>/pos-token; made, 0600, if missing)")
     token_env: str | None = Field(
         None, description="name of an environment variable holding the token instead of a file")
+    max_body_bytes: int = Field(
+        DEFAULT_MAX_BODY_BYTES, ge=1024, le=16 * 1024 * 1024,
+        description="largest request body taken (bytes); a larger one is refused with 413 while it is read — by its "
+        "Content-Length before the token is checked, a chunked one as it streams")
+    receipt_retention_days: int = Field(
+        DEFAULT_RECEIPT_RETENTION_DAYS, ge=1, le=3650,
+        description="days a sale's answer is kept under its receipt_id (a retry gets it, also after a restart); "
+        "the same receipt_id after that is a new sale")
 
     @field_validator("listen")
     @classmethod

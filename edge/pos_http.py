@@ -14,11 +14,14 @@ A sale::
      "amounts": {"vat_19": "10.00", "vat_7": "2.50", "vat_24_1_3": "0.00", "vat_24_1_1": "0.00", "vat_0": "0.00"},
      "payments": [{"amount": "12.50", "type": "Bar"}, {"amount": "5.00", "type": "Unbar", "currency": "CHF"}]}
 
-* amounts are **strings** with at most two decimals (``"12.5"``, ``"-3.00"``); JSON numbers are refused (not exact);
-  a bucket left out is ``0.00``; buckets: ``vat_19``, ``vat_7``, ``vat_24_1_3`` (§24(1) Nr. 3 UStG, farmers),
-  ``vat_24_1_1`` (§24(1) Nr. 1, forestry), ``vat_0``;
-* ``kind`` (default ``Beleg``) is a Kassenbeleg-V1 kind; ``receipt_id`` (optional, ≤ 64 characters) makes a retry
-  safe: the same receipt sent again gets the first answer (``replayed: true``), other amounts under it a 409;
+* amounts are **strings** of ASCII digits with at most two decimals and 12 digits before the point (``"12.5"``,
+  ``"-3.00"``); JSON numbers are refused (not exact); a bucket left out is ``0.00``; buckets: ``vat_19``, ``vat_7``,
+  ``vat_24_1_3`` (§24(1) Nr. 3 UStG, farmers), ``vat_24_1_1`` (§24(1) Nr. 1, forestry), ``vat_0``; the total of
+  the buckets must stay under 10¹² as well;
+* ``kind`` (default ``Beleg``) is a Kassenbeleg-V1 kind; ``receipt_id`` (optional, 1 to 64 printable characters:
+  no NUL, no control characters) makes a retry safe: the same receipt sent again — also after the node restarted,
+  for ``pos.receipt_retention_days`` — gets the first answer (``replayed: true``) and signs nothing; other amounts,
+  payments or kind under it are a 409;
 * for a ``Beleg`` whose payments are all in EUR, the payments must add up to the total; with a foreign currency
   (unknown rate) or another kind they are not checked. No payment at all is fine for a total of 0.00.
 
@@ -32,10 +35,15 @@ When the TSE fails: ``tse_failed: true``, ``message: "TSE ausgefallen"`` (print 
 reason, no signature or QR code. A start that says ``tse_failed`` has no number to finish: sell the sale with
 ``POST /pos/v1/sales``, which tries the TSE again and records the failure if it still fails.
 
+The rules are central's (``sync.sales``): what this API takes, central stores — nothing is signed that central
+would quarantine.
+
 Errors are ``{"error": {"code", "message", "field"}}``: 401 no or wrong token, 404 unknown transaction, 409
-receipt id reused / transaction of another client, 422 bad input (``field`` names it, e.g. ``amounts.vat_7``,
-``payments[1].amount``, ``client_id``), 503 the node is stopping or cannot store the sale (then nothing was signed,
-or the alarm says what was).
+receipt id reused / transaction of another client, 413 ``payload_too_large`` a body over ``pos.max_body_bytes``
+(default 64 KiB: by its Content-Length before the token is checked, a chunked body as soon as it has read more —
+the connection is closed), 422 bad input (``field`` names it, e.g. ``amounts.vat_7``, ``payments[1].amount``,
+``client_id``), 503 the node is stopping or cannot store the sale (then nothing was signed, or the alarm says what
+was).
 """
 
 from __future__ import annotations
@@ -45,7 +53,6 @@ import base64
 import contextlib
 import hmac
 import logging
-import re
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -55,14 +62,16 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge import __version__
 from edge.pos import PosError, PosService, Sale
+from edge.pos_config import DEFAULT_MAX_BODY_BYTES
 from protocols.tse.errors import ProcessDataError
 from protocols.tse.processdata import KINDS, Kassenbeleg, Payment
+from sync.sales import MAX_PAYMENTS, MAX_RECEIPT_ID, SaleError, check_receipt_id, parse_amount
 
 if TYPE_CHECKING:
     from edge.pos_config import PosConfig
@@ -71,18 +80,20 @@ log = logging.getLogger(__name__)
 
 GRACEFUL_STOP_S: Final = 5  # on stop: answers of sales in progress are sent within this
 AUTH_LOG_EVERY_S: Final = 60.0  # refused requests are logged at most this often (with a count)
-_AMOUNT: Final = re.compile(r"-?\d{1,12}(\.\d{1,2})?")
-_TOO_PRECISE: Final = re.compile(r"-?\d+\.\d{3,}")
 
 
 def _amount(value: object) -> Decimal:
-    if not isinstance(value, str):
-        raise ValueError('expected the amount as a string such as "12.50" (JSON numbers are refused: not exact)')
-    if _TOO_PRECISE.fullmatch(value):
-        raise ValueError(f"amount {value!r} has more than two decimals")
-    if not _AMOUNT.fullmatch(value):
-        raise ValueError(f"{value!r} is not an amount such as 12.50 or -3.00")
-    return Decimal(value)
+    try:
+        return parse_amount(value, "amount")
+    except SaleError as exc:
+        raise ValueError(exc.reason) from None
+
+
+def _receipt_id(value: str) -> str:
+    try:
+        return check_receipt_id(value)
+    except SaleError as exc:
+        raise ValueError(exc.reason) from None
 
 
 Amount = Annotated[Decimal, BeforeValidator(_amount)]
@@ -114,10 +125,11 @@ class StartIn(_In):
 
 
 class SaleIn(StartIn):
-    receipt_id: Annotated[str | None, Field(min_length=1, max_length=64, examples=["B-1001"])] = None
+    receipt_id: Annotated[str | None, Field(min_length=1, max_length=MAX_RECEIPT_ID, examples=["B-1001"]),
+                          AfterValidator(lambda v: v if v is None else _receipt_id(v))] = None
     kind: str = Field("Beleg", description="Kassenbeleg-V1 kind: " + ", ".join(KINDS))
     amounts: AmountsIn
-    payments: list[PaymentIn] = Field(default_factory=list, max_length=100)
+    payments: list[PaymentIn] = Field(default_factory=list, max_length=MAX_PAYMENTS)
 
     @field_validator("kind")
     @classmethod
@@ -197,10 +209,84 @@ class BearerAuth:
             self._logged_at, self._unlogged = now, 0
 
 
-def make_pos_app(service: PosService, token: str) -> FastAPI:
+class _TooLarge(StarletteHTTPException):
+    """Raised from ``receive`` when a body grows past the limit (an HTTPException: FastAPI lets it through rather
+    than calling it a 400); ``BodyLimit`` answers 413 in its place."""
+
+    def __init__(self) -> None:
+        super().__init__(413, "the request body is too large")
+
+
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes`` with 413 while reading, without buffering them: a Content-Length over
+    the limit before anything else (the token check included) and before a byte of the body is read; a chunked body
+    (or one longer than it said) as soon as the bytes read pass the limit. The 413 closes the connection (the rest
+    of the body is never read). uvicorn itself holds at most ~64 KiB of a body the app has not read yet."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.refused = 0
+        self._logged_at = -AUTH_LOG_EVERY_S
+        self._unlogged = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            # h11 has checked the header: ASCII digits; more than one differing value is refused by it
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._refuse(scope, receive, send, f"Content-Length {int(value)}")
+                return
+        received = 0
+        exceeded = False
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    exceeded = True
+                    raise _TooLarge()
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded:  # the app's own answer to the cut body is replaced by the 413
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not started:
+            await self._refuse(scope, receive, send, f"more than {self.max_bytes} bytes read")
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, what: str) -> None:
+        self.refused += 1
+        self._unlogged += 1
+        now = time.monotonic()
+        if now - self._logged_at >= AUTH_LOG_EVERY_S:
+            client = scope.get("client") or ("?", 0)
+            log.warning("POS API: refused %d request body(ies) over pos.max_body_bytes = %d (last from %s: %s)",
+                        self._unlogged, self.max_bytes, client[0], what)  # fmt: skip
+            self._logged_at, self._unlogged = now, 0
+        await _error(413, "payload_too_large", f"the request body is larger than {self.max_bytes} bytes "
+                     "(pos.max_body_bytes on the node)", headers={"Connection": "close"})(scope, receive, send)
+
+
+def make_pos_app(service: PosService, token: str, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     app = FastAPI(title=f"floorgate POS API ({service.cfg.id})", version=__version__, docs_url=None,
                   redoc_url=None, openapi_url="/pos/v1/openapi.json")
     app.add_middleware(BearerAuth, token=token)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # added last: outermost, before the token check
 
     @app.exception_handler(PosError)
     async def _pos_error(_: Request, exc: PosError) -> JSONResponse:
@@ -260,8 +346,9 @@ async def serve_pos(service: PosService, cfg: PosConfig, token: str, *,
                     set_alarm: Callable[[str | None], None] = lambda _text: None) -> None:
     """Open the TSE, serve the API until cancelled; then answer the sales in progress, record them, close the TSE.
     A port that cannot be bound is an alarm (the rest of the agent goes on)."""
-    config = uvicorn.Config(make_pos_app(service, token), host=cfg.host, port=cfg.port, log_level="warning",
-                            access_log=False, lifespan="off", timeout_graceful_shutdown=GRACEFUL_STOP_S)
+    app = make_pos_app(service, token, max_body_bytes=cfg.max_body_bytes)
+    config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=GRACEFUL_STOP_S)
     server = uvicorn.Server(config)
     # the agent's SIGTERM handler cancels it: this server must not take the signal for itself
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
@@ -306,4 +393,4 @@ async def _stopped(inner: asyncio.Task[bool], server: uvicorn.Server) -> None:
     log.error("POS API: the HTTP server did not stop")
 
 
-__all__ = ["BearerAuth", "make_pos_app", "serve_pos", "to_sale"]
+__all__ = ["BearerAuth", "BodyLimit", "make_pos_app", "serve_pos", "to_sale"]

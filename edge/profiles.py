@@ -54,7 +54,8 @@ from protocols.modbus import (
     wire_address,
 )
 from protocols.modbus.points import BIT_REGISTER_TYPES, MASKABLE_TYPES, NUMBER_TYPES, REGISTERS_OF_TYPE, VALUE_BITS
-from sync.config_errors import ConfigError, key_path
+from sync.config_errors import ConfigError, key_path, yaml_problem
+from sync.config_limits import check_yaml_events, read_config_text
 
 
 def _default_profiles_dir() -> Path:
@@ -515,15 +516,15 @@ def _build(data: dict[str, Any], source: Path) -> tuple[Profile | None, list[str
 def _check(path: Path) -> tuple[Profile | None, list[str]]:
     """The profile in ``path`` and no problems, or ``None`` and every problem (without the file prefix)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        return None, [f"cannot read: {exc.strerror or exc}"]
-    except UnicodeDecodeError as exc:
-        return None, [f"not UTF-8 text: {exc.reason} at byte {exc.start}"]
-    try:
+        text = read_config_text(path)  # size and encoding bounded (sync.config_limits)
+        check_yaml_events(yaml.parse(text, Loader=_ProfileLoader), source=str(path))  # depth, alias bombs
         data = yaml.load(text, Loader=_ProfileLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as exc:
+        return None, exc.problems
     except yaml.YAMLError as exc:
-        return None, [f"not valid YAML: {' '.join(str(exc).split())}"]
+        return None, [f"not valid YAML: {yaml_problem(exc)}"]
+    except (ValueError, OverflowError) as exc:  # a scalar YAML cannot build, e.g. the date 2024-02-30
+        return None, [f"not valid YAML: {exc}"]
     if not isinstance(data, dict):
         return None, ["(top level): expected a mapping of keys (profile, vendor, model, protocol, transport, …)"]
     errors = sorted(_validator(_schema_for(path)).iter_errors(data), key=_path_key)

@@ -15,6 +15,13 @@ cursor back.
 The same connection carries device commands: messages on ``…/cmd`` go to ``on_command`` (``edge.commands``), whose
 results go out through ``publish``; ``on_connect`` runs after every (re)connect (results kept while the broker was
 away).
+
+Nothing central sends is taken on trust (``sync.downlink``): an ack or replay request acts only when it is signed
+with one of the trusted central keys (``central_keys_file`` / ``central_keys``), names this node and the outbox's
+epoch and carries a nonce not seen before — and an ack never covers a seq this node has not published (the highest
+seq published per stream; after a restart, the outbox's acked mark until more is sent). Anything else changes
+nothing, is logged and counted by reason (``downlink_rejected`` in /health, /metrics and the heartbeat); no error
+from one message ends the receive task.
 """
 
 from __future__ import annotations
@@ -29,16 +36,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge import __version__
 from edge.aio import cancel_and_wait, raise_if_cancelled, wait_for
 from edge.config import NodeConfig
 from edge.mqtt import make_client
 from edge.outbox import Outbox, os_boot_id
+from sync.config_errors import ConfigError
+from sync.downlink import DownlinkRejected, DownlinkVerifier, counts_json, load_trusted_keys, parse_trusted_keys
 from sync.envelope import (
+    Ack,
     Batch,
     Heartbeat,
+    Replay,
     StreamBacklog,
     decode_ack,
     decode_replay,
@@ -47,13 +58,36 @@ from sync.envelope import (
 )
 from sync.errors import DecodeError
 from sync.mqttclient import abandon_connect
-from sync.signing import sign
+from sync.signing import SigningKeyError, sign
 from sync.streams import STREAMS
 from sync.topics import ack_topic, batch_topic, command_topic, heartbeat_topic, replay_topic
 
 log = logging.getLogger(__name__)
 
 MAX_HELD = 10_000
+REJECT_LOG_EVERY_S = 1.0  # a flood of forged downlink messages: one warning per reason this often, the rest debug
+
+
+def trusted_central_keys(cfg: NodeConfig) -> list[Ed25519PublicKey]:
+    """Central's public signing keys this node trusts: ``central_keys`` inline plus ``central_keys_file`` (default
+    ``central.pub`` beside the node key). A ConfigError names the file and how to get it when there is none."""
+    source = f"node {cfg.node_id}: central_keys"
+    try:
+        keys = parse_trusted_keys(cfg.central_keys, source=source)
+    except SigningKeyError as exc:
+        raise ConfigError(source, [str(exc)]) from None
+    path = cfg.central_keys_path
+    if path.exists() or not keys:
+        try:
+            keys += load_trusted_keys(path)
+        except SigningKeyError as exc:
+            raise ConfigError(f"node {cfg.node_id}: central_keys_file", [
+                f"{exc}: the agent acts only on acks, replay requests and commands signed by central, so it needs "
+                "central's public key. Get it with `floorgate central signing-key show --config CENTRAL_YAML` (also "
+                "printed by `central node register`) and write it with `floorgate edge enrol --config NODE_YAML "
+                "--central-key ed25519:…`, or copy central.pub from the bundle of `floorgate central node add`",
+            ]) from None
+    return keys
 
 
 @dataclass
@@ -71,7 +105,7 @@ class UplinkCounters:
     bytes_sent: int = 0
     resends: int = 0
     acks: int = 0
-    bad_acks: int = 0
+    bad_acks: int = 0  # acks and replay requests refused (by reason: Uplink.downlink.counts)
     replays: int = 0
     heartbeats: int = 0
     connects: int = 0
@@ -80,8 +114,14 @@ class UplinkCounters:
 
 class Uplink:
     def __init__(self, cfg: NodeConfig, outbox: Outbox, key: Ed25519PrivateKey, *,
-                 alarms: Callable[[], list[str]] = list) -> None:
+                 alarms: Callable[[], list[str]] = list, central_keys: list[Ed25519PublicKey] | None = None) -> None:
+        """``central_keys``: the central keys to trust (default: ``trusted_central_keys(cfg)``, which raises a
+        ConfigError when there is none)."""
         self.cfg = cfg
+        # shared with the command runner: one nonce cache and one set of counts for everything central sends
+        self.downlink = DownlinkVerifier(cfg.node_id, central_keys if central_keys else trusted_central_keys(cfg),
+                                         log=self._log_rejection)
+        self._logged_at: dict[str, float] = {}
         self.outbox = outbox
         self.key = key
         self.alarms = alarms
@@ -92,6 +132,8 @@ class Uplink:
         self._bno = outbox.start_no << 32
         self._state: dict[str, _StreamState] = {}
         self._order = sorted(STREAMS, key=lambda s: STREAMS[s].priority)
+        # the highest seq published per stream (an ack beyond it is forged): the acked mark until more is sent
+        self.published: dict[str, int] = {s: outbox.acked_seq(s) for s in self._order}
         self._reset_cursors()
         self.client: aiomqtt.Client | None = None  # while connected
         self.on_command: Callable[[bytes], None] | None = None  # set by the agent: a message on …/cmd
@@ -162,35 +204,70 @@ class Uplink:
             return False
         return True
 
+    def _log_rejection(self, reason: str, detail: str) -> None:
+        now = time.monotonic()
+        if now - self._logged_at.get(reason, -REJECT_LOG_EVERY_S) >= REJECT_LOG_EVERY_S:
+            self._logged_at[reason] = now
+            log.warning("node %s: downlink message refused (%s), nothing changed: %s", self.cfg.node_id, reason,
+                        detail)
+        else:
+            log.debug("node %s: downlink message refused (%s): %s", self.cfg.node_id, reason, detail)
+
     async def _receive(self, client: aiomqtt.Client) -> None:
         replay = replay_topic(self.cfg.node_id)
         commands = command_topic(self.cfg.node_id)
         async for message in client.messages:
-            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-            if message.topic.matches(commands):
-                if self.on_command is not None:
-                    self.on_command(payload)
-                continue
             try:
-                if message.topic.matches(replay):
-                    req = decode_replay(payload)
-                    node, epoch = req.node, req.epoch
-                else:
-                    ack = decode_ack(payload)
-                    node, epoch = ack.node, ack.epoch
+                payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+                if message.topic.matches(commands):
+                    if self.on_command is not None:
+                        self.on_command(payload)  # verified by the command runner before it has any effect
+                    continue
+                self.on_downlink(payload, replay=message.topic.matches(replay))
+            except Exception:  # one message must never end the receive task (nor the connection)
+                self.downlink.counts["malformed"] = self.downlink.counts.get("malformed", 0) + 1
+                log.exception("uplink: unexpected error handling a message on %s; ignored", message.topic)
+
+    def on_downlink(self, payload: bytes, *, replay: bool) -> bool:
+        """Handle one ack (or, with ``replay``, one replay request) after verifying it; False if it was refused
+        (counted by reason and logged, nothing changed)."""
+        what = "replay request" if replay else "ack"
+        try:
+            try:
+                msg = decode_replay(payload) if replay else decode_ack(payload)
             except DecodeError as exc:
-                self.counters.bad_acks += 1
-                log.error("uplink: malformed message on %s: %s", message.topic, exc)
-                continue
-            if node != self.cfg.node_id or epoch != self.outbox.epoch:
-                self.counters.bad_acks += 1
-                log.warning("uplink: message for node %s epoch %s ignored (we are %s epoch %s)",
-                            node, epoch, self.cfg.node_id, self.outbox.epoch)
-                continue
-            if message.topic.matches(replay):
-                self._on_replay(req.stream, req.from_seq, req.reason)
-            else:
-                self._on_ack(ack.stream, ack.acked_seq, ack.held)
+                raise self.downlink.reject("malformed", f"{what}: {exc}") from None
+            except Exception as exc:  # whatever a decoder trips over (deep nesting …): malformed
+                raise self.downlink.reject("malformed", f"{what}: {type(exc).__name__}") from None
+            self.downlink.verify(what, node=msg.node, kid=msg.kid, nonce=msg.nonce, issued_at_ns=msg.issued_at_ns,
+                                 signed_body=msg.signed_body, sig=msg.sig, epoch=msg.epoch,
+                                 expected_epoch=self.outbox.epoch)
+            if replay:
+                assert isinstance(msg, Replay)
+                self._on_replay(msg.stream, msg.from_seq, msg.reason)
+                return True
+            assert isinstance(msg, Ack)
+            sent = self.published[msg.stream]
+            acked, held = msg.acked_seq, msg.held
+            if acked > sent or (held and max(held) > sent):
+                stats = self.outbox.stats()
+                head = stats[msg.stream].produced if msg.stream in stats else 0
+                if acked > head or max(held, default=0) > head:
+                    raise self.downlink.reject(
+                        "beyond_sent", f"ack for {msg.stream} up to seq {acked} (held up to "
+                        f"{max(held, default=0)}) beyond the last seq this node produced ({head}) and published "
+                        f"({sent})")
+                if acked > sent:
+                    # central's signed mark may be beyond what this run of the agent published (it sent more before
+                    # a restart): central holds everything up to it, so certainly everything up to what we published
+                    log.debug("uplink: ack for %s up to %d taken up to %d, the last seq published since the agent "
+                              "started", msg.stream, acked, sent)
+                    acked = sent
+        except DownlinkRejected:
+            self.counters.bad_acks += 1
+            return False
+        self._on_ack(msg.stream, acked, held)
+        return True
 
     def _on_ack(self, stream: str, acked_seq: int, held: tuple[int, ...] = ()) -> None:
         try:
@@ -217,8 +294,11 @@ class Uplink:
         acked = self.outbox.acked_seq(stream)
         self.counters.replays += 1
         if from_seq <= acked:
-            log.error("uplink: central asks for %s from seq %d, but acknowledged up to %d already (%s)",
-                      stream, from_seq, acked, reason)
+            # central lost what it acknowledged (restored from a backup?): send what the node still has; central's
+            # /health shows the stream as stuck (the node's acked mark is beyond central's)
+            log.error("uplink: central asks for %s from seq %d, but acknowledged up to %d already (%s); seqs %d..%d "
+                      "are no longer on this node: sending what it still has, from seq %d", stream, from_seq, acked,
+                      reason, from_seq, acked, acked + 1)
             from_seq = acked + 1
         log.warning("uplink: central asks for %s again from seq %d: %s", stream, from_seq, reason)
         st.sent_upto = min(st.sent_upto, from_seq - 1)
@@ -276,6 +356,8 @@ class Uplink:
                     if batch is None:
                         break
                     payload = encode_batch(batch, signer=self._signer)
+                    # before the publish: central's ack may arrive before the PUBACK does
+                    self.published[stream] = max(self.published[stream], batch.last_seq)
                     await _publish(client, batch_topic(self.cfg.node_id, stream), payload, up.ack_timeout_s)
                     self.counters.batches_sent += 1
                     self.counters.records_sent += len(batch.records)
@@ -295,7 +377,11 @@ class Uplink:
         }
         return Heartbeat(node=self.cfg.node_id, epoch=self.outbox.epoch, bno=self._next_bno(), sent_at_ns=now,
                          mono_ns=time.monotonic_ns(), boot_id=self.boot_id, version=__version__, streams=streams,
-                         alarms=tuple(self.alarms()))
+                         alarms=tuple(self.alarms()), downlink_rejected=self.downlink_rejected())
+
+    def downlink_rejected(self) -> dict[str, int]:
+        """Downlink messages refused since the agent started, by reason (every reason, 0 when none)."""
+        return counts_json(self.downlink.counts)
 
     async def _heartbeat_loop(self, client: aiomqtt.Client) -> None:
         while True:

@@ -32,7 +32,6 @@ node), ``reordered`` (entries stored under numbers other than the ones they were
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -40,7 +39,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from sync.errors import SyncError
+from sync import bounded as bounded_json
+from sync.errors import DecodeError, SyncError
 from sync.signing import canonical_json, sign, verify
 
 ALIBI_VERSION = 1
@@ -48,6 +48,9 @@ ZERO_HASH = "0" * 64
 LEGAL_FIELDS = ("gross", "tare", "tare_preset", "net", "unit", "scale_serial", "instrument_alibi")
 MAX_BODY_CHARS = 16_384
 MAX_ALIBI_NO = 2**63 - 1
+# an entry is one flat object: nesting, sizes and integers are bounded before the body is parsed (``sync.bounded``)
+BODY_LIMITS = bounded_json.JsonLimits(max_bytes=4 * MAX_BODY_CHARS, max_depth=4, max_values=256, max_items=64,
+                                      max_string_chars=MAX_BODY_CHARS, max_key_chars=64)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SIG = re.compile(r"^[A-Za-z0-9+/]{86}==$")  # base64 of the 64 bytes of an Ed25519 signature
 
@@ -110,9 +113,9 @@ def parse_part(obj: object) -> tuple[AlibiPart, dict[str, Any]]:
     if not isinstance(sig, str) or not _SIG.match(sig):
         raise AlibiError("data.alibi.sig: expected the base64 of a 64-byte Ed25519 signature")
     try:
-        body = json.loads(text)
-    except ValueError:
-        raise AlibiError("data.alibi.body: not JSON") from None
+        body = bounded_json.loads(text, BODY_LIMITS)
+    except DecodeError as exc:
+        raise AlibiError(f"data.alibi.body: not JSON within the limits of an entry ({exc.reason})") from None
     if not isinstance(body, dict):
         raise AlibiError("data.alibi.body: expected a JSON object")
     if canonical_json(body).decode() != text:
@@ -198,8 +201,8 @@ def _examine(entry: StoredEntry, key: Ed25519PublicKey, node: str) -> CheckedEnt
     real = body_hash(entry.body)
     body: Any = None
     try:
-        body = json.loads(entry.body)
-    except ValueError:
+        body = bounded_json.loads(entry.body, BODY_LIMITS)
+    except DecodeError:
         body = None
     if not isinstance(body, dict):
         return CheckedEntry(entry.position, False, None, None, None, real, entry.hash, verdict="invalid")

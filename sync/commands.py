@@ -10,7 +10,12 @@ Command::
 
     {"v": 1, "type": "command", "command_id": "<uuid4>", "node": "mill-01", "device": "bridge-1",
      "command": "weigh", "args": {"reference": "DN-4711"},
-     "issued_at_ns": 1732400000000000000, "expires_at_ns": 1732400030000000000}
+     "issued_at_ns": 1732400000000000000, "expires_at_ns": 1732400030000000000,
+     "nonce": "<32 hex>", "kid": "<fingerprint of central's key>", "sig": "<base64 Ed25519, central's key>"}
+
+A command is signed by central (``sync.downlink``): the node verifies the signature with one of its trusted central
+keys and that the command names it **before** the command enters its command log; anything else is dropped,
+logged and counted, never answered and never executed.
 
 ``device`` names the device for ``tare``, ``zero``, ``weigh`` and ``poll`` and is null for ``reload`` (the whole
 node). ``args`` is an object of strings, each optional:
@@ -45,7 +50,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sync.envelope import ENVELOPE_VERSION, Signer, _dump, _dump_signed, _get, _load, _opt_int, _sig
+from sync.envelope import (
+    ENVELOPE_VERSION,
+    Signer,
+    _dump_signed,
+    _get,
+    _load,
+    _opt_int,
+    _sig,
+    decode_downlink_stamp,
+)
 from sync.errors import DecodeError
 from sync.signing import canonical_json
 from sync.topics import NODE_ID_RE, check_node_id
@@ -78,6 +92,10 @@ class Command:
     issued_at_ns: int
     expires_at_ns: int
     args: Mapping[str, Any] = field(default_factory=dict)
+    nonce: str = ""  # sync.downlink: signed by central
+    kid: str = ""
+    sig: str | None = None
+    signed_body: bytes = field(default=b"", compare=False, repr=False)  # set by decode: what ``sig`` covers
 
     def expired(self, now_ns: int) -> bool:
         return now_ns >= self.expires_at_ns
@@ -175,13 +193,14 @@ def _check_type(obj: Mapping[str, Any], expected: str) -> None:
         raise DecodeError(f"expected {expected!r}, got {msg_type!r}", field="type")
 
 
-def encode_command(cmd: Command) -> bytes:
-    """The wire form of ``cmd`` (central does not sign: only central may publish on ``…/cmd``, by broker ACL)."""
-    return _dump({
+def encode_command(cmd: Command, *, signer: Signer | None = None) -> bytes:
+    """The wire form of ``cmd``; with ``signer`` (central's key, ``sync.downlink.DownlinkSigner``) it is signed,
+    else it carries ``cmd.sig``."""
+    return _dump_signed({
         "v": ENVELOPE_VERSION, "type": "command", "command_id": cmd.command_id, "node": cmd.node,
         "device": cmd.device, "command": cmd.command, "args": dict(cmd.args), "issued_at_ns": cmd.issued_at_ns,
-        "expires_at_ns": cmd.expires_at_ns,
-    })
+        "expires_at_ns": cmd.expires_at_ns, "nonce": cmd.nonce, "kid": cmd.kid,
+    }, signer, cmd.sig)
 
 
 def decode_command(payload: bytes) -> Command:
@@ -201,8 +220,10 @@ def decode_command(payload: bytes) -> Command:
         raise DecodeError("missing", field="expires_at_ns")
     if expires <= issued:
         raise DecodeError(f"{expires} is not after issued_at_ns {issued}", field="expires_at_ns")
+    _, nonce, kid = decode_downlink_stamp(obj)
     return Command(command_id=command_id, node=node, command=command, device=device, args=args,
-                   issued_at_ns=issued, expires_at_ns=expires)
+                   issued_at_ns=issued, expires_at_ns=expires, nonce=nonce, kid=kid, sig=_sig(obj),
+                   signed_body=canonical_json(obj))
 
 
 def peek_command(payload: bytes) -> tuple[str, str, str | None] | None:
@@ -217,6 +238,18 @@ def peek_command(payload: bytes) -> tuple[str, str, str | None] | None:
         check_command_id(command_id)
         check_command(command)
         return command_id, command, check_device(command, obj.get("device"))
+    except DecodeError:
+        return None
+
+
+def peek_signature(payload: bytes) -> tuple[str, str, str | None, bytes] | None:
+    """``(node, kid, sig, signed_body)`` of a command that does not decode as a whole, so that the node can tell
+    whether central signed it (then it answers ``rejected``) or not (then it drops it); None when not even that."""
+    try:
+        obj = _load(payload)
+        node = check_node_id(_get(obj, "node", str))
+        _, _, kid = decode_downlink_stamp(obj)
+        return node, kid, _sig(obj), canonical_json(obj)
     except DecodeError:
         return None
 
@@ -281,4 +314,5 @@ __all__ = [
     "encode_command",
     "encode_result",
     "peek_command",
+    "peek_signature",
 ]

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from sync.redact import is_secret_key, mask_urls_in
+
 
 class ConfigError(Exception):
     """A configuration file that cannot be used; ``problems`` holds one line per fault."""
@@ -37,15 +39,39 @@ def key_path(loc: Iterable[Any], *, tags: frozenset[str] = frozenset()) -> str:
 
 
 def problems_from_pydantic(errors: Iterable[Mapping[str, Any]], *, tags: frozenset[str] = frozenset()) -> list[str]:
-    """One line per error of ``pydantic.ValidationError.errors()``: key path, message, and the value given."""
+    """One line per error of ``pydantic.ValidationError.errors()``: key path, message, and the value given.
+
+    The value is never shown for a key that names a secret (``sync.redact.is_secret_key``: ``auth.jwt_secret``,
+    passwords, tokens, header values, URLs) — the line names the key and the rule only; a URL in any other value or in
+    the message is masked (``mask_url``)."""
     lines = []
     for err in errors:
-        path = key_path(err.get("loc", ()), tags=tags)
-        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        loc = tuple(err.get("loc", ()))
+        path = key_path(loc, tags=tags)
+        msg = mask_urls_in(str(err.get("msg", "invalid")).removeprefix("Value error, "))
         if err.get("type") == "extra_forbidden":
             msg = "unknown key (check the spelling; see the example config)"
         given = err.get("input")
         if err.get("type") not in ("missing", "extra_forbidden") and not isinstance(given, dict | list):
-            msg += f" (got {given!r})"
+            if is_secret_key(loc):
+                msg += " (the value given is not shown: it may be a secret)"
+            else:
+                msg += f" (got {mask_urls_in(repr(given))})"
         lines.append(f"{path}: {msg}")
     return lines
+
+
+def yaml_problem(exc: BaseException) -> str:
+    """A YAML syntax error without the excerpt of the file that PyYAML puts into its text (the line could hold a
+    secret): ``while scanning a quoted scalar, found unexpected end of stream (line 3, column 12)``. Duck-typed on
+    ``yaml.MarkedYAMLError`` (``sync`` does not import PyYAML)."""
+    problem = getattr(exc, "problem", None)
+    context = getattr(exc, "context", None)
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if problem is None and context is None:
+        return type(exc).__name__
+    text = ", ".join(str(t) for t in (context, problem) if t)
+    line, column = getattr(mark, "line", None), getattr(mark, "column", None)
+    if isinstance(line, int) and isinstance(column, int):
+        text += f" (line {line + 1}, column {column + 1})"
+    return text

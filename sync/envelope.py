@@ -31,15 +31,24 @@ Heartbeat (edge → central, every few seconds, signed, not stored)::
      "streams": {"business": {"head": 42, "acked": 40, "pending": 2, "oldest_age_s": 1.5, "lost": 0}, …},
      "sig": "…"}
 
-Replay request (central → edge): ``{"v": 1, "type": "replay", "node", "epoch", "stream", "from_seq", "reason"}``.
+The heartbeat may carry ``"downlink_rejected": {"<reason>": count, …}``: downlink messages the node refused since
+its agent started (``sync.downlink.REASONS``); absent from older nodes.
 
-Ack (central → edge)::
+Replay request (central → edge, signed by central)::
+
+    {"v": 1, "type": "replay", "node", "epoch", "stream", "from_seq", "reason",
+     "issued_at_ns", "nonce", "kid", "sig"}
+
+Ack (central → edge, signed by central)::
 
     {"v": 1, "type": "ack", "node": "mill-01", "epoch": "…", "stream": "business",
-     "acked_seq": 42, "held": [45, 46]}
+     "acked_seq": 42, "held": [45, 46],
+     "issued_at_ns": 1732400000000000000, "nonce": "<32 hex>", "kid": "<central key fingerprint>", "sig": "…"}
 
 ``acked_seq`` is the highest sequence number up to which central holds every record (contiguous mark);
-``held`` lists sequence numbers central also holds beyond a gap. The edge may forget everything ≤ ``acked_seq``.
+``held`` lists sequence numbers central also holds beyond a gap. The edge may forget everything ≤ ``acked_seq`` —
+once it has verified the ack (``sync.downlink``: central's signature, its node id and epoch, a fresh nonce) and
+checked that it covers nothing the node has not sent.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sync import bounded as bounded_json
 from sync.errors import DecodeError
 from sync.signing import canonical_json
 from sync.streams import STREAMS
@@ -60,6 +70,15 @@ ENVELOPE_VERSION = 1
 MAX_RECORDS_PER_BATCH = 10_000
 MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 COMPRESS_MIN_BYTES = 512
+JSON_LIMITS = bounded_json.JsonLimits(max_bytes=MAX_PAYLOAD_BYTES)  # nesting, sizes, int64: ``sync.bounded``
+MAX_COUNTER = 2**63 - 1  # seq, bno and the clocks (ns) fit a signed 64-bit column
+MAX_ID_CHARS = 64  # record ids, device names (the columns central stores them in)
+MAX_KIND_CHARS = 32
+MAX_VERSION_CHARS = 32  # heartbeat: the software version
+MAX_ALARMS = 100  # heartbeat: alarms, each at most MAX_ALARM_CHARS
+MAX_ALARM_CHARS = 1000
+MAX_HELD_PER_ACK = 10_000  # seqs an ack may list as held beyond its mark
+MAX_DOWNLINK_ID_CHARS = 64  # nonce and kid of a downlink message
 _PLAIN = 0x7B  # "{"
 _ZLIB = 0x5A  # "Z"
 
@@ -126,11 +145,19 @@ class Batch:
 
 @dataclass(frozen=True)
 class Ack:
+    """Central holds ``stream`` up to ``acked_seq`` (and ``held`` beyond a gap); signed by central
+    (``sync.downlink``: ``issued_at_ns``, ``nonce``, ``kid``, ``sig``)."""
+
     node: str
     epoch: str
     stream: str
     acked_seq: int
     held: tuple[int, ...] = ()
+    issued_at_ns: int = 0
+    nonce: str = ""
+    kid: str = ""
+    sig: str | None = None
+    signed_body: bytes = field(default=b"", compare=False, repr=False)  # set by decode: what ``sig`` covers
 
 
 @dataclass(frozen=True)
@@ -159,6 +186,7 @@ class Heartbeat:
     alarms: tuple[str, ...] = ()
     sig: str | None = None
     signed_body: bytes = field(default=b"", compare=False, repr=False)
+    downlink_rejected: Mapping[str, int] = field(default_factory=dict)  # optional: refused downlink messages
 
 
 @dataclass(frozen=True)
@@ -170,6 +198,11 @@ class Replay:
     stream: str
     from_seq: int
     reason: str = ""
+    issued_at_ns: int = 0
+    nonce: str = ""
+    kid: str = ""
+    sig: str | None = None
+    signed_body: bytes = field(default=b"", compare=False, repr=False)  # set by decode: what ``sig`` covers
 
 
 def record_digest(record: Record) -> str:
@@ -210,10 +243,7 @@ def _load(payload: bytes) -> dict[str, Any]:
         body = payload
     else:
         raise DecodeError(f"unknown encoding marker 0x{payload[0]:02x} (expected '{{' or 'Z')", field="payload")
-    try:
-        obj = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DecodeError(f"not valid JSON: {exc}", field="payload") from exc
+    obj = bounded_json.loads(body, JSON_LIMITS)  # depth, sizes and int64 range checked before / while parsing
     if not isinstance(obj, dict):
         raise DecodeError("expected a JSON object", field="payload")
     version = obj.get("v")
@@ -232,6 +262,23 @@ def _get(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: 
         raise DecodeError(f"expected {_kind_name(kind)}, got a boolean", field=name)
     if not isinstance(value, kind):
         raise DecodeError(f"expected {_kind_name(kind)}, got {type(value).__name__}", field=name)
+    return value
+
+
+def _counter(obj: Mapping[str, Any], key: str, path: str = "", *, minimum: int = 0) -> int:
+    """A required sequence number, batch number or clock reading: an integer in ``minimum`` .. 2**63-1."""
+    value: int = _get(obj, key, int, path)
+    if not minimum <= value <= MAX_COUNTER:
+        raise DecodeError(f"{value} is out of range {minimum} .. {MAX_COUNTER}", field=f"{path}{key}")
+    return value
+
+
+def _text(obj: Mapping[str, Any], key: str, path: str = "", *, max_chars: int, min_chars: int = 1) -> str:
+    """A required name or id: ``min_chars`` .. ``max_chars`` printable characters (no control characters, NUL)."""
+    value: str = _get(obj, key, str, path)
+    if not min_chars <= len(value) <= max_chars or not value.isprintable():
+        raise DecodeError(f"expected {min_chars} to {max_chars} printable characters, got {value[:40]!r}",
+                          field=f"{path}{key}")
     return value
 
 
@@ -292,11 +339,14 @@ def encode_batch(batch: Batch, *, signer: Signer | None = None) -> bytes:
 
 
 def _opt_int(obj: Mapping[str, Any], key: str, path: str = "", *, minimum: int = 0) -> int | None:
+    """An optional counter or clock (absent / null → None), else an integer in ``minimum`` .. 2**63-1."""
     if key not in obj or obj[key] is None:
         return None
     value = _get(obj, key, int, path)
     if value < minimum:
         raise DecodeError(f"must be >= {minimum}", field=f"{path}{key}")
+    if value > MAX_COUNTER:
+        raise DecodeError(f"must be <= {MAX_COUNTER}", field=f"{path}{key}")
     return int(value)
 
 
@@ -311,8 +361,10 @@ def decode_batch(payload: bytes) -> Batch:
     """Decode and validate a batch; every problem raises DecodeError naming the field."""
     obj = _load(payload)
     node, epoch, stream = _check_common(obj, "batch")
-    first = _get(obj, "first_seq", int)
-    last = _get(obj, "last_seq", int)
+    if not epoch.isprintable():
+        raise DecodeError("expected printable characters", field="epoch")
+    first = _counter(obj, "first_seq", minimum=1)
+    last = _counter(obj, "last_seq", minimum=1)
     raw_records = _get(obj, "records", list)
     if not raw_records:
         raise DecodeError("a batch needs at least one record", field="records")
@@ -327,7 +379,7 @@ def decode_batch(payload: bytes) -> Batch:
         path = f"records[{i}]."
         if not isinstance(raw, dict):
             raise DecodeError("expected an object", field=f"records[{i}]")
-        seq = _get(raw, "seq", int, path)
+        seq = _counter(raw, "seq", path, minimum=1)
         from_seq = _opt_int(raw, "from_seq", path, minimum=1)
         if from_seq is not None and from_seq > seq:
             raise DecodeError(f"from_seq {from_seq} is after seq {seq}", field=f"{path}from_seq")
@@ -339,10 +391,10 @@ def decode_batch(payload: bytes) -> Batch:
         records.append(
             Record(
                 seq=seq,
-                record_id=_get(raw, "id", str, path),
-                kind=_get(raw, "kind", str, path),
-                ts_ns=_get(raw, "ts_ns", int, path),
-                device=_get(raw, "device", str, path),
+                record_id=_text(raw, "id", path, max_chars=MAX_ID_CHARS),
+                kind=_text(raw, "kind", path, max_chars=MAX_KIND_CHARS),
+                ts_ns=_counter(raw, "ts_ns", path),
+                device=_text(raw, "device", path, max_chars=MAX_ID_CHARS, min_chars=0),
                 data=_get(raw, "data", dict, path),
                 mono_ns=_opt_int(raw, "mono_ns", path),
                 from_seq=from_seq,
@@ -352,8 +404,8 @@ def decode_batch(payload: bytes) -> Batch:
         raise DecodeError(f"last_seq {last} does not match the last record's seq {records[-1].seq}",
                           field="last_seq")
     boot_id = obj.get("boot_id", "")
-    if not isinstance(boot_id, str) or len(boot_id) > 64:
-        raise DecodeError("expected a string of at most 64 characters", field="boot_id")
+    if not isinstance(boot_id, str) or len(boot_id) > 64 or not boot_id.isprintable():
+        raise DecodeError("expected a string of at most 64 printable characters", field="boot_id")
     return Batch(
         node=node,
         epoch=epoch,
@@ -368,8 +420,31 @@ def decode_batch(payload: bytes) -> Batch:
     )
 
 
-def encode_ack(ack: Ack) -> bytes:
-    return _dump(
+def _downlink_fields(msg: Ack | Replay) -> dict[str, Any]:
+    return {"issued_at_ns": msg.issued_at_ns, "nonce": msg.nonce, "kid": msg.kid}
+
+
+def decode_downlink_stamp(obj: Mapping[str, Any]) -> tuple[int, str, str]:
+    """``(issued_at_ns, nonce, kid)`` of a downlink message (``sync.downlink``): each may be missing (0 / "") so
+    that an unsigned message is refused as ``unsigned`` by the verifier, but a present one must be well-formed."""
+    issued = _opt_int(obj, "issued_at_ns") or 0
+    if issued >= 2**63:
+        raise DecodeError("must be < 2**63", field="issued_at_ns")
+    out: list[str] = []
+    for name in ("nonce", "kid"):
+        value = obj.get(name, "")
+        if value is None:
+            value = ""
+        if not isinstance(value, str) or len(value) > MAX_DOWNLINK_ID_CHARS:
+            raise DecodeError(f"expected a string of at most {MAX_DOWNLINK_ID_CHARS} characters", field=name)
+        out.append(value)
+    return issued, out[0], out[1]
+
+
+def encode_ack(ack: Ack, *, signer: Signer | None = None) -> bytes:
+    """The wire form of ``ack``; with ``signer`` (central's key, ``sync.downlink.DownlinkSigner``) it is signed,
+    else it carries ``ack.sig``."""
+    return _dump_signed(
         {
             "v": ENVELOPE_VERSION,
             "type": "ack",
@@ -378,20 +453,27 @@ def encode_ack(ack: Ack) -> bytes:
             "stream": ack.stream,
             "acked_seq": ack.acked_seq,
             "held": list(ack.held),
-        }
+            **_downlink_fields(ack),
+        },
+        signer, ack.sig,
     )
 
 
 def decode_ack(payload: bytes) -> Ack:
+    """Decode and validate an ack; the signature is not checked here (``sync.downlink.DownlinkVerifier``)."""
     obj = _load(payload)
     node, epoch, stream = _check_common(obj, "ack")
     acked = _get(obj, "acked_seq", int)
-    if acked < 0:
-        raise DecodeError("must be >= 0", field="acked_seq")
+    if not 0 <= acked < 2**63:
+        raise DecodeError("must be from 0 to 2**63 - 1", field="acked_seq")
     held = obj.get("held", [])
     if not isinstance(held, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in held):
         raise DecodeError("expected a list of integers", field="held")
-    return Ack(node=node, epoch=epoch, stream=stream, acked_seq=acked, held=tuple(held))
+    if len(held) > MAX_HELD_PER_ACK:
+        raise DecodeError(f"{len(held)} seqs exceed {MAX_HELD_PER_ACK}", field="held")
+    issued, nonce, kid = decode_downlink_stamp(obj)
+    return Ack(node=node, epoch=epoch, stream=stream, acked_seq=acked, held=tuple(held), issued_at_ns=issued,
+               nonce=nonce, kid=kid, sig=_sig(obj), signed_body=canonical_json(obj))
 
 
 def encode_heartbeat(hb: Heartbeat, *, signer: Signer | None = None) -> bytes:
@@ -408,9 +490,25 @@ def encode_heartbeat(hb: Heartbeat, *, signer: Signer | None = None) -> bytes:
             "version": hb.version,
             "alarms": list(hb.alarms),
             "streams": {name: b.to_json() for name, b in hb.streams.items()},
+            **({"downlink_rejected": dict(hb.downlink_rejected)} if hb.downlink_rejected else {}),
         },
         signer, hb.sig,
     )
+
+
+def _downlink_counts(obj: Mapping[str, Any]) -> dict[str, int]:
+    """The optional ``downlink_rejected`` of a heartbeat: reason → count (at most 32 reasons)."""
+    raw = obj.get("downlink_rejected")
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or len(raw) > 32:
+        raise DecodeError("expected an object of at most 32 counts", field="downlink_rejected")
+    out: dict[str, int] = {}
+    for reason, count in raw.items():
+        if len(reason) > 32 or isinstance(count, bool) or not isinstance(count, int) or not 0 <= count < 2**63:
+            raise DecodeError("expected reason → count (0 to 2**63 - 1)", field=f"downlink_rejected.{reason[:32]}")
+        out[reason] = count
+    return out
 
 
 def decode_heartbeat(payload: bytes) -> Heartbeat:
@@ -419,7 +517,7 @@ def decode_heartbeat(payload: bytes) -> Heartbeat:
     if msg_type != "heartbeat":
         raise DecodeError(f"expected 'heartbeat', got {msg_type!r}", field="type")
     node = check_node_id(_get(obj, "node", str))
-    epoch = _get(obj, "epoch", str)
+    epoch = _text(obj, "epoch", max_chars=64)
     raw_streams = _get(obj, "streams", dict)
     streams: dict[str, StreamBacklog] = {}
     for name, raw in raw_streams.items():
@@ -432,33 +530,45 @@ def decode_heartbeat(payload: bytes) -> Heartbeat:
         if age is not None and (isinstance(age, bool) or not isinstance(age, int | float)):
             raise DecodeError("expected a number or null", field=f"{path}oldest_age_s")
         streams[name] = StreamBacklog(
-            head=_get(raw, "head", int, path), acked=_get(raw, "acked", int, path),
-            pending=_get(raw, "pending", int, path), oldest_age_s=None if age is None else float(age),
+            head=_counter(raw, "head", path), acked=_counter(raw, "acked", path),
+            pending=_counter(raw, "pending", path), oldest_age_s=None if age is None else float(age),
             lost=_opt_int(raw, "lost", path) or 0,
         )
     alarms = obj.get("alarms", [])
-    if not isinstance(alarms, list) or not all(isinstance(a, str) for a in alarms):
-        raise DecodeError("expected a list of strings", field="alarms")
+    if not isinstance(alarms, list) or len(alarms) > MAX_ALARMS or not all(
+            isinstance(a, str) and len(a) <= MAX_ALARM_CHARS and "\x00" not in a for a in alarms):
+        raise DecodeError(f"expected a list of at most {MAX_ALARMS} strings of at most {MAX_ALARM_CHARS} "
+                          "characters (no NUL)", field="alarms")
     version = obj.get("version", "")
+    if isinstance(version, str) and (len(version) > MAX_VERSION_CHARS or not version.isprintable()):
+        raise DecodeError(f"expected at most {MAX_VERSION_CHARS} printable characters", field="version")
+    boot_id = obj.get("boot_id", "")
+    if not isinstance(boot_id, str) or len(boot_id) > 64 or not boot_id.isprintable():
+        raise DecodeError("expected a string of at most 64 printable characters", field="boot_id")
     return Heartbeat(
-        node=node, epoch=epoch, bno=_opt_int(obj, "bno") or 0, sent_at_ns=_get(obj, "sent_at_ns", int),
-        mono_ns=_opt_int(obj, "mono_ns") or 0, boot_id=str(obj.get("boot_id", ""))[:64],
+        node=node, epoch=epoch, bno=_opt_int(obj, "bno") or 0, sent_at_ns=_counter(obj, "sent_at_ns"),
+        mono_ns=_opt_int(obj, "mono_ns") or 0, boot_id=boot_id,
         version=version if isinstance(version, str) else "", streams=streams, alarms=tuple(alarms),
-        sig=_sig(obj), signed_body=canonical_json(obj),
+        sig=_sig(obj), signed_body=canonical_json(obj), downlink_rejected=_downlink_counts(obj),
     )
 
 
-def encode_replay(req: Replay) -> bytes:
-    return _dump({"v": ENVELOPE_VERSION, "type": "replay", "node": req.node, "epoch": req.epoch,
-                  "stream": req.stream, "from_seq": req.from_seq, "reason": req.reason})
+def encode_replay(req: Replay, *, signer: Signer | None = None) -> bytes:
+    """The wire form of ``req``; with ``signer`` (central's key) it is signed, else it carries ``req.sig``."""
+    return _dump_signed({"v": ENVELOPE_VERSION, "type": "replay", "node": req.node, "epoch": req.epoch,
+                         "stream": req.stream, "from_seq": req.from_seq, "reason": req.reason,
+                         **_downlink_fields(req)}, signer, req.sig)
 
 
 def decode_replay(payload: bytes) -> Replay:
+    """Decode and validate a replay request; the signature is not checked here (``sync.downlink``)."""
     obj = _load(payload)
     node, epoch, stream = _check_common(obj, "replay")
     from_seq = _get(obj, "from_seq", int)
-    if from_seq < 1:
-        raise DecodeError("must be >= 1", field="from_seq")
+    if not 1 <= from_seq < 2**63:
+        raise DecodeError("must be from 1 to 2**63 - 1", field="from_seq")
     reason = obj.get("reason", "")
+    issued, nonce, kid = decode_downlink_stamp(obj)
     return Replay(node=node, epoch=epoch, stream=stream, from_seq=from_seq,
-                  reason=reason if isinstance(reason, str) else "")
+                  reason=reason[:500] if isinstance(reason, str) else "", issued_at_ns=issued, nonce=nonce, kid=kid,
+                  sig=_sig(obj), signed_body=canonical_json(obj))

@@ -100,7 +100,7 @@ def serve(app: FastAPI) -> Iterator[str]:
 
     port = free_port()
     server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                                    lifespan="off"))
+                                    lifespan="off", proxy_headers=False))  # as central.runner serves it
     thread = threading.Thread(target=server.run, name=f"api-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 15

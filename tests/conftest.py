@@ -7,13 +7,23 @@ A missing server binary makes the requesting test fail with the Debian package t
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.api_support import ApiHarness, build_api
 from tests.services import InfluxServer, MosquittoServer, PostgresServer
+
+# Property-based tests (tests/*/test_fuzz_*.py, README "Fuzzing"): a modest budget in `make test` ("ci"), a long one
+# in `make fuzz` ("fuzz"); HYPOTHESIS_PROFILE picks one. No deadline: the machine is shared and timing is not the point.
+settings.register_profile("ci", max_examples=60, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("fuzz", max_examples=5_000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

@@ -106,14 +106,20 @@ def wait_until(what: str, probe: Callable[[], T | None], *, timeout_s: float, pr
 
 
 def enrol(node_cfg: Path, central_cfg: Path) -> str:
-    """What an admin does: make the node's key (``edge enrol``), register its public key at central. Returns the
-    public key text."""
+    """What an admin does: make the node's key (``edge enrol``), register its public key at central (which prints
+    central's public signing key), and give the node central's key (``edge enrol --central-key``). Returns the
+    node's public key text."""
     made = floorgate(["edge", "enrol", "--config", str(node_cfg)])
     assert made.returncode == 0, made.stdout + made.stderr
     key = next(line.split()[-1] for line in made.stdout.splitlines() if line.startswith("public key"))
     reg = floorgate(["central", "node", "register", _node_id(node_cfg), "--public-key", key,
                      "--config", str(central_cfg)])
     assert reg.returncode == 0, reg.stdout + reg.stderr
+    central_keys = [line.split()[2] for line in reg.stdout.splitlines() if line.startswith("central key ")]
+    assert central_keys, reg.stdout
+    trust = floorgate(["edge", "enrol", "--config", str(node_cfg),
+                       *(arg for k in central_keys for arg in ("--central-key", k))])
+    assert trust.returncode == 0, trust.stdout + trust.stderr
     return key
 
 

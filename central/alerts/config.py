@@ -49,7 +49,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from central.metrics.base import check_tag_value
-from sync.config_errors import ConfigError, problems_from_pydantic
+from sync.config_errors import ConfigError, problems_from_pydantic, yaml_problem
+from sync.config_limits import check_yaml_events, read_config_text
+from sync.redact import mask_url
 
 __all__ = [
     "AlertRules",
@@ -154,10 +156,9 @@ class WebhookChannel(_ChannelBase):
 
     @property
     def masked_url(self) -> str:
-        """``scheme://host[:port]/…``: webhook URLs often carry a token in the path or query."""
-        m = re.match(r"^(https?://[^/?#]+)(.*)$", self.url)
-        assert m is not None  # checked on load
-        return m.group(1) + ("/…" if m.group(2) not in ("", "/") else m.group(2))
+        """``scheme://host[:port]/…?…`` (``sync.redact.mask_url``): webhook URLs carry a token in the user-info, the
+        path or the query."""
+        return mask_url(self.url)
 
 
 class EmailChannel(_ChannelBase):
@@ -490,11 +491,13 @@ def parse_rules(data: object, *, source: str) -> AlertRules:
 
 def load_rules(path: str | Path) -> AlertRules:
     p = Path(path)
+    text = read_config_text(p)  # size and encoding bounded (sync.config_limits)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(str(p), [f"cannot read: {exc.strerror}"]) from None
+        check_yaml_events(yaml.parse(text, Loader=yaml.SafeLoader), source=str(p))  # depth, alias bombs
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
+        raise ConfigError(str(p), [f"not valid YAML: {yaml_problem(exc)}"]) from None
+    except (ValueError, OverflowError) as exc:  # a scalar YAML cannot build, e.g. the date 2024-02-30
         raise ConfigError(str(p), [f"not valid YAML: {exc}"]) from None
     return parse_rules(data, source=str(p))
 

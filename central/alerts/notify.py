@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from central.alerts.config import EmailChannel, WebhookChannel
+from sync.redact import mask_urls_in
 
 __all__ = ["Notice", "NotifyError", "email_message", "send", "send_email", "send_webhook", "webhook_body"]
 
@@ -65,7 +66,9 @@ def webhook_body(n: Notice) -> dict[str, Any]:
 
 
 def _safe(text: str, channel: WebhookChannel) -> str:
-    text = text.replace(channel.url, channel.masked_url)
+    """An error text without the channel's secrets: its URL (also as httpx re-quotes it: every URL is masked) and
+    its header values."""
+    text = mask_urls_in(text.replace(channel.url, channel.masked_url))
     for value in channel.headers.values():
         secret = value.get_secret_value()
         if secret:

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from central import __version__
-from central.api import errors, observability
+from central.api import boundary, errors, observability, throttle
 from central.api.deps import AppState
 from central.api.routes import alerts as alert_routes
 from central.api.routes import alibi as alibi_routes
@@ -61,7 +61,9 @@ def create_app(
         settings=settings, sessions=sessions, store=store, ingest=ingest, started_at=time.time()
     )
     errors.install(app)
+    boundary.install(app, settings.api)  # body limits and the client's address, before any route runs
     observability.install(app, app.state.floorgate)
+    throttle.install(app)  # the login throttle's counters in the app's /metrics
     for module in (health, auth, users, weighings, devices, ingest_routes, readings, prom, alert_routes, cmd_routes,
                    sites, masterdata, tickets, ticket_documents, tse, tse_exports, audit_log, alibi_routes):
         app.include_router(module.router)

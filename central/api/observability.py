@@ -10,9 +10,14 @@ share or clash over a metric. Figures are read when Prometheus scrapes, not push
     floorgate_ingest_lag_seconds                                   node send time → applied, of the last batch
     floorgate_ingest_last_batch_timestamp_seconds                  when the last batch was applied
     floorgate_ingest_quarantine_entries                            rows in the quarantine table (all workers)
+    floorgate_ingest_quarantine_dropped_total{reason}              not stored: beyond the source's limit (rate /
+                                                                   bytes, central.ingest.quarantine)
     floorgate_alerts_firing{severity}                              alerts in state firing (info/warning/critical
                                                                    always present, 0 when none)
     floorgate_database_up                                          1 when the database queries worked
+    floorgate_sync_stuck_streams                                   streams a node holds acknowledged beyond
+                                                                   central's mark (central.sync_health)
+    floorgate_sync_stream_stuck_records{node,stream}               node's acked - central's mark, stuck ones only
     floorgate_pki_certificate_not_after_timestamp_seconds{kind,common_name}
                                                                    expiry of each certificate in use (the latest
                                                                    not revoked one per CN; kind node/server/client)
@@ -43,6 +48,7 @@ from central.api.deps import AppState
 from central.api.values import utc
 from central.db.models import Alert, Certificate, QuarantineEntry
 from central.pki import CRL_FILE, crl_next_update
+from central.sync_health import stuck_streams
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,7 @@ _INGEST_COUNTERS = (
     ("duplicates", "duplicates", "records received again and ignored (already applied)"),
     ("quarantined", "quarantined", "messages put into the quarantine"),
     ("quarantine_repeats", "quarantine_repeats", "the same trouble again within seconds: counted, not stored"),
+    ("quarantine_pruned", "quarantine_pruned", "quarantine entries deleted after ingest.quarantine_retention_days"),
     ("conflicts", "conflicts", "records resent with another body (integrity alarm)"),
     ("rejected", "rejected", "records rejected as malformed"),
     ("replayed", "replayed", "replayed batches (nothing new)"),
@@ -67,6 +74,8 @@ _INGEST_COUNTERS = (
     ("replays_requested", "replays_requested", "replays asked of nodes to fill a gap"),
     ("store_failures", "store_failures", "batches not applied: metrics store unavailable (node resends)"),
     ("db_failures", "db_failures", "batches not applied: database error (node resends)"),
+    ("unexpected_errors", "unexpected_errors", "messages whose handling failed unexpectedly (quarantined; ingest "
+     "kept running)"),
 )
 
 
@@ -124,6 +133,12 @@ class StateCollector(Collector):
         c = ingest.counters
         for attribute, name, help_text in _INGEST_COUNTERS:
             yield CounterMetricFamily(f"floorgate_ingest_{name}", help_text, value=getattr(c, attribute))
+        dropped = CounterMetricFamily("floorgate_ingest_quarantine_dropped",
+                                      "messages not put into the quarantine: beyond their source's limit",
+                                      labels=["reason"])
+        dropped.add_metric(["rate"], c.quarantine_dropped_rate)
+        dropped.add_metric(["bytes"], c.quarantine_dropped_bytes)
+        yield dropped
         if c.last_lag_s is not None:
             yield GaugeMetricFamily("floorgate_ingest_lag_seconds",
                                     "from the node sending the last batch to central applying it",
@@ -138,6 +153,7 @@ class StateCollector(Collector):
                 firing = {str(severity): int(count) for severity, count in session.execute(
                     select(Alert.severity, func.count()).where(Alert.state == "firing").group_by(Alert.severity))}
                 quarantine = int(session.execute(select(func.count()).select_from(QuarantineEntry)).scalar_one())
+                stuck = stuck_streams(session)
                 certificates = session.execute(
                     select(Certificate.kind, Certificate.common_name, func.max(Certificate.not_after))
                     .where(Certificate.revoked_at.is_(None))
@@ -148,6 +164,14 @@ class StateCollector(Collector):
             yield GaugeMetricFamily("floorgate_database_up", "1 if the scrape's database queries worked", value=0.0)
             return
         yield GaugeMetricFamily("floorgate_database_up", "1 if the scrape's database queries worked", value=1.0)
+        missing = GaugeMetricFamily(
+            "floorgate_sync_stream_stuck_records", "records a node holds acknowledged beyond central's mark (node's "
+            "acked - central's mark; only stuck streams): they cannot be replayed", labels=["node", "stream"])
+        for x in stuck:
+            missing.add_metric([x.node, x.stream], float(x.node_acked - x.mark))
+        yield missing
+        yield GaugeMetricFamily("floorgate_sync_stuck_streams", "streams stuck (see floorgate_sync_stream_stuck_"
+                                "records)", value=float(len(stuck)))
         yield GaugeMetricFamily("floorgate_ingest_quarantine_entries",
                                 "messages kept in the ingest quarantine (all workers)", value=quarantine)
         alerts = GaugeMetricFamily("floorgate_alerts_firing", "alerts firing now", labels=["severity"])

@@ -17,10 +17,15 @@ admin          ✓                                 users, API keys, sites, nodes
 =============  =====  ========  =======  ======
 
 Credentials: ``Authorization: Bearer <JWT>`` from ``POST /api/v1/auth/token``, or ``Authorization: Bearer fgk_…`` /
-``X-API-Key: fgk_…`` for an API key. API keys are ``fgk_<prefix>_<secret>``: the prefix finds the row, the secret is
-checked against its SHA-256. Passwords are hashed with argon2id (slow on purpose: people choose guessable ones); a
-key's secret is 192 random bits, where a slow hash adds nothing but ~0.1 s of CPU to every machine request, so it is
-kept as SHA-256 and compared in constant time. Neither is ever logged.
+``X-API-Key: fgk_…`` for an API key. Both are checked against the database on every request (one indexed lookup):
+a token carries the user's ``token_version``, raised when the password changes or the user is disabled, so older
+tokens are refused at once; a key belongs to the person who made it (``owner_user_id``) and stops working the
+moment that person is disabled (the API also revokes it then). Login throttling: ``central.api.throttle``.
+
+API keys are ``fgk_<prefix>_<secret>``: the prefix finds the row, the secret is checked against its SHA-256.
+Passwords are hashed with argon2id (slow on purpose: people choose guessable ones); a key's secret is 192 random
+bits, where a slow hash adds nothing but ~0.1 s of CPU to every machine request, so it is kept as SHA-256 and
+compared in constant time. Neither is ever logged.
 """
 
 from __future__ import annotations
@@ -109,7 +114,7 @@ def issue_token(state: AppState, user: User) -> tuple[str, int]:
     now = datetime.now(UTC)
     ttl = int(auth.token_ttl_s)
     claims = {"sub": user.username, "role": user.role, "iat": now, "nbf": now, "exp": now + timedelta(seconds=ttl),
-              "iss": JWT_ISSUER, "jti": secrets.token_hex(8)}
+              "iss": JWT_ISSUER, "jti": secrets.token_hex(8), "ver": user.token_version}
     return jwt.encode(claims, auth.secret(), algorithm=JWT_ALGORITHM), ttl
 
 
@@ -140,15 +145,22 @@ def _from_jwt(state: AppState, session: Session, token: str) -> Principal:
     user = session.execute(select(User).where(User.username == claims["sub"])).scalar_one_or_none()
     if user is None or not user.active:
         raise _unauthorized("the user of this token no longer exists or is disabled")
+    if claims.get("ver", 0) != user.token_version:  # the password changed (or the user was disabled) since
+        raise _unauthorized("the access token was ended by a change of the user's password or access: log in again")
     return Principal("user", user.username, user.role)  # the role as it is now, not as it was at login
 
 
 def _from_api_key(session: Session, key: str) -> Principal:
     body = key[len(API_KEY_PREFIX):]
     prefix, _, secret = body.partition("_")
-    row = session.execute(select(ApiKey).where(ApiKey.prefix == prefix)).scalar_one_or_none() if secret else None
+    found = session.execute(
+        select(ApiKey, User.active).outerjoin(User, User.id == ApiKey.owner_user_id).where(ApiKey.prefix == prefix)
+    ).one_or_none() if secret else None
+    row, owner_active = found if found is not None else (None, None)
     if row is None or not hmac.compare_digest(row.secret_hash, key_digest(secret)):
         raise _unauthorized("unknown API key")
+    if owner_active is False:  # checked on every request: disabling the owner ends the key at once
+        raise _unauthorized(f"API key {prefix} belongs to a disabled user")
     now = datetime.now(UTC)
     if row.revoked_at is not None:
         raise _unauthorized(f"API key {prefix} was revoked")
@@ -216,35 +228,12 @@ CanReadAudit = Annotated[Principal, Depends(require("audit:read"))]
 IsAdmin = Annotated[Principal, Depends(require("admin"))]
 
 
-def login_throttled(session: Session, *, username: str, client: str | None, max_failures: int, window_s: float
-                    ) -> float | None:
-    """Seconds to wait if ``username`` failed ``max_failures`` times within the window, or the client address
-    four times as often (many names tried from one place); None if it may try. Counted in the database, so every
-    API worker sees the same attempts."""
-    from sqlalchemy import func
-
-    from central.db.models import LoginAttempt
-
-    now = datetime.now(UTC)
-    since = now - timedelta(seconds=window_s)
-    checks = [(LoginAttempt.username == username.replace("\x00", "\ufffd")[:64], max_failures)]
-    if client:
-        checks.append((LoginAttempt.client == client[:64], max_failures * 4))
-    wait: float | None = None
-    for cond, limit in checks:
-        failures, oldest = session.execute(
-            select(func.count(), func.min(LoginAttempt.at)).where(cond, LoginAttempt.at >= since)).one()
-        if int(failures) >= limit and oldest is not None:
-            left = max(1.0, window_s - (now - _aware(oldest)).total_seconds())
-            wait = max(wait or 0.0, left)
-    return wait
-
-
-def record_failed_login(session: Session, *, username: str, client: str | None) -> None:
-    from central.db.models import LoginAttempt
-
-    # NUL cannot be stored in Postgres text; the name is only kept to count attempts
-    session.add(LoginAttempt(username=username.replace("\x00", "\ufffd")[:64],
-                             client=(client or "")[:64] or None, at=datetime.now(UTC)))
-    session.commit()
-
+def owner_of(session: Session, principal: Principal) -> int | None:
+    """The person behind ``principal``: a user's id, or the owner of the API key it is (None for the demo's
+    anonymous access or a key nobody owns)."""
+    if principal.kind == "user":
+        return session.execute(select(User.id).where(User.username == principal.name)).scalar_one_or_none()
+    if principal.kind == "apikey":
+        return session.execute(select(ApiKey.owner_user_id).where(ApiKey.prefix == principal.name)
+                               ).scalar_one_or_none()
+    return None

@@ -1,7 +1,9 @@
 """Value rules shared by the business routes (sites, nodes, master data, tickets, TSE transactions, audit log).
 
-- **ids** are BIGINT: path, query and body ids are bounded to 1 … 2**63-1, so a larger one is a 422 and never a
-  database overflow.
+- **ids** are BIGINT in the database; path, query and body ids are bounded to 1 … 2**53-1 (``MAX_ID``), so a larger
+  one is a 422 and never a database overflow. 2**53-1 rather than 2**63-1: it is the largest integer every JSON
+  client holds exactly (a double, JavaScript's ``Number.MAX_SAFE_INTEGER``) — with 2**63-1 as the schema's
+  ``maximum``, 2**63+191 rounds to the same double and a client (schemathesis did) takes it for a valid id.
 - **text** never holds NUL (Postgres text cannot) and is no longer than its column (``NO_NUL``, ``NON_BLANK``).
 - **exact decimals** travel as JSON strings, never floats. ``plain`` writes a stored value without the padding zeros
   of NUMERIC(18, 6) and never in exponent notation: ``Decimal("16139.500000")`` → ``"16139.5"``, the same number.
@@ -14,21 +16,22 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import Path, Query
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 from sqlalchemy import Select
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session
 
 from central.api.errors import ApiError
-from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sorted_page
+from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sort_values, sorted_page
 
-MAX_ID = 2**63 - 1  # BIGINT
+MAX_ID = 2**53 - 1  # see ids above; far beyond any BIGSERIAL value we will reach
 NO_NUL = r"^[^\x00]*$"
 NON_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"  # at least one character that is not white space
 CODE = r"^[A-Za-z0-9][A-Za-z0-9_./-]*$"  # article, partner, site, lot codes: what an ERP key looks like
@@ -39,8 +42,32 @@ IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="the record's id", exa
 IdFilter = Annotated[int | None, Query(ge=1, le=MAX_ID, description="only records referring to this id")]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="at most this many items")]
 Cursor = Annotated[str | None, Query(max_length=2048, description="`next_cursor` of the previous page")]
-Since = Annotated[datetime | None, Query(description="at or after this time (ISO 8601; without zone: UTC)")]
-Until = Annotated[datetime | None, Query(description="before this time (ISO 8601; without zone: UTC)")]
+_ISO_START = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def iso_only(value: object) -> object:
+    """A time (query parameter or body field) is ISO 8601 text: pydantic would also take a number (Unix seconds,
+    ``0.5``) or a bare date, which the schema (``format: date-time``) forbids."""
+    if isinstance(value, int | float) or (isinstance(value, str) and not (_ISO_START.match(value)
+                                                                         and len(value) > 10)):
+        raise ValueError("expected an ISO 8601 time such as 2025-01-07T09:30:00Z")
+    return value
+
+
+IsoTime = BeforeValidator(iso_only)
+
+
+def whole_number(value: object) -> object:
+    """``213.0`` → ``213``: JSON Schema counts a number without fraction as an integer, so a body id may come as
+    one; the body models are otherwise strict (no ``"5"`` for 5, no ``0`` for false)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+WholeNumber = BeforeValidator(whole_number)
+Since = Annotated[datetime | None, IsoTime, Query(description="at or after this time (ISO 8601; without zone: UTC)")]
+Until = Annotated[datetime | None, IsoTime, Query(description="before this time (ISO 8601; without zone: UTC)")]
 
 
 def patch_field(**constraints: Any) -> Any:
@@ -55,8 +82,14 @@ def text_filter(description: str, max_length: int = 200) -> Any:
     return Query(max_length=max_length, pattern=NO_NUL, description=description)
 
 
-def sort_param(fields: str, default: str) -> Any:
-    return Query(max_length=64, description=f"{fields}; - in front for descending (default {default})")
+def sort_param(fields: str, default: str, names: Iterable[str] | None = None) -> Any:
+    """A ``sort`` query parameter whose schema lists its values (``enum``), so clients and schemathesis know them;
+    the route still answers any other value with 400 ``invalid_sort`` (its documented error). ``names`` default to
+    the field names in ``fields`` ("code, name, created_at or id")."""
+    if names is None:
+        names = [w for w in re.findall(r"[a-z_]+", fields.split("(")[0]) if w != "or"]
+    return Query(max_length=64, description=f"{fields}; - in front for descending (default {default})",
+                 json_schema_extra={"enum": sort_values(names)})
 
 
 def plain(value: Decimal | None) -> str | None:

@@ -6,6 +6,7 @@ Weights are exact decimals with their unit; times are UTC with time zone. The sc
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -25,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
     func,
 )
 from sqlalchemy.engine import Dialect
@@ -192,12 +194,33 @@ class QuarantineEntry(Base):
     """A message central could not use, kept with the reason; nothing in it was applied."""
 
     __tablename__ = "ingest_quarantine"
+    __table_args__ = (Index("ix_ingest_quarantine_received_at", "received_at"),)  # the retention prune
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     topic: Mapped[str] = mapped_column(Text)
     node_id: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(Text)
-    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)  # whole, or its first bytes when payload_truncated
+    payload_sha256: Mapped[str] = mapped_column(String(64))  # hex, of the whole message
+    payload_size: Mapped[int] = mapped_column(BigInteger)  # bytes of the whole message
+    payload_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # node:<id> (authenticated as that enrolled node), unauthenticated, or NULL (written with an applied batch)
+    source: Mapped[str | None] = mapped_column(String(80))
+
+
+QUARANTINE_KEEP_BYTES = 4096  # what a row written without central.ingest.quarantine keeps of its payload
+
+
+@event.listens_for(QuarantineEntry, "before_insert")
+def _compact_quarantine_payload(_mapper: Any, _connection: Any, row: QuarantineEntry) -> None:
+    """Every quarantine row is bounded, also one written directly (apply's rejected records and conflicts):
+    the SHA-256 and size of the whole payload, and at most QUARANTINE_KEEP_BYTES of it."""
+    if row.payload_sha256 is None:
+        payload = bytes(row.payload or b"")
+        row.payload_sha256 = hashlib.sha256(payload).hexdigest()
+        row.payload_size = len(payload)
+        row.payload_truncated = len(payload) > QUARANTINE_KEEP_BYTES
+        row.payload = payload[:QUARANTINE_KEEP_BYTES]
 
 
 # --- business master data ----------------------------------------------------------------------------------------
@@ -390,6 +413,9 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # raised on a password change and when the user is disabled: access tokens carry the version they were
+    # issued with (claim ``ver``) and one with another version is refused
+    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ApiKey(Base):
@@ -406,6 +432,8 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # the person behind the key (its creator, or the creator of the key that created it): disabling them ends it
+    owner_user_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id"), index=True)
 
 
 class LoginAttempt(Base):
@@ -416,6 +444,24 @@ class LoginAttempt(Base):
     username: Mapped[str] = mapped_column(String(64), index=True)
     client: Mapped[str | None] = mapped_column(String(64), index=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class LoginThrottle(Base):
+    """The login throttle's counters (``central.api.throttle``), shared by every API worker: one row per
+    (user, address) pair (``kind`` pair), per user from addresses it never logged in from (``user``) and per
+    address (``address``). ``next_at`` is when the key may try again; ``last_success_at`` of a pair marks the
+    address as known-good for that user."""
+
+    __tablename__ = "login_throttle"
+    __table_args__ = (UniqueConstraint("kind", "username", "client"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(8))  # pair / user / address
+    username: Mapped[str] = mapped_column(String(64))  # "" for kind address
+    client: Mapped[str] = mapped_column(String(64))  # "" for kind user
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # attempts since the last success or reset
+    next_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class AuditEntry(Base):

@@ -19,8 +19,11 @@ are null, its number and serial are kept when the node has them, its times defau
 
 What cannot be stored as it came — a missing or mistyped field, text longer than its column or holding NUL, base64
 that is not, a time that is not ISO 8601 — raises :class:`BadTseRecord` naming ``data.<field>``: the record goes to
-the quarantine (``apply``). What is well-formed but does not verify (a wrong signature, an unknown algorithm, a
-serial that is not the key's) is stored and marked ``invalid`` by ``verify``: that is evidence, not garbage.
+the quarantine (``apply``). The fields the cash register controls (client and receipt id, total, currency, process
+type and data) are checked with ``sync.sales.check_sale_record`` — the same rules the node's POS API applies before
+its TSE signs, so a signed sale the node took is never quarantined for them. What is well-formed but does not
+verify (a wrong signature, an unknown algorithm, a serial that is not the key's) is stored and marked ``invalid`` by
+``verify``: that is evidence, not garbage.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from central.ingest.weighings import BadWeighing, legal_decimal
 from protocols.tse.errors import ReceiptQrError
 from protocols.tse.qr import parse_iso_time
 from sync.envelope import Record
+from sync.sales import SaleError, check_sale_record
 
 MAX_INT: Final = 2**63 - 1  # BIGINT
 TEXT_LIMITS: Final = {"tse_serial": 128, "client_id": 64, "process_type": 64, "algorithm": 64, "time_format": 32,
@@ -115,25 +119,19 @@ def _serial(data: Mapping[str, Any], *, required: bool) -> str | None:
     return serial.lower()
 
 
-def _client_id(data: Mapping[str, Any]) -> str:
-    client = _text(data, "client_id", required=True)
-    if not client:
-        raise BadTseRecord("data.client_id: empty (the cash register's id)")
-    return client
+def _sale_fields(data: Mapping[str, Any], *, signed: bool) -> None:
+    """The register's fields, by the rules the node's POS API applies before signing (``sync.sales``)."""
+    try:
+        check_sale_record(data, signed=signed)
+    except SaleError as exc:
+        raise BadTseRecord(f"data.{exc}") from None
 
 
 def _total(data: Mapping[str, Any]) -> Decimal | None:
     try:
-        return legal_decimal(data, "total")
+        return legal_decimal(data, "total")  # checked by _sale_fields: an ASCII decimal string with two places
     except BadWeighing as exc:
         raise BadTseRecord(exc.reason) from None
-
-
-def _currency(data: Mapping[str, Any]) -> str:
-    currency = data.get("currency", "EUR")
-    if not isinstance(currency, str) or len(currency) != 3 or not currency.isascii() or not currency.isupper():
-        raise BadTseRecord(f"data.currency: expected an ISO 4217 code such as EUR, got {currency!r:.40}")
-    return currency
 
 
 def tse_row(*, node: str, record: Record, received_at: datetime) -> TseTransaction:
@@ -143,6 +141,7 @@ def tse_row(*, node: str, record: Record, received_at: datetime) -> TseTransacti
     if not isinstance(failed, bool):
         raise BadTseRecord(f"data.tse_failed: expected true or false, got {failed!r:.40}")
     signed = not failed  # a signed sale needs every field; a failed one what the node has
+    _sale_fields(data, signed=signed)
     at = datetime.fromtimestamp(record.ts_ns / 1e9, UTC)
     finished_at = _time(data, "finished_at", None if signed else at)
     started_at = _time(data, "started_at", None if signed else finished_at)
@@ -153,7 +152,7 @@ def tse_row(*, node: str, record: Record, received_at: datetime) -> TseTransacti
         public_key=_base64(data, "public_key", required=signed),
         algorithm=_text(data, "algorithm", required=signed),
         time_format=_text(data, "time_format", required=False, default="unixTime"),
-        client_id=_client_id(data),
+        client_id=str(data["client_id"]),
         tx_number=_int(data, "tx_number", required=signed),
         signature_counter=_int(data, "signature_counter", required=signed),
         start_counter=_int(data, "start_counter", required=False),
@@ -163,7 +162,7 @@ def tse_row(*, node: str, record: Record, received_at: datetime) -> TseTransacti
         process_data=_text(data, "process_data", required=signed, default=""),
         signature=_base64(data, "signature", required=signed),
         qr=_text(data, "qr", required=False),
-        total=_total(data), currency=_currency(data),
+        total=_total(data), currency=str(data.get("currency", "EUR")),
         receipt_id=_text(data, "receipt_id", required=False),
         tse_failed=failed, tse_error=error if failed else None,
         verified="tse_failed" if failed else "pending", received_at=received_at,

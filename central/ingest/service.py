@@ -9,7 +9,8 @@ within a stream, batches are applied in the order they arrive.
 Heartbeats (signed the same way) update the node's row (backlog per stream, alarms, software version, clock skew),
 go to the metrics store as ``node_backlog`` points, and drive gap repair: when central's contiguous mark of a stream
 stays behind the node's head for ``ingest.replay_after_s`` without moving, central asks the node to replay from the
-mark.
+mark. Acks and replay requests are signed with central's key (``central.signing_key``, ``sync.downlink``): a node acts
+on nothing else.
 
 Several workers (``floorgate central ingest``) share the load through an MQTT 5 shared subscription
 (``ingest.share_group``); the per-stream row lock in ``apply_batch`` keeps them from interleaving one stream.
@@ -37,10 +38,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from central.commands import CommandDispatcher, ResultRejected
 from central.config import BrokerSettings, IngestSettings
-from central.db.models import Certificate, Node, QuarantineEntry, StreamMark
+from central.db.models import Certificate, Node, StreamMark
 from central.ingest.apply import BatchReplayed, apply_batch
 from central.ingest.mqtt import make_client
+from central.ingest.quarantine import Quarantine
 from central.metrics import MetricsStore, MetricsStoreError, Point
+from sync.downlink import DownlinkSigner
 from sync.envelope import (
     Ack,
     Batch,
@@ -53,7 +56,7 @@ from sync.envelope import (
     encode_replay,
 )
 from sync.errors import DecodeError
-from sync.signing import SigningKeyError, parse_public_key, verify
+from sync.signing import SigningKeyError, generate_key, parse_public_key, verify
 from sync.streams import STREAMS
 from sync.topics import (
     ack_topic,
@@ -71,8 +74,8 @@ PING_TOPIC = "floorgate/v1/_central/ping"  # nobody subscribes: the PUBACK is th
 KEY_REFRESH_S = 5.0  # an unknown node's key is looked up again at most this often
 SHUTDOWN_GRACE_S = 15.0  # how long a stopping ingest waits for the batches it is applying
 KEY_TTL_S = 60.0  # a known node's key is re-read after this long (replaced / revoked keys take effect)
+MAX_CACHED_KEYS = 10_000  # beyond, the cached "no such node" answers are forgotten (varying names cost no memory)
 CRASH_ENV = "FLOORGATE_FAULT_CRASH_AFTER_COMMITS"
-QUARANTINE_REPEAT_S = 10.0
 
 
 class Rejected(Exception):
@@ -85,7 +88,10 @@ class IngestCounters:
     records: int = 0
     duplicates: int = 0
     quarantined: int = 0
-    quarantine_repeats: int = 0  # the same trouble again within QUARANTINE_REPEAT_S: counted, not stored
+    quarantine_repeats: int = 0  # the same trouble again within quarantine.REPEAT_S: counted, not stored
+    quarantine_dropped_rate: int = 0  # beyond the source's message budget (central.ingest.quarantine): not stored
+    quarantine_dropped_bytes: int = 0  # beyond the source's byte budget: not stored
+    quarantine_pruned: int = 0  # rows deleted by this process after ingest.quarantine_retention_days
     conflicts: int = 0
     rejected: int = 0
     replayed: int = 0
@@ -94,6 +100,7 @@ class IngestCounters:
     replays_requested: int = 0
     store_failures: int = 0
     db_failures: int = 0
+    unexpected_errors: int = 0  # a message whose handling raised something unforeseen: quarantined, process kept up
     last_lag_s: float | None = None
     last_batch_at: float | None = None
 
@@ -101,8 +108,10 @@ class IngestCounters:
 class IngestService:
     def __init__(
         self, broker: BrokerSettings, sessions: sessionmaker[Session], store: MetricsStore, *,
-        client_id: str | None = None, settings: IngestSettings | None = None,
+        client_id: str | None = None, settings: IngestSettings | None = None, signer: DownlinkSigner | None = None,
     ) -> None:
+        """``signer``: central's downlink key (``central.signing_key``) for acks, replay requests and commands;
+        without it (tests that never reach a node) a throwaway key is used, which no node trusts."""
         self.broker = broker
         self.sessions = sessions
         self.store = store
@@ -115,17 +124,25 @@ class IngestService:
         self._keys: dict[str, tuple[Ed25519PublicKey | None, float]] = {}
         self._revoked: dict[str, bool] = {}  # node → no key because its certificates were revoked
         self._gaps: dict[tuple[str, str, str], tuple[int, float]] = {}
-        self._quarantined_at: dict[tuple[str | None, str], float] = {}  # (node, epoch, stream) → (mark, since)
+        # bounded: repeats, per-source limits, retention (central.ingest.quarantine)
+        self.quarantine = Quarantine(sessions, self.settings, enrolled=self._enrolled)
         crash = os.environ.get(CRASH_ENV)
         self._crash_after = int(crash) if crash else None
         self._commits = 0
         self._in_hand: set[asyncio.Task[None]] = set()
-        self.commands = CommandDispatcher(sessions)  # device commands: sends queued rows, applies node results
+        if signer is None:
+            log.warning("ingest: no central signing key given; downlink messages are signed with a throwaway key "
+                        "that no node trusts")
+            signer = DownlinkSigner(generate_key())
+        self.signer = signer
+        # device commands: sends queued rows (signed), applies node results
+        self.commands = CommandDispatcher(sessions, signer=signer)
 
     async def run(self) -> None:
         self._queues = {s: asyncio.Queue(maxsize=1000) for s in STREAMS}
         workers = [asyncio.create_task(self._worker(s), name=f"ingest:{s}") for s in STREAMS]
         workers.append(asyncio.create_task(self.commands.run(self._send_command), name="ingest:commands"))
+        workers.append(asyncio.create_task(self.quarantine.run_pruner(self._count_pruned), name="ingest:prune"))
         try:
             await self._consume()
         finally:
@@ -158,12 +175,17 @@ class IngestService:
                             if not isinstance(payload, bytes):
                                 payload = str(payload or "").encode()
                             topic = str(message.topic)
-                            if topic.endswith("/heartbeat"):
-                                await self._on_heartbeat(topic, payload)
-                            elif topic.endswith("/cmd/result"):
-                                await self._on_command_result(topic, payload)
-                            else:
-                                await self._dispatch(topic, payload)
+                            try:
+                                if topic.endswith("/heartbeat"):
+                                    await self._on_heartbeat(topic, payload)
+                                elif topic.endswith("/cmd/result"):
+                                    await self._on_command_result(topic, payload)
+                                else:
+                                    await self._dispatch(topic, payload)
+                            except aiomqtt.MqttError:
+                                raise  # the connection, not the message: reconnect below
+                            except Exception as exc:  # the last net: no message stops the ingest
+                                await self._unexpected(topic, payload, "message", exc)
                     except asyncio.CancelledError:
                         await self._finish_in_hand()
                         raise
@@ -174,6 +196,19 @@ class IngestService:
                 self._client = None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+    async def _unexpected(self, topic: str, payload: bytes, what: str, exc: BaseException) -> None:
+        """A message whose handling raised something no decoder or check foresaw (a bug, or an input nobody
+        thought of): counted (``unexpected_errors``), logged with its traceback, quarantined with the exception as
+        the reason — and the ingest goes on with the next message."""
+        self.counters.unexpected_errors += 1
+        log.error("ingest: unexpected %s while handling %s on %s (quarantined; ingest continues)",
+                  type(exc).__name__, what, topic[:200], exc_info=exc)
+        reason = f"{what}: unexpected {type(exc).__name__} while handling it: {str(exc)[:300]}"
+        try:
+            await asyncio.to_thread(self._quarantine, topic, payload, reason)
+        except Exception:  # the quarantine's own trouble must not stop the ingest either
+            log.exception("ingest: cannot quarantine the message on %s", topic[:200])
 
     async def _finish_in_hand(self) -> None:
         """Shutting down: take no new message, but let the batches being applied commit and send their acks
@@ -221,8 +256,16 @@ class IngestService:
                 key = parse_public_key(text)
             except SigningKeyError as exc:
                 log.error("ingest: node %s has an unusable registered key: %s", node, exc)
+        if key is None and len(self._keys) >= MAX_CACHED_KEYS:  # names that are no node's, e.g. an anonymous flood
+            self._keys = {n: v for n, v in self._keys.items() if v[0] is not None}  # forget those: memory stays
+            self._revoked = {n: r for n, r in self._revoked.items() if n in self._keys or n == node}  # bounded
         self._keys[node] = (key, time.monotonic())
         return key
+
+    def _enrolled(self, node: str) -> bool:
+        """Whether ``node`` is an enrolled node's id as far as the key cache knows (no database work)."""
+        cached = self._keys.get(node)
+        return cached is not None and cached[0] is not None
 
     def forget_key(self, node: str) -> None:
         self._keys.pop(node, None)
@@ -246,7 +289,7 @@ class IngestService:
     async def _dispatch(self, topic: str, payload: bytes) -> None:
         try:
             node, stream = parse_batch_topic(topic)
-            batch = decode_batch(payload)
+            batch = await asyncio.to_thread(decode_batch, payload)  # up to 8 MiB: off the event loop
             if batch.node != node:
                 raise DecodeError(f"payload names node {batch.node!r} but was published by {node!r}", field="node")
             if batch.stream != stream:
@@ -255,6 +298,9 @@ class IngestService:
         except (DecodeError, Rejected) as exc:
             await asyncio.to_thread(self._quarantine, topic, payload, str(exc))
             return
+        except Exception as exc:  # one message must never stop the ingest
+            await self._unexpected(topic, payload, "batch", exc)
+            return
         queue = self._queues[batch.stream]
         if queue.full() and not STREAMS[batch.stream].durable:
             log.warning("ingest: %s queue full; %s seq %d..%d left for the node to resend", batch.stream,
@@ -262,29 +308,22 @@ class IngestService:
             return
         await queue.put(batch)
 
-    def _quarantine(self, topic: str, payload: bytes, reason: str) -> None:
-        parts = topic.split("/")
-        node = parts[2][:64] if len(parts) > 2 else None
-        # the same trouble from the same node (a node not enrolled resends every few seconds) is kept once per
-        # QUARANTINE_REPEAT_S, the rest counted: the quarantine must not flood
-        key = (node, reason.replace(node, "…") if node else reason)
-        now = time.monotonic()
-        if now - self._quarantined_at.get(key, -QUARANTINE_REPEAT_S) < QUARANTINE_REPEAT_S:
-            self.counters.quarantine_repeats += 1
-            log.debug("ingest: again on %s: %s", topic, reason)
-            return
-        self._quarantined_at[key] = now
-        self.counters.quarantined += 1
-        log.error("ingest: quarantined message on %s: %s", topic, reason, extra={"topic": topic})
-        try:
-            with self.sessions.begin() as session:
-                session.add(
-                    QuarantineEntry(
-                        received_at=datetime.now(UTC), topic=topic, node_id=node, reason=reason, payload=payload
-                    )
-                )
-        except SQLAlchemyError:
-            log.exception("ingest: cannot store quarantined message from %s", topic)
+    def _quarantine(self, topic: str, payload: bytes, reason: str, *, node: str | None = None) -> None:
+        """Put a message central cannot use into the quarantine, within bounds (central.ingest.quarantine): pass
+        ``node`` only when the message authenticated as that enrolled node; everything else shares one budget."""
+        outcome = self.quarantine.put(topic, payload, reason, node=node)
+        c = self.counters
+        if outcome == "stored":
+            c.quarantined += 1
+        elif outcome == "repeat":
+            c.quarantine_repeats += 1
+        elif outcome == "rate":
+            c.quarantine_dropped_rate += 1
+        else:
+            c.quarantine_dropped_bytes += 1
+
+    def _count_pruned(self, removed: int) -> None:
+        self.counters.quarantine_pruned += removed
 
     # -- batches --------------------------------------------------------------------------------------------------
     async def _worker(self, stream: str) -> None:
@@ -299,8 +338,14 @@ class IngestService:
                 await asyncio.shield(task)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("ingest: unexpected failure applying %s %s", batch.node, stream)
+            except Exception as exc:  # one batch must never stop its stream's worker
+                topic = f"floorgate/v1/{batch.node}/up/{stream}"
+                try:
+                    payload = encode_batch(batch)
+                except Exception:  # an unencodable batch: quarantine the reason alone
+                    payload = b""
+                await self._unexpected(topic, payload, f"applying {batch.node} {stream} seq "
+                                       f"{batch.first_seq}..{batch.last_seq}", exc)
 
     async def _apply(self, batch: Batch) -> None:
         try:
@@ -308,7 +353,7 @@ class IngestService:
         except BatchReplayed as exc:
             self.counters.replayed += 1
             await asyncio.to_thread(self._quarantine, f"floorgate/v1/{batch.node}/up/{batch.stream}",
-                                    encode_batch(batch), exc.reason)
+                                    encode_batch(batch), exc.reason, node=batch.node)  # it authenticated
             return
         except MetricsStoreError as exc:
             self.counters.store_failures += 1
@@ -343,8 +388,8 @@ class IngestService:
                 batch.node, batch.epoch, batch.stream, result.conflicts,
             )
         ack = Ack(node=batch.node, epoch=batch.epoch, stream=batch.stream, acked_seq=result.acked_seq,
-                  held=result.held)
-        await self._publish(ack_topic(batch.node), encode_ack(ack), f"ack to {batch.node}")
+                  held=result.held, **self.signer.stamp())
+        await self._publish(ack_topic(batch.node), encode_ack(ack, signer=self.signer), f"ack to {batch.node}")
 
     async def _publish(self, topic: str, payload: bytes, what: str) -> None:
         client = self._client
@@ -369,17 +414,22 @@ class IngestService:
             await asyncio.to_thread(self._quarantine, topic, payload, f"command result: {exc}")
         except SQLAlchemyError as exc:
             log.error("ingest: command result on %s not stored (database error): %s", topic, exc)
+        except Exception as exc:  # one message must never stop the ingest
+            await self._unexpected(topic, payload, "command result", exc)
 
     # -- heartbeats -----------------------------------------------------------------------------------------------
     async def _on_heartbeat(self, topic: str, payload: bytes) -> None:
         try:
             node = parse_node_topic(topic, "heartbeat")
-            hb = decode_heartbeat(payload)
+            hb = await asyncio.to_thread(decode_heartbeat, payload)
             if hb.node != node:
                 raise DecodeError(f"payload names node {hb.node!r} but was published by {node!r}", field="node")
             await asyncio.to_thread(self._authenticate, node, hb.signed_body, hb.sig)
         except (DecodeError, Rejected) as exc:
             await asyncio.to_thread(self._quarantine, topic, payload, f"heartbeat: {exc}")
+            return
+        except Exception as exc:  # one message must never stop the ingest
+            await self._unexpected(topic, payload, "heartbeat", exc)
             return
         self.counters.heartbeats += 1
         try:
@@ -406,7 +456,7 @@ class IngestService:
             node.last_heartbeat_at = now
             node.software_version = hb.version[:32]
             node.heartbeat = {"streams": {k: v.to_json() for k, v in hb.streams.items()}, "alarms": list(hb.alarms),
-                              "epoch": hb.epoch}
+                              "epoch": hb.epoch, "downlink_rejected": dict(hb.downlink_rejected)}
             offset = hb.sent_at_ns - hb.mono_ns
             if node.boot_id == hb.boot_id and node.wall_mono_offset_ns is not None and hb.mono_ns:
                 jump = offset - node.wall_mono_offset_ns
@@ -458,8 +508,10 @@ class IngestService:
                   f"{now - seen[1]:.0f} s")
         log.warning("ingest: asking node %s to replay %s from seq %d: %s", hb.node, stream, mark + 1, reason)
         await asyncio.to_thread(self._count_replay, hb.node, hb.epoch, stream)
-        req = Replay(node=hb.node, epoch=hb.epoch, stream=stream, from_seq=mark + 1, reason=reason)
-        await self._publish(replay_topic(hb.node), encode_replay(req), f"replay request to {hb.node}")
+        req = Replay(node=hb.node, epoch=hb.epoch, stream=stream, from_seq=mark + 1, reason=reason,
+                     **self.signer.stamp())
+        await self._publish(replay_topic(hb.node), encode_replay(req, signer=self.signer),
+                            f"replay request to {hb.node}")
 
     def _count_replay(self, node: str, epoch: str, stream: str) -> None:
         with contextlib.suppress(SQLAlchemyError), self.sessions.begin() as session:

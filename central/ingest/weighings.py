@@ -17,6 +17,7 @@ unusable: ``BadWeighing`` with the field and the reason; ``apply`` quarantines t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -29,6 +30,7 @@ MAX_PLACES = 6  # NUMERIC(18, 6)
 MAX_INTEGER_DIGITS = 12
 TEXT_LIMITS = {"unit": 8, "scale_serial": 64, "instrument_alibi": 128, "reference": 64, "vehicle": 32, "trigger": 16}
 LEGACY_TRIGGERS = {"automatic": "auto"}
+_DECIMAL = re.compile(r"[+-]?[0-9]{1,40}(?:\.[0-9]{1,40})?", re.ASCII)  # digits as the instrument sent them
 
 
 class BadWeighing(Exception):
@@ -46,10 +48,17 @@ def places(value: Decimal) -> int:
 
 
 def legal_decimal(data: Mapping[str, Any], name: str) -> Decimal | None:
-    """``data[name]`` as an exact decimal (None when absent); BadWeighing when it cannot be stored unchanged."""
+    """``data[name]`` as an exact decimal (None when absent); BadWeighing when it cannot be stored unchanged.
+
+    A string must be ASCII digits with an optional sign and point (``_DECIMAL``): ``Decimal`` itself also reads
+    Arabic-Indic and other Unicode digits ("١٢٣" → 123), underscores, exponents, "NaN" and blanks — a value the
+    instrument never showed."""
     value = data.get(name)
     if value is None:
         return None
+    if isinstance(value, str) and not _DECIMAL.fullmatch(value):
+        raise BadWeighing(f"data.{name}: expected a decimal number of ASCII digits such as '24560' or '-8.5', "
+                          f"got {value[:40]!r}")
     try:
         if isinstance(value, bool):
             raise InvalidOperation

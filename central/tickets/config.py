@@ -30,6 +30,6 @@ class TicketSettings(BaseModel):
     def _zone(cls, v: str) -> str:
         try:
             ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
             raise ValueError(f"expected an IANA time zone such as 'Europe/Berlin', got {v!r}") from None
         return v

@@ -94,7 +94,7 @@ def zone_of(site: Site | None, default: str) -> ZoneInfo:
         if name:
             try:
                 return ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
                 continue
     return ZoneInfo("UTC")
 

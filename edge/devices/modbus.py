@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -134,6 +135,10 @@ class ModbusDriver(Driver):
         metrics: dict[str, Any] = {}
         events = []
         for name, value in values.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                # a meter's "no value" (float NaN / ±inf): JSON has no such number and central refuses it, so it is
+                # left out rather than stalling the stream
+                continue
             point = self.points[name]
             last = self._last_value.get(name)
             if getattr(point, "kind", "metric") == "event" or isinstance(value, str):

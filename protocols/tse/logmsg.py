@@ -52,8 +52,8 @@ VERSION: Final = 2
 TimeFormat = Literal["unixTime", "utcTime", "generalizedTime"]
 TIME_FORMATS: Final[tuple[TimeFormat, ...]] = ("unixTime", "utcTime", "generalizedTime")
 
-_UTC_TIME: Final = re.compile(r"(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z")
-_GENERALIZED_TIME: Final = re.compile(r"(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\.\d*[1-9])?Z")
+_UTC_TIME: Final = re.compile(r"(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z", re.ASCII)
+_GENERALIZED_TIME: Final = re.compile(r"(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\.\d*[1-9])?Z", re.ASCII)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ VAT_BUCKETS: Final = (
 )
 CASH: Final = "Bar"
 NON_CASH: Final = "Unbar"
-_AMOUNT: Final = re.compile(r"-?\d+\.\d{2}")
+_AMOUNT: Final = re.compile(r"-?\d+\.\d{2}", re.ASCII)  # "١٢.٥٠" is not an amount
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
 _CENT: Final = Decimal("0.01")
 

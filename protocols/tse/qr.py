@@ -41,8 +41,9 @@ FIELD_NAMES: Final = (
     "version", "clientId", "processType", "processData", "transactionNumber", "signatureCounter", "start", "end",
     "algorithm", "logTimeFormat", "signature", "publicKey",
 )  # fmt: skip
-_ISO: Final = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})")
-_DIGITS: Final = re.compile(r"\d{1,20}")
+_ISO: Final = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})",
+                         re.ASCII)
+_DIGITS: Final = re.compile(r"\d{1,20}", re.ASCII)
 
 
 def iso_time(unix: int, millis: int = 0) -> str:

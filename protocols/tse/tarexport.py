@@ -38,9 +38,11 @@ INFO_CSV: Final = "info.csv"
 
 _LOG_NAME: Final = re.compile(
     r"(?P<prefix>Unixt|Utc|Gent)_(?P<time>[^_]+)_Sig-(?P<counter>\d+)_Log-(?P<kind>Tra|Sys|Aud)(?P<rest>.*?)"
-    r"(?:_Fc-(?P<fc>\d+))?\.log"
+    r"(?:_Fc-(?P<fc>\d+))?\.log",
+    re.ASCII,  # member names from an uploaded TAR: ASCII digits only
 )
-_TRA_REST: Final = re.compile(r"_No-(?P<number>\d+)_(?P<operation>Start|Update|Finish)_Client-(?P<client>[^_]+)")
+_TRA_REST: Final = re.compile(r"_No-(?P<number>\d+)_(?P<operation>Start|Update|Finish)_Client-(?P<client>[^_]+)",
+                              re.ASCII)
 _CERT_NAME: Final = re.compile(r"(?P<serial>[0-9A-Fa-f]+)_X509\.(?P<suffix>cer|der|crt|pem)")
 
 

@@ -50,6 +50,15 @@ from protocols.tse.tarexport import (
 )
 
 MAX_MEMBER_BYTES: Final = 16 * 1024 * 1024
+# a compressed TAR (``r:*`` reads gzip, bzip2, xz) can inflate a thousandfold: the archive as read is bounded, so a
+# bomb ends as an unreadable archive instead of filling memory or the CPU for minutes
+MAX_MEMBERS: Final = 200_000  # more files than a 64 MiB plain TAR can hold (1 KiB each at least)
+MAX_TOTAL_BYTES: Final = 256 * 1024 * 1024  # file contents kept in memory, all files together
+MAX_STREAM_BYTES: Final = 1024 * 1024 * 1024  # how far into the (inflated) archive stream the reader goes
+
+
+class ArchiveTooLarge(tarfile.TarError):
+    """The archive exceeds one of the reader's bounds (reported as an unreadable archive)."""
 
 
 @dataclass
@@ -153,8 +162,16 @@ def verify_tar(data: bytes, *, partial: bool = False) -> TarVerification:
 
 
 def _read_members(tar: tarfile.TarFile) -> list[tuple[str, bytes, str]]:
+    """Every file's name, content and problem, header by header (never ``getmembers`` of the whole archive first),
+    within MAX_MEMBERS, MAX_TOTAL_BYTES and MAX_STREAM_BYTES (``ArchiveTooLarge``)."""
     members: list[tuple[str, bytes, str]] = []
-    for member in tar.getmembers():
+    total = 0
+    for count, member in enumerate(tar, start=1):
+        if count > MAX_MEMBERS:
+            raise ArchiveTooLarge(f"more than {MAX_MEMBERS} files")
+        if member.offset_data + max(member.size, 0) > MAX_STREAM_BYTES:
+            raise ArchiveTooLarge(f"more than {MAX_STREAM_BYTES} bytes once unpacked")
+        tar.members = []  # type: ignore[attr-defined]  # else the reader keeps every header it has read
         if member.isdir():
             continue
         if not member.isfile():
@@ -162,8 +179,11 @@ def _read_members(tar: tarfile.TarFile) -> list[tuple[str, bytes, str]]:
         elif member.size > MAX_MEMBER_BYTES:
             members.append((member.name, b"", f"{member.size} bytes: too large for a TSE export file"))
         else:
+            total += member.size
+            if total > MAX_TOTAL_BYTES:
+                raise ArchiveTooLarge(f"its files hold more than {MAX_TOTAL_BYTES} bytes")
             handle = tar.extractfile(member)
-            members.append((member.name, handle.read() if handle else b"", ""))
+            members.append((member.name, handle.read(MAX_MEMBER_BYTES) if handle else b"", ""))
     return members
 
 

@@ -29,7 +29,8 @@ from central.db.models import AuditEntry, Command, Device, QuarantineEntry
 from central.nodes import register_node
 from edge.outbox import read_stats
 from sync.commands import CommandResult, decode_result, encode_command, encode_result
-from sync.signing import generate_key, public_key_text, sign
+from sync.downlink import DownlinkSigner
+from sync.signing import generate_key, load_private_key, public_key_text, sign
 from tests.api_support import add_api_key
 from tests.procs import Proc, central_yaml, enrol, floorgate, node_yaml, wait_until, write_yaml
 from tests.services import MosquittoServer, free_port
@@ -163,7 +164,9 @@ def test_commands_from_the_api_reach_the_scale_and_come_back(
         _, before = read_stats(tmp_path / "edge" / "outbox.db")
         with sessions() as s:
             weigh_row = s.execute(select(Command).where(Command.command_id == weigh["command_id"])).scalar_one()
-        spy.publish(f"floorgate/v1/{node}/cmd", encode_command(wire_command(weigh_row)))
+        # (signed with central's key, as central does: the node drops anything else)
+        signer = DownlinkSigner(load_private_key(tmp_path / "central-signing.key"))
+        spy.publish(f"floorgate/v1/{node}/cmd", encode_command(wire_command(weigh_row, signer), signer=signer))
         answers = wait_until("the answer to the redelivered command", lambda: [
             p for p in spy.results if decode_result(p).command_id == weigh["command_id"]][1:], timeout_s=15,
             procs=procs)

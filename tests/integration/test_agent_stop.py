@@ -26,10 +26,11 @@ from edge.commands import COMMAND_DB, CommandLog
 from edge.config import parse_config
 from protocols.sim.modbus_devices import Sdm630Model, start_modbus_tcp
 from protocols.sim.weighbridge import Weighbridge, serve_tcp
-from sync.commands import Command, CommandResult, encode_command, encode_result
+from sync.commands import Command, CommandResult, encode_result
 from sync.mqttclient import fail_connect_on_close
 from sync.signing import sign
 from sync.topics import command_topic
+from tests.downlink_support import TRUST, signed_command
 from tests.netcut import NetCut
 from tests.services import MosquittoServer
 
@@ -86,7 +87,7 @@ async def _commands(mosquitto: MosquittoServer, node_id: str, stop: threading.Ev
                     n += 1
                     cmd = Command(command_id=str(uuid.uuid4()), node=node_id, command=("tare", "poll")[n % 2],
                                   device="bridge-1", issued_at_ns=now, expires_at_ns=now + 30 * 10**9)
-                    await client.publish(command_topic(node_id), encode_command(cmd), qos=1)
+                    await client.publish(command_topic(node_id), signed_command(cmd), qos=1)
                     await asyncio.sleep(0.05)
         except aiomqtt.MqttError:
             await asyncio.sleep(0.2)
@@ -109,7 +110,7 @@ async def test_a_cancelled_agent_stops_at_once_whatever_it_is_doing(
         tmp_path: Path, mosquitto: MosquittoServer, unique_id: str, devices: tuple[str, str]) -> None:
     scale, meter = devices
     cfg = parse_config({
-        "node_id": unique_id, "data_dir": str(tmp_path / "edge"), "broker": {"url": mosquitto.url},
+        "node_id": unique_id, "data_dir": str(tmp_path / "edge"), "broker": {"url": mosquitto.url}, **TRUST,
         "http": {"listen": None}, "heartbeat_interval_s": 0.05, "health_interval_s": 0.1,
         "outbox": {"readings_commit_ms": 5},
         # nobody acknowledges: every batch is sent again after 0.2 s, for ever
@@ -194,7 +195,7 @@ async def test_an_agent_stops_at_once_while_its_connect_waits_for_an_answer_that
     with NetCut(mosquitto.host, mosquitto.port) as net:
         cfg = parse_config({"node_id": unique_id, "data_dir": str(tmp_path / "edge"),
                             "broker": {"url": net.url_for("mqtt")}, "http": {"listen": None},
-                            "heartbeat_interval_s": 0.2}, source="test")
+                            "heartbeat_interval_s": 0.2, **TRUST}, source="test")
         net.cut()
         ours = asyncio.all_tasks()
         agent = Agent(cfg)

@@ -24,9 +24,10 @@ from edge.commands import COMMAND_DB, CommandLog
 from edge.config import load_config
 from protocols.sim.modbus_devices import Sdm630Model, start_modbus_tcp
 from protocols.sim.weighbridge import Weighbridge, serve_tcp
-from sync.commands import Command, CommandResult, decode_result, encode_command, encode_result
+from sync.commands import Command, CommandResult, decode_result, encode_result
 from sync.signing import sign, verify
 from sync.topics import command_result_topic, command_topic
+from tests.downlink_support import TRUST, signed_command
 from tests.services import MosquittoServer
 
 pytestmark = pytest.mark.integration
@@ -78,7 +79,7 @@ class Node:
                        issued_at_ns=now, expires_at_ns=now + int(expires_in_s * 1e9))
 
     async def publish(self, cmd: Command) -> None:
-        await self.client.publish(command_topic(self.node_id), encode_command(cmd), qos=1)
+        await self.client.publish(command_topic(self.node_id), signed_command(cmd), qos=1)
 
     async def answers(self, command_id: str, n: int = 1, timeout_s: float = 15) -> list[bytes]:
         deadline = time.monotonic() + timeout_s
@@ -108,7 +109,7 @@ async def _collect(client: aiomqtt.Client, node: Node) -> None:
 def _node_config(tmp_path: Path, node_id: str, mosquitto: MosquittoServer, bridge: str, meter: str,
                  **extra: Any) -> dict[str, Any]:
     return {
-        "node_id": node_id, "data_dir": str(tmp_path / "edge"), "broker": {"url": mosquitto.url},
+        "node_id": node_id, "data_dir": str(tmp_path / "edge"), "broker": {"url": mosquitto.url}, **TRUST,
         "http": {"listen": None}, "heartbeat_interval_s": 60, "health_interval_s": 60,
         "outbox": {"readings_commit_ms": 50},
         "devices": [

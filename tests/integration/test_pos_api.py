@@ -5,7 +5,8 @@ arrives, and the receipt QR code verifies on its own; concurrent sales are signe
 counters adjacent, numbers without gaps); the token is required; bad input is a 422 naming the field and signs
 nothing; a failing TSE (a driver that raises, a TSE locked by another process) still completes the sale with
 "TSE ausgefallen", records the failure and raises the node alarm until the TSE signs again; explicit start /
-finish; a retried receipt gets the first answer; sales in flight when the agent is stopped are recorded.
+finish; a retried receipt gets the first answer, also after the agent restarted; sales in flight when the agent is
+stopped are recorded.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from protocols.tse.errors import TseUnavailable
 from protocols.tse.processdata import parse_kassenbeleg_v1
 from protocols.tse.qr import parse_receipt_qr, verify_receipt_qr
 from protocols.tse.software import SoftwareTse
+from tests.downlink_support import TRUST
 from tests.services import free_port
 
 pytestmark = pytest.mark.integration
@@ -124,7 +126,7 @@ async def start_node(tmp_path: Path, *, tse_driver: Callable[[], Any] | None = N
     port = free_port()
     data_dir = tmp_path / "edge"
     cfg = parse_config({
-        "node_id": "shop-1", "data_dir": str(data_dir), "broker": {"url": "mqtt://127.0.0.1:1"},
+        "node_id": "shop-1", "data_dir": str(data_dir), "broker": {"url": "mqtt://127.0.0.1:1"}, **TRUST,
         "http": {"listen": None},
         "tse": {"id": "tse-1", "algorithm": algorithm, "clients": list(clients)},
         "pos": {"listen": f"127.0.0.1:{port}"},
@@ -263,6 +265,12 @@ async def test_the_token_is_required_and_made_private(node: Node) -> None:
         ({"client_id": "KASSE-9"}, "client_id", "not a client of TSE tse-1"),
         ({"kind": "Rechnung"}, "kind", "not a Kassenbeleg-V1 kind"),
         ({"receipt_id": ""}, "receipt_id", "at least 1 character"),
+        ({"receipt_id": "B-1\x00"}, "receipt_id", "without NUL or other control characters, got U+0000"),
+        ({"receipt_id": "B-1\n2"}, "receipt_id", "got U+000A"),
+        ({"receipt_id": "B" * 65}, "receipt_id", "at most 64 characters"),
+        ({"amounts": {"vat_7": "١٢.٥٠"}}, "amounts.vat_7", "ASCII digits"),
+        ({"kind": "AVRechnung", "payments": [], "amounts": {"vat_19": "999999999999.99", "vat_7": "0.01"}},
+         "amounts", "more than 12 digits before the point"),
         ({"amount": {}}, "amounts", "Field required"),
     ],
 )
@@ -458,7 +466,7 @@ async def test_a_port_in_use_is_an_alarm_and_the_agent_goes_on(tmp_path: Path) -
         taken.listen()
         port = taken.getsockname()[1]
         cfg = parse_config({
-            "node_id": "shop-1", "data_dir": str(tmp_path / "edge"), "broker": {"url": "mqtt://127.0.0.1:1"},
+            "node_id": "shop-1", "data_dir": str(tmp_path / "edge"), "broker": {"url": "mqtt://127.0.0.1:1"}, **TRUST,
             "http": {"listen": None}, "tse": {"id": "tse-1", "clients": ["KASSE-1"]},
             "pos": {"listen": f"127.0.0.1:{port}"},
         }, source="test")
@@ -475,3 +483,33 @@ async def test_a_port_in_use_is_an_alarm_and_the_agent_goes_on(tmp_path: Path) -
             task.cancel()
             await asyncio.wait([task], timeout=10)
     assert task.cancelled()
+
+
+async def test_a_receipt_is_answered_once_also_across_a_restart_of_the_agent(tmp_path: Path) -> None:
+    """The answer is in the outbox database with the sale's record: after a restart the same receipt gets it
+    (``replayed``), nothing is signed again; other amounts under it are a 409; a sale without receipt id is new."""
+    node = await start_node(tmp_path)
+    try:
+        first = await node.sale(receipt_id="B-restart")
+        assert first.status_code == 200, first.text
+    finally:
+        await node.api.aclose()
+        await node.stop()
+    node = await start_node(tmp_path)
+    try:
+        counter = node.agent.pos.info.signature_counter if node.agent.pos and node.agent.pos.info else None
+        again = await node.sale(receipt_id="B-restart")
+        assert again.status_code == 200, again.text
+        assert again.json() == {**first.json(), "replayed": True}
+        other = await node.sale(receipt_id="B-restart", amounts={"vat_0": "1.00"},
+                                payments=[{"amount": "1.00", "type": "Bar"}])
+        assert (other.status_code, other.json()["error"]["field"]) == (409, "receipt_id")
+        assert counter == 2  # the first sale's start and finish: nothing signed since
+        assert node.agent.pos is not None
+        assert node.agent.pos.info is not None
+        assert node.agent.pos.info.signature_counter == 2
+        assert [r["receipt_id"] for r in node.records()] == ["B-restart"]
+        assert (await node.sale(receipt_id="B-other")).json()["tx_number"] == 2
+    finally:
+        await node.api.aclose()
+        await node.stop()

@@ -22,6 +22,7 @@ import pytest
 
 from central.devservers import free_port
 from edge.systemd import Notifier, socket_address, watchdog_interval_s
+from tests.downlink_support import TRUST
 from tests.procs import Proc, node_yaml
 
 pytestmark = pytest.mark.integration
@@ -72,7 +73,7 @@ def notify_path(tmp_path: Path) -> Iterator[tuple[str, NotifySocket]]:
 
 def _agent(tmp_path: Path, env: dict[str, str], http_port: int) -> Proc:
     cfg = node_yaml(tmp_path, node_id="notify-1", broker_url=f"mqtt://127.0.0.1:{free_port()}",  # nobody listens
-                    http={"listen": f"127.0.0.1:{http_port}"})
+                    http={"listen": f"127.0.0.1:{http_port}"}, **TRUST)
     return Proc("edge", ["edge", "run", "--config", str(cfg)], tmp_path, env=env).start()
 
 

@@ -13,9 +13,10 @@ import pytest
 from edge.config import parse_config
 from edge.outbox import NewRecord, Outbox
 from edge.uplink import Uplink
-from sync.envelope import Ack, Replay, decode_batch, encode_ack, encode_replay
+from sync.envelope import Ack, Replay, decode_batch
 from sync.signing import generate_key
 from sync.topics import ack_topic, replay_topic
+from tests.downlink_support import TRUST, signed_ack, signed_replay
 from tests.services import MosquittoServer
 
 pytestmark = pytest.mark.integration
@@ -25,7 +26,7 @@ def _setup(tmp_path: Path, mosquitto: MosquittoServer, node: str, **uplink: obje
     cfg = parse_config({"node_id": node, "data_dir": str(tmp_path), "broker": {"url": mosquitto.url},
                         "uplink": {"batch_max_records": 50, "max_in_flight": 2, "ack_timeout_s": 1,
                                    "retry_min_s": 0.1, "retry_max_s": 1, **uplink},
-                        "heartbeat_interval_s": 60}, source="test")
+                        "heartbeat_interval_s": 60, **TRUST}, source="test")
     outbox = Outbox(tmp_path / "outbox.db", node_id=node)
     for stream, kind in (("readings", "reading"), ("health", "device_health"), ("business", "weighing")):
         outbox.append(stream, [NewRecord(kind=kind, device="d1", data={"i": i}) for i in range(300)])
@@ -92,17 +93,17 @@ async def test_replay_request_and_held_seqs(tmp_path: Path, mosquitto: Mosquitto
         # central holds 1..50 and, beyond a gap, 101..150: the node must send 51..100 and then go on at 151
         ack = Ack(node=unique_id, epoch=outbox.epoch, stream="business", acked_seq=50,
                   held=tuple(range(101, 151)))
-        await central.publish(ack_topic(unique_id), encode_ack(ack), qos=1)
+        await central.publish(ack_topic(unique_id), signed_ack(ack), qos=1)
         await wait_for(lambda: ("business", 51, 100) in got, "51..100 after the ack")
         ack = Ack(node=unique_id, epoch=outbox.epoch, stream="business", acked_seq=100,
                   held=tuple(range(101, 151)))
-        await central.publish(ack_topic(unique_id), encode_ack(ack), qos=1)
+        await central.publish(ack_topic(unique_id), signed_ack(ack), qos=1)
         await wait_for(lambda: ("business", 151, 200) in got, "151..200, skipping what central holds")
         assert not any(s == "business" and first <= 150 and last >= 101 for s, first, last in got)
         # a replay request moves the cursor back to where central says it has a gap
         n = len(got)
         req = Replay(node=unique_id, epoch=outbox.epoch, stream="business", from_seq=101, reason="test")
-        await central.publish(replay_topic(unique_id), encode_replay(req), qos=1)
+        await central.publish(replay_topic(unique_id), signed_replay(req), qos=1)
         await wait_for(lambda: ("business", 101, 150) in got[n:], "101..150 again after the replay request")
     assert uplink.counters.replays == 1
     task.cancel()

@@ -25,6 +25,7 @@ from floorgate_cli import main
 from sync.alibi import ZERO_HASH, body_hash
 from sync.config_errors import ConfigError
 from sync.signing import generate_key, load_private_key, verify
+from tests.downlink_support import TRUST
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE = "mill-01"
@@ -77,7 +78,7 @@ def test_every_weighing_gets_the_next_entry_with_the_record(tmp_path: Path) -> N
 def _agent_config(tmp_path: Path, **extra: object) -> Path:
     cfg = tmp_path / "node.yaml"
     cfg.write_text(yaml.safe_dump({"node_id": NODE, "data_dir": "data", "broker": {"url": "mqtt://127.0.0.1:1"},
-                                   "http": {"listen": None}, **extra}))
+                                   "http": {"listen": None}, **TRUST, **extra}))
     return cfg
 
 

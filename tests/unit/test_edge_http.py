@@ -14,13 +14,14 @@ from edge.agent import Agent
 from edge.config import parse_config
 from edge.http import health, make_app
 from edge.outbox import NewRecord
+from tests.downlink_support import TRUST
 
 BROKER = "mqtt://127.0.0.1:1"  # never connected: the agent is not run
 
 
 def _agent(tmp_path: Path, **extra: object) -> Agent:
     cfg = parse_config({"node_id": "mill-01", "data_dir": str(tmp_path), "broker": {"url": BROKER},
-                        "http": {"listen": None}, **extra}, source="test")
+                        "http": {"listen": None}, **TRUST, **extra}, source="test")
     return Agent(cfg)
 
 

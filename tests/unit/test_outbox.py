@@ -246,7 +246,7 @@ def test_a_version_1_outbox_is_migrated_and_keeps_its_records(tmp_path: Path) ->
     assert box.integrity_check() == "ok"
     box.close()
     check = sqlite3.connect(path)
-    assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     cols = {row[1] for row in check.execute("PRAGMA table_info(outbox)")}
     assert {"mono_ns", "start_no", "from_seq", "thinned"} <= cols
     assert check.execute("SELECT COUNT(*) FROM alibi").fetchone()[0] == 0  # v3: the alibi mirror's table

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from central.alerts.config import EmailChannel, Rule, WebhookChannel, rules_loader
+from central.api import values
 from central.api.deps import SessionDep, StateDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sorted_page
@@ -18,7 +19,7 @@ from central.api.security import CanRead
 from central.db.models import Alert, Notification
 
 router = APIRouter(tags=["alerts"])
-MAX_ID = 2**63 - 1
+MAX_ID = values.MAX_ID
 _TEXT = r"^[^\x00]*$"  # Postgres text cannot hold NUL
 
 
@@ -129,7 +130,8 @@ class RateLimitOut(BaseModel):
 class WebhookChannelOut(BaseModel):
     name: str
     kind: Literal["webhook"]
-    url: str = Field(description="scheme, host and port only: the path may carry a token",
+    url: str = Field(description="scheme, host and port only (`sync.redact.mask_url`): user-info, path and "
+                                 "query are shown as `…`, they may carry a token",
                      examples=["https://hooks.example.com/…"])
     headers: list[str] = Field(description="names of the extra headers (their values are secret)")
     timeout_s: float

@@ -3,8 +3,10 @@
     curl -d 'username=anna&password=…' http://127.0.0.1:8000/api/v1/auth/token
     → {"access_token": "eyJ…", "token_type": "bearer", "expires_in": 900}
 
-Failed logins are counted in the database (shared by every API worker); after ``auth.login_max_failures`` within
-``auth.login_window_s`` the answer is 429 with ``Retry-After`` until the window has passed.
+Logins are throttled (``central.api.throttle``, shared by every API worker): after ``auth.login_max_failures``
+failures of a user from one address, that user name from that address must wait (``Retry-After``, growing with each
+failure); the user's own known-good addresses keep working whatever others try. A refused try gets 429 without its
+password being checked. The address is the peer's, or what a proxy in ``api.trusted_proxies`` forwarded.
 """
 
 from __future__ import annotations
@@ -18,16 +20,10 @@ from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from central.api import throttle
 from central.api.deps import SessionDep, StateDep
 from central.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
-from central.api.security import (
-    _DUMMY_HASH,
-    CurrentPrincipal,
-    issue_token,
-    login_throttled,
-    record_failed_login,
-    verify_secret,
-)
+from central.api.security import _DUMMY_HASH, CurrentPrincipal, issue_token, verify_secret
 from central.db.models import User
 
 log = logging.getLogger(__name__)
@@ -55,22 +51,27 @@ class Me(BaseModel):
 )
 def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request, state: StateDep,
           session: SessionDep) -> Token:
-    auth = state.settings.auth
-    client = request.client.host if request.client else None
-    wait = login_throttled(session, username=form.username, client=client, max_failures=auth.login_max_failures,
-                           window_s=auth.login_window_s)
-    if wait is not None:
-        raise ApiError(429, "too_many_attempts", f"too many failed logins; try again in {int(wait)} s",
-                       headers={"Retry-After": str(int(wait))})
+    client = request.client.host if request.client else None  # the peer, or what a trusted proxy forwarded
+    counters = throttle.counters_of(request.app)
+    now = datetime.now(UTC)
+    taken = throttle.reserve(session, state.settings.auth, username=form.username, client=client, now=now)
+    if isinstance(taken, throttle.Refused):
+        counters.refused.labels(kind=taken.kind).inc()
+        log.warning("login for %r from %s refused by the %s throttle for %d s", form.username[:64], client,
+                    taken.kind, taken.retry_after)
+        raise ApiError(429, "too_many_attempts", f"too many failed logins; try again in {taken.retry_after} s",
+                       headers={"Retry-After": str(taken.retry_after)})
     usable = "\x00" not in form.username and "\x00" not in form.password
     user = (session.execute(select(User).where(User.username == form.username)).scalar_one_or_none()
             if usable else None)
     ok = verify_secret(user.password_hash if user else _DUMMY_HASH, form.password)
+    counters.checks.labels(outcome="ok" if ok and user is not None else "failed").inc()
     if user is None or not ok or not user.active:
-        record_failed_login(session, username=form.username, client=client)
+        throttle.record_failure(session, username=form.username, client=client, now=now)
         log.warning("failed login for %r from %s", form.username[:64], client)
         raise ApiError(401, "invalid_credentials", "wrong user name or password (or the user is disabled)",
                        headers={"WWW-Authenticate": "Bearer"})
+    throttle.succeeded(session, taken)
     token, ttl = issue_token(state, user)
     user.last_login_at = datetime.now(UTC)
     session.commit()

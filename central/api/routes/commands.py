@@ -41,7 +41,7 @@ WAIT_POLL_S = 0.2
 class CommandIn(BaseModel):
     """What to do on which device; ``device_id`` is left out (or null) for ``reload``."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
         {"node_id": "mill-01", "device_id": "bridge-1", "command": "weigh", "args": {"reference": "DN-4711"},
          "timeout_s": 20},
         {"node_id": "mill-01", "command": "reload"},

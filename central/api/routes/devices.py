@@ -58,7 +58,8 @@ def list_devices(
     status: Annotated[str | None, Query(description="as reported: online / offline")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="from `next_cursor` of the previous page")] = None,
-    sort: Annotated[str, Query(description="node_id (then device_id) or -node_id")] = "node_id",
+    sort: Annotated[str, Query(description="node_id (then device_id) or -node_id",
+                                           json_schema_extra={"enum": ["node_id", "-node_id"]})] = "node_id",
 ) -> DeviceList:
     if sort not in ("node_id", "-node_id"):
         raise ApiError(400, "invalid_sort", f"cannot sort by {sort!r}; sortable: node_id (prefix - for descending)",
@@ -74,7 +75,8 @@ def list_devices(
     after = decode_cursor(cursor)
     if after is not None:
         if not (isinstance(after, dict) and after.get("sort") == sort and isinstance(after.get("k"), list)
-                and len(after["k"]) == 2 and all(isinstance(x, str) for x in after["k"])):
+                and len(after["k"]) == 2
+                and all(isinstance(x, str) and "\x00" not in x and len(x) <= 256 for x in after["k"])):
             raise ApiError(400, "invalid_cursor", "cursor is not one this API issued (or was issued for another sort)",
                            field="cursor")
         n, dv = after["k"]

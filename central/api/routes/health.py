@@ -8,6 +8,9 @@
      "ingest": {"running": true, "connected": true, "lag_s": 0.05, "last_batch_age_s": 2.1, "batches": 120,
                 "records": 480, "duplicates": 3, "quarantined": 1, "conflicts": 0, "rejected": 0, "store_failures": 0}}
 
+``sync`` lists streams that are stuck (a node holds them acknowledged beyond central's mark, ``central.sync_health``)
+and the downlink messages nodes refused; a stuck stream makes ``status`` ``degraded`` but keeps HTTP 200.
+
 HTTP 200 when every dependency is ok, 503 otherwise (so a load balancer or Ansible ``uri`` check can use it). Each
 check gives up after ``CHECK_TIMEOUT_S`` (a database behind a pulled cable must not hang the answer). ``lag_s`` is
 the last batch's time from the node sending it to central applying it; ``last_batch_age_s`` says how old that is.
@@ -30,6 +33,7 @@ from sqlalchemy import text
 
 from central import __version__
 from central.api.deps import AppState, StateDep
+from central.sync_health import downlink_refusals, stuck_streams
 
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT_S = 5.0
@@ -70,20 +74,46 @@ class IngestHealth(BaseModel):
     batches: int | None = None
     records: int | None = None
     duplicates: int | None = None
-    quarantined: int | None = None
+    quarantined: int | None = Field(None, description="messages stored in the quarantine")
+    quarantine_repeats: int | None = Field(None, description="the same trouble again within seconds: not stored")
+    quarantine_dropped: dict[str, int] | None = Field(
+        None, description="messages not stored, beyond their source's limit: by reason (rate, bytes)")
+    quarantine_pruned: int | None = Field(None, description="quarantine entries deleted after the retention")
     conflicts: int | None = None
     rejected: int | None = None
     store_failures: int | None = None
 
 
+class StuckStreamOut(BaseModel):
+    node: str
+    epoch: str
+    stream: str
+    mark: int = Field(description="central's contiguous mark (ingest_marks)")
+    node_acked: int = Field(description="what the node's last heartbeat says central acknowledged")
+    missing: int = Field(description="node_acked - mark: records the node no longer has and central lacks")
+
+
+class SyncHealth(BaseModel):
+    ok: bool = Field(description="false when a stream is stuck (or the check failed)")
+    stuck_streams: list[StuckStreamOut] = Field(
+        default_factory=list, description="streams a node holds acknowledged beyond central's mark (e.g. after "
+        "central was restored from a backup): the gap cannot be replayed; an operator must look")
+    downlink_refused: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="node → reason → acks, replay requests and commands the node refused "
+        "(not signed by central's key, replayed, misdirected, malformed), from its heartbeat")
+    error: str | None = None
+
+
 class HealthOut(BaseModel):
-    status: Literal["ok", "degraded"] = Field(description="degraded (HTTP 503) when a dependency is not ok")
+    status: Literal["ok", "degraded"] = Field(description="degraded when a dependency is not ok (HTTP 503) or a "
+                                              "stream is stuck (sync; HTTP 200: the API itself works)")
     version: str
     uptime_s: float
     cpu: Cpu
     memory: Memory
     dependencies: Dependencies
     ingest: IngestHealth
+    sync: SyncHealth | None = None
 
 
 async def _within_timeout(check: Awaitable[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -137,6 +167,16 @@ def _check_metrics(state: AppState) -> dict[str, Any]:
     return out
 
 
+def _check_sync(state: AppState) -> dict[str, Any]:
+    try:
+        with state.sessions() as s:
+            stuck = stuck_streams(s)
+            refused = downlink_refusals(s)
+    except Exception as exc:
+        return {"ok": False, "error": str(exc)[:300]}
+    return {"ok": not stuck, "stuck_streams": [x.to_json() for x in stuck], "downlink_refused": refused}
+
+
 @router.get(
     "/health",
     summary="Service and dependency health (no authentication)",
@@ -157,12 +197,16 @@ async def health(state: StateDep) -> JSONResponse:
         ingest.update(
             connected=state.ingest.connected, lag_s=c.last_lag_s, batches=c.batches, records=c.records,
             duplicates=c.duplicates, quarantined=c.quarantined, conflicts=c.conflicts, rejected=c.rejected,
+            quarantine_repeats=c.quarantine_repeats, quarantine_pruned=c.quarantine_pruned,
+            quarantine_dropped={"rate": c.quarantine_dropped_rate, "bytes": c.quarantine_dropped_bytes},
             store_failures=c.store_failures,
             last_batch_age_s=None if c.last_batch_at is None else round(max(0.0, time.time() - c.last_batch_at), 3),
         )
+    sync = await _within_timeout(asyncio.to_thread(_check_sync, state))
     mem = _PROC.memory_info()
     body = {
-        "status": "ok" if ok else "degraded",
+        "status": "ok" if ok and sync["ok"] else "degraded",
+        "sync": sync,
         "version": __version__,
         "uptime_s": round(time.time() - state.started_at, 3),
         "cpu": {"percent": _PROC.cpu_percent(None), "load_1m": os.getloadavg()[0]},

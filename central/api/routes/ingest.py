@@ -9,14 +9,16 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from central.api import values
 from central.api.deps import SessionDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
-from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sorted_page
+from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sort_values, sorted_page
 from central.api.security import CanRead, CanReadAudit
+from central.api.values import IsoTime
 from central.db.models import QuarantineEntry, StreamMark
 
 router = APIRouter(prefix="/api/v1/ingest", tags=["ingest"])
-MAX_ID = 2**63 - 1
+MAX_ID = values.MAX_ID
 
 
 def _utc(dt: datetime | None) -> datetime | None:
@@ -66,7 +68,12 @@ class QuarantineOut(BaseModel):
     reason: str = Field(examples=["node 'mill-01': signature does not match the node's registered key (forged "
                                   "or altered)"])
     payload_preview: str = Field(description="the first 200 bytes of the message, as text")
-    payload_bytes: int
+    payload_bytes: int = Field(description="bytes of the message kept (at most ingest.quarantine_keep_bytes)")
+    payload_size: int = Field(description="bytes of the whole message as received")
+    payload_sha256: str = Field(description="SHA-256 (hex) of the whole message as received")
+    payload_truncated: bool = Field(description="only the first payload_bytes of the message were kept")
+    source: str | None = Field(description="whose budget it was stored on: node:<id> (authenticated as that "
+                               "enrolled node) or unauthenticated; null for records of an applied batch")
 
 
 class QuarantinePage(BaseModel):
@@ -78,6 +85,8 @@ def _q_out(r: QuarantineEntry) -> QuarantineOut:
     return QuarantineOut(
         id=r.id, received_at=_utc(r.received_at) or r.received_at, topic=r.topic, node_id=r.node_id,
         reason=r.reason, payload_preview=r.payload[:200].decode("utf-8", "replace"), payload_bytes=len(r.payload),
+        payload_size=r.payload_size, payload_sha256=r.payload_sha256, payload_truncated=bool(r.payload_truncated),
+        source=r.source,
     )
 
 
@@ -88,11 +97,12 @@ def list_quarantine(
     principal: CanReadAudit,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: str | None = None,
-    sort: Annotated[str, Query(description="received_at or id; - for descending")] = "-id",
+    sort: Annotated[str, Query(description="received_at or id; - for descending",
+                                        json_schema_extra={"enum": sort_values(["received_at", "id"])})] = "-id",
     node_id: str | None = None,
     reason: Annotated[str | None, Query(description="the reason contains this text")] = None,
-    since: Annotated[datetime | None, Query(description="received at or after (ISO 8601)")] = None,
-    until: Annotated[datetime | None, Query(description="received before (ISO 8601)")] = None,
+    since: Annotated[datetime | None, IsoTime, Query(description="received at or after (ISO 8601)")] = None,
+    until: Annotated[datetime | None, IsoTime, Query(description="received before (ISO 8601)")] = None,
 ) -> QuarantinePage:
     q = select(QuarantineEntry)
     if node_id:

@@ -33,6 +33,7 @@ from central.api.values import (
     IdFilter,
     IdPath,
     Limit,
+    WholeNumber,
     decimal_or_none,
     money,
     page,
@@ -79,7 +80,7 @@ class ArticlePage(Page):
 
 
 class ArticleCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as the schema says: no 0 for false
     code: str = Field(max_length=32, pattern=CODE, examples=["WHEAT-B"])
     name: str = Field(max_length=128, pattern=NON_BLANK, examples=["Wheat, bread quality"])
     unit: str = Field(pattern=UNIT, description="kg, t, piece, …", examples=["t"])
@@ -95,7 +96,7 @@ class ArticleCreate(BaseModel):
 class ArticleUpdate(BaseModel):
     """Only the fields sent are changed; null clears price, currency or vat_rate (price and currency together)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as the schema says: no 0 for false
     code: str = patch_field(max_length=32, pattern=CODE)
     name: str = patch_field(max_length=128, pattern=NON_BLANK)
     unit: str = patch_field(pattern=UNIT)
@@ -186,7 +187,7 @@ class PartnerPage(Page):
 
 
 class PartnerCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as the schema says: no 0 for false
     code: str = Field(max_length=32, pattern=CODE, examples=["P-1042"])
     name: str = Field(max_length=200, pattern=NON_BLANK, examples=['Hof Meyer "Am Deich", GbR'])
     kind: PartnerKind = Field(examples=["supplier"])
@@ -198,7 +199,7 @@ class PartnerCreate(BaseModel):
 class PartnerUpdate(BaseModel):
     """Only the fields sent are changed; null clears address or vat_id."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as the schema says: no 0 for false
     code: str = patch_field(max_length=32, pattern=CODE)
     name: str = patch_field(max_length=200, pattern=NON_BLANK)
     kind: PartnerKind = patch_field()
@@ -277,20 +278,20 @@ class LotPage(Page):
 
 
 class LotCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as the schema says: no 0 for false
     code: str = Field(max_length=64, pattern=CODE, examples=["L-2025-0042"])
-    article_id: int = Field(ge=1, le=MAX_ID, examples=[3])
-    partner_id: int | None = Field(None, ge=1, le=MAX_ID, examples=[7])
+    article_id: Annotated[int, WholeNumber] = Field(ge=1, le=MAX_ID, examples=[3])
+    partner_id: Annotated[int | None, WholeNumber] = Field(None, ge=1, le=MAX_ID, examples=[7])
     notes: str | None = Field(None, max_length=2000, pattern=NO_NUL)
 
 
 class LotUpdate(BaseModel):
     """Only the fields sent are changed; null clears partner_id or notes."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as the schema says: no 0 for false
     code: str = patch_field(max_length=64, pattern=CODE)
-    article_id: int = patch_field(ge=1, le=MAX_ID)
-    partner_id: int | None = Field(None, ge=1, le=MAX_ID)
+    article_id: Annotated[int, WholeNumber] = patch_field(ge=1, le=MAX_ID)
+    partner_id: Annotated[int | None, WholeNumber] = Field(None, ge=1, le=MAX_ID)
     notes: str | None = Field(None, max_length=2000, pattern=NO_NUL)
 
 

@@ -30,6 +30,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from central.api.deps import StateDep
 from central.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
 from central.api.security import CanRead
+from central.api.values import IsoTime
 from central.metrics import MetricsStoreError
 from central.metrics.base import (
     MAX_BUCKETS,
@@ -149,10 +150,13 @@ def _auto_every(start_ns: int, end_ns: int) -> str:
     return _AUTO_EVERY[-1]
 
 
-NodeId = Annotated[str | None, Query(min_length=1, max_length=200, examples=["mill-01"])]
-DeviceId = Annotated[str | None, Query(min_length=1, max_length=200, examples=["silo-3"])]
-PointName = Annotated[str | None, Query(min_length=1, max_length=200, description="one point of the device",
-                                        examples=["level_pct"])]
+# a tag value as check_tag_value accepts it (no control character; a backslash never last nor before , = space "),
+# stated in the schema so that clients (and schemathesis) know the rule
+TAG_VALUE = r'^(?:[^\x00-\x1f\x7f-\x9f\\]|\\+[^\x00-\x1f\x7f-\x9f\\, ="])+$'
+NodeId = Annotated[str | None, Query(min_length=1, max_length=200, pattern=TAG_VALUE, examples=["mill-01"])]
+DeviceId = Annotated[str | None, Query(min_length=1, max_length=200, pattern=TAG_VALUE, examples=["silo-3"])]
+PointName = Annotated[str | None, Query(min_length=1, max_length=200, pattern=TAG_VALUE,
+                                        description="one point of the device", examples=["level_pct"])]
 MeasurementParam = Annotated[Measurement, Query(
     description="`readings` (the device values) or `device_health` (rtt_ms, polls, ok, errors_<kind>, online)")]
 
@@ -189,14 +193,14 @@ def latest_readings(
 def readings(
     state: StateDep,
     principal: CanRead,
-    node_id: Annotated[str, Query(min_length=1, max_length=200, examples=["mill-01"])],
-    device_id: Annotated[str, Query(min_length=1, max_length=200, examples=["silo-3"])],
+    node_id: Annotated[str, Query(min_length=1, max_length=200, pattern=TAG_VALUE, examples=["mill-01"])],
+    device_id: Annotated[str, Query(min_length=1, max_length=200, pattern=TAG_VALUE, examples=["silo-3"])],
     point: PointName = None,
     measurement: MeasurementParam = "readings",
-    start: Annotated[AwareDatetime | None, Query(
+    start: Annotated[AwareDatetime | None, IsoTime, Query(
         description="ISO 8601 with a time zone, inclusive; default: an hour before `end`",
         examples=["2024-05-01T06:00:00+02:00"])] = None,
-    end: Annotated[AwareDatetime | None, Query(
+    end: Annotated[AwareDatetime | None, IsoTime, Query(
         description="ISO 8601 with a time zone, exclusive; default: now", examples=["2024-05-01T07:00:00Z"])] = None,
     every: Annotated[str | None, Query(
         pattern=_EVERY.pattern, description=f"bucket length: a number and ms, s, m, h or d (at most 366d); default: "

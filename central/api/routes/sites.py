@@ -34,6 +34,7 @@ from central.api.values import (
     Cursor,
     IdPath,
     Limit,
+    WholeNumber,
     page,
     patch_field,
     set_if_changed,
@@ -81,7 +82,7 @@ Zone = Annotated[str, Field(max_length=64, pattern=NO_NUL), AfterValidator(_chec
 
 
 class SiteCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as the schema says: no 0 for false
     code: str = Field(max_length=32, pattern=CODE, examples=["HAM-1"])
     name: str = Field(max_length=128, pattern=NON_BLANK, examples=["Hamburg yard"])
     timezone: Zone = Field("Europe/Berlin", description="IANA time zone", examples=["Europe/Berlin"])
@@ -90,7 +91,7 @@ class SiteCreate(BaseModel):
 class SiteUpdate(BaseModel):
     """Only the fields sent are changed."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as the schema says: no 0 for false
     code: str = patch_field(max_length=32, pattern=CODE, examples=["HAM-1"])
     name: str = patch_field(max_length=128, pattern=NON_BLANK, examples=["Hamburg north yard"])
     timezone: Zone = patch_field(description="IANA time zone", examples=["Europe/Berlin"])
@@ -183,8 +184,9 @@ class NodePage(BaseModel):
 class NodeUpdate(BaseModel):
     """Only the fields sent are changed; null clears one."""
 
-    model_config = ConfigDict(extra="forbid")
-    site_id: int | None = Field(None, ge=1, le=MAX_ID, description="the site it stands at; null: none")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as the schema says: no 0 for false
+    site_id: Annotated[int | None, WholeNumber] = Field(None, ge=1, le=MAX_ID,
+                                                      description="the site it stands at; null: none")
     name: str | None = Field(None, max_length=128, pattern=NON_BLANK, examples=["Weighbridge north"])
 
 

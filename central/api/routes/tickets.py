@@ -37,7 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from central.api import audit
-from central.api.csvexport import CsvResponse, csv_openapi, stream_csv
+from central.api.csvexport import CsvResponse, RawCsv, csv_openapi, stream_csv
 from central.api.deps import SessionDep, StateDep
 from central.api.errors import CONFLICT, ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT
@@ -52,6 +52,7 @@ from central.api.values import (
     Limit,
     Since,
     Until,
+    WholeNumber,
     iso,
     page,
     patch_field,
@@ -115,20 +116,21 @@ class TicketPage(BaseModel):
     next_cursor: str | None = Field(None, description="pass as `cursor` to get the next page; null at the end")
 
 
+Id = Annotated[int | None, WholeNumber]
+
+
 class _TicketFields(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as the schema says: no 0 for false
     vehicle: str | None = Field(None, max_length=32, pattern=NO_NUL, examples=["STD-AB 123"])
-    site_id: int | None = Field(None, ge=1, le=MAX_ID, examples=[1])
-    partner_id: int | None = Field(None, ge=1, le=MAX_ID, examples=[7])
-    article_id: int | None = Field(None, ge=1, le=MAX_ID, description="taken from the lot when not given",
-                                   examples=[3])
-    lot_id: int | None = Field(None, ge=1, le=MAX_ID, description="its article must be the ticket's", examples=[12])
+    site_id: Id = Field(None, ge=1, le=MAX_ID, examples=[1])
+    partner_id: Id = Field(None, ge=1, le=MAX_ID, examples=[7])
+    article_id: Id = Field(None, ge=1, le=MAX_ID, description="taken from the lot when not given", examples=[3])
+    lot_id: Id = Field(None, ge=1, le=MAX_ID, description="its article must be the ticket's", examples=[12])
     delivery_note: str | None = Field(None, max_length=64, pattern=NO_NUL, examples=["LS-88812"])
-    first_weighing_id: int | None = Field(None, ge=1, le=MAX_ID, description="a weighing (GET /api/v1/weighings)",
-                                          examples=[5001])
-    second_weighing_id: int | None = Field(None, ge=1, le=MAX_ID,
-                                           description="with the first: gross, tare and net are computed",
-                                           examples=[5007])
+    first_weighing_id: Id = Field(None, ge=1, le=MAX_ID, description="a weighing (GET /api/v1/weighings)",
+                                  examples=[5001])
+    second_weighing_id: Id = Field(None, ge=1, le=MAX_ID, description="with the first: gross, tare and net are "
+                                   "computed", examples=[5007])
     notes: str | None = Field(None, max_length=2000, pattern=NO_NUL)
 
 
@@ -145,7 +147,7 @@ class TicketUpdate(_TicketFields):
 
 
 class TicketCancel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as the schema says: no 0 for false
     reason: str = Field(max_length=2000, pattern=NON_BLANK, description="why (mandatory, kept in the audit log)",
                         examples=["wrong vehicle weighed"])
 
@@ -316,9 +318,10 @@ def _csv_rows(session: Session, tickets: list[Ticket]) -> Iterable[Sequence[obje
 def export_tickets(
     session: SessionDep, state: StateDep, principal: CanExport, query: TicketQuery,
     sort: Annotated[str, sort_param("created_at, number or id", "created_at: oldest first")] = "created_at",
+    raw: RawCsv = False,
 ) -> CsvResponse:
     return stream_csv(session, state.sessions, query, SORTABLE, Ticket.id, sort=sort, header=CSV_HEADER,
-                      render=_csv_rows, filename="tickets.csv")
+                      render=_csv_rows, filename="tickets.csv", raw=raw)
 
 
 @router.post("/api/v1/tickets", response_model=TicketOut, status_code=201,

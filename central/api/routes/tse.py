@@ -35,7 +35,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from central.api.csvexport import CsvResponse, csv_openapi, stream_csv
+from central.api.csvexport import CsvResponse, RawCsv, csv_openapi, stream_csv
 from central.api.deps import SessionDep, StateDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT
@@ -171,9 +171,10 @@ def _csv_rows(session: Session, rows: list[TseTransaction]) -> Iterable[Sequence
 def export_tse_transactions(
     session: SessionDep, state: StateDep, principal: CanExport, query: TseQuery,
     sort: Annotated[str, sort_param("finished_at, tx_number or id", "finished_at: oldest first")] = "finished_at",
+    raw: RawCsv = False,
 ) -> CsvResponse:
     return stream_csv(session, state.sessions, query, SORTABLE, TseTransaction.id, sort=sort,
-                      header=DSFINVK_HEADER, render=_csv_rows, filename="transactions_tse.csv")
+                      header=DSFINVK_HEADER, render=_csv_rows, filename="transactions_tse.csv", raw=raw)
 
 
 @router.get("/api/v1/tse-transactions/{transaction_id}", response_model=TseTransactionOut,

@@ -42,7 +42,8 @@ ACCEPTED: Final = (TAR, "application/octet-stream")
 SORTABLE = {"uploaded_at": TseExport.uploaded_at, "id": TseExport.id}
 BINARY: Final = {"schema": {"type": "string", "format": "binary"}}
 UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
-    413: {"model": ErrorResponse, "description": f"The body is larger than {MAX_EXPORT_BYTES} bytes."},
+    413: {"model": ErrorResponse, "description": "The body is larger than `api.max_upload_bytes` (default "
+                                                 f"{MAX_EXPORT_BYTES} bytes)."},
     415: {"model": ErrorResponse, "description": f"The body is not sent as {' or '.join(ACCEPTED)}."},
 }
 
@@ -81,20 +82,22 @@ def _out(e: TseExport) -> TseExportOut:
 
 
 async def tar_body(request: Request, principal: CanWriteTickets) -> bytes:
-    """The request body, after the caller is known to be allowed (401/403 come before 415/413)."""
+    """The request body, after the caller is known to be allowed (401/403 come before 415; a body over the limit is
+    a 413 before anything else, from central.api.boundary)."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in ACCEPTED:
         raise ApiError(415, "unsupported_media_type", f"send the TAR as {' or '.join(ACCEPTED)}, not "
                                                       f"{media_type or 'without a Content-Type'}", field="body")
+    limit = request.app.state.floorgate.settings.api.max_upload_bytes  # central.api.boundary enforces it too
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_EXPORT_BYTES:
-        raise ApiError(413, "too_large", f"{declared} bytes; at most {MAX_EXPORT_BYTES}", field="body")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "payload_too_large", f"{declared} bytes; at most {limit}", field="body")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_EXPORT_BYTES:
-            raise ApiError(413, "too_large", f"more than {MAX_EXPORT_BYTES} bytes", field="body")
+        if size > limit:
+            raise ApiError(413, "payload_too_large", f"more than {limit} bytes", field="body")
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -2,6 +2,10 @@
 
 Users are never deleted (their name stays in the audit log): set ``active`` false. An API key is shown once, when
 it is created; afterwards only its prefix is known. Revoking is immediate for every API worker.
+
+A new password or disabling a user ends the user's access tokens at once (``token_version``); disabling a user also
+revokes every API key they own (made by them, or by a key of theirs) — each revocation in the audit log — and a key
+whose owner is disabled by any other way is refused as well (``central.api.security``).
 """
 
 from __future__ import annotations
@@ -10,15 +14,16 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from central.api import audit
 from central.api.deps import SessionDep
 from central.api.errors import CONFLICT, ERROR_RESPONSES, NOT_FOUND, ApiError
-from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sorted_page
-from central.api.security import IsAdmin, check_password_strength, hash_secret, new_api_key
+from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sort_values, sorted_page
+from central.api.security import IsAdmin, check_password_strength, hash_secret, new_api_key, owner_of
+from central.api.values import NO_NUL, IsoTime
 from central.db.models import ApiKey, User
 
 router = APIRouter(tags=["users"])
@@ -53,15 +58,15 @@ class UserCreate(BaseModel):
     username: str = Field(pattern=USERNAME, examples=["anna"])
     password: str = Field(min_length=10, max_length=256, description="at least 10 characters")
     role: Role = Field(examples=["operator"])
-    full_name: str | None = Field(None, max_length=128)
+    full_name: str | None = Field(None, max_length=128, pattern=NO_NUL)
 
 
 class UserUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Role | None = None
-    full_name: str | None = Field(None, max_length=128)
-    active: bool | None = None
+    full_name: str | None = Field(None, max_length=128, pattern=NO_NUL)
+    active: StrictBool | None = None  # JSON true/false only, as the schema says (not 0/1)
     password: str | None = Field(None, min_length=10, max_length=256)
 
 
@@ -83,7 +88,8 @@ def list_users(
     session: SessionDep, principal: IsAdmin,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: str | None = None,
-    sort: Annotated[str, Query(description="username, created_at or id; - for descending")] = "username",
+    sort: Annotated[str, Query(description="username, created_at or id; - for descending",
+                               json_schema_extra={"enum": sort_values(["username", "created_at", "id"])})] = "username",
     role: Role | None = None,
     active: bool | None = None,
 ) -> UserPage:
@@ -130,6 +136,7 @@ def update_user(user_id: Annotated[int, Path(ge=1, le=MAX_ID)], body: UserUpdate
                 principal: IsAdmin) -> UserOut:
     user = _get_user(session, user_id)
     before = audit.snapshot(user)
+    was_active = user.active
     if body.password is not None:
         problem = check_password_strength(body.password)
         if problem:
@@ -143,13 +150,28 @@ def update_user(user_id: Annotated[int, Path(ge=1, le=MAX_ID)], body: UserUpdate
         raise ApiError(409, "conflict", "an admin cannot demote or disable themselves (ask another admin)",
                        field="role" if body.role else "active")
     user.updated_at = datetime.now(UTC)
+    disabled = was_active and not user.active
+    if body.password is not None or disabled:  # every access token issued so far is refused from now on
+        user.token_version = (user.token_version or 0) + 1
     after = audit.snapshot(user)
     if body.password is not None:
         after = {**(after or {}), "password": "changed"}
         before = {**(before or {}), "password": ""}
     audit.record(session, principal, "update", "users", user.id, before=before, after=after)
+    if disabled:
+        _revoke_keys_of(session, principal, user)
     session.commit()
     return _user_out(user)
+
+
+def _revoke_keys_of(session: SessionDep, principal: IsAdmin, user: User) -> None:
+    """Disabling a person ends the machine credentials they hold."""
+    now = datetime.now(UTC)
+    for key in session.execute(select(ApiKey).where(ApiKey.owner_user_id == user.id, ApiKey.revoked_at.is_(None))
+                               ).scalars():
+        key_before = audit.snapshot(key)
+        key.revoked_at = now
+        audit.record(session, principal, "revoke", "api_keys", key.id, before=key_before, after=audit.snapshot(key))
 
 
 # --- API keys ----------------------------------------------------------------------------------------------------
@@ -179,9 +201,10 @@ class ApiKeyPage(BaseModel):
 class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=128, examples=["ERP integration"])
+    name: str = Field(min_length=1, max_length=128, pattern=NO_NUL, examples=["ERP integration"])
     role: Role = Field(examples=["viewer"])
-    expires_at: datetime | None = Field(None, description="ISO 8601 with time zone; none = until revoked")
+    expires_at: Annotated[datetime | None, IsoTime] = Field(None, description="ISO 8601 with time zone; none = until "
+                                                                        "revoked")
 
     @field_validator("expires_at")
     @classmethod
@@ -204,7 +227,8 @@ def list_api_keys(
     session: SessionDep, principal: IsAdmin,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: str | None = None,
-    sort: Annotated[str, Query(description="created_at, name or id; - for descending")] = "-created_at",
+    sort: Annotated[str, Query(description="created_at, name or id; - for descending",
+                               json_schema_extra={"enum": sort_values(["created_at", "name", "id"])})] = "-created_at",
     revoked: bool | None = Query(None, description="true: only revoked keys, false: only usable ones"),
 ) -> ApiKeyPage:
     q = select(ApiKey)
@@ -220,7 +244,7 @@ def list_api_keys(
 def create_api_key(body: ApiKeyCreate, session: SessionDep, principal: IsAdmin) -> ApiKeyCreated:
     key, prefix, secret_hash = new_api_key()
     row = ApiKey(name=body.name, prefix=prefix, secret_hash=secret_hash, role=body.role, created_by=principal.actor,
-                 created_at=datetime.now(UTC), expires_at=body.expires_at)
+                 created_at=datetime.now(UTC), expires_at=body.expires_at, owner_user_id=owner_of(session, principal))
     session.add(row)
     session.flush()
     audit.record(session, principal, "create", "api_keys", row.id, after=audit.snapshot(row))

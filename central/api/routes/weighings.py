@@ -10,10 +10,12 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import exists, or_, select
 
+from central.api import values
 from central.api.deps import SessionDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
-from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sorted_page
+from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sort_values, sorted_page
 from central.api.security import CanRead
+from central.api.values import IsoTime
 from central.db.models import Ticket, Weighing
 
 router = APIRouter(prefix="/api/v1/weighings", tags=["weighings"])
@@ -66,12 +68,14 @@ def list_weighings(
     principal: CanRead,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="from `next_cursor` of the previous page")] = None,
-    sort: Annotated[str, Query(description="weighed_at, received_at or id; - for descending")] = "-id",
+    sort: Annotated[str, Query(
+        description="weighed_at, received_at or id; - for descending",
+        json_schema_extra={"enum": sort_values(["weighed_at", "received_at", "id"])})] = "-id",
     node_id: str | None = None,
     device_id: str | None = None,
     unit: str | None = None,
-    since: Annotated[datetime | None, Query(description="weighed at or after (ISO 8601)")] = None,
-    until: Annotated[datetime | None, Query(description="weighed before (ISO 8601)")] = None,
+    since: Annotated[datetime | None, IsoTime, Query(description="weighed at or after (ISO 8601)")] = None,
+    until: Annotated[datetime | None, IsoTime, Query(description="weighed before (ISO 8601)")] = None,
     unpaired: Annotated[bool | None, Query(
         description="true: weighings waiting for their pair — on no complete ticket (loose ones without reference "
                     "and plate, the first weighing of an open ticket, those of cancelled tickets only); false: those "
@@ -100,7 +104,7 @@ def list_weighings(
 
 @router.get("/{weighing_id}", response_model=WeighingOut, responses={**ERROR_RESPONSES, **NOT_FOUND},
             summary="One weighing")
-def get_weighing(weighing_id: Annotated[int, Path(ge=1, le=2**63 - 1)], session: SessionDep,
+def get_weighing(weighing_id: Annotated[int, Path(ge=1, le=values.MAX_ID)], session: SessionDep,
                  principal: CanRead) -> WeighingOut:
     w = session.get(Weighing, weighing_id)
     if w is None:
