@@ -120,9 +120,10 @@ def _register_quarantine(sub: argparse._SubParsersAction[argparse.ArgumentParser
     pr = qsub.add_parser(
         "prune", help="delete quarantine entries older than the retention",
         description="Delete the quarantine entries received more than --older-than days ago (default: "
-        "ingest.quarantine_retention_days of the config, 30) and print how many were removed. A running ingest "
-        "process does the same every ingest.quarantine_prune_every_s; this is for cron or for making room at once "
-        "(--older-than 0 removes every entry).")
+        "ingest.quarantine_retention_days of the config, 30), then the oldest beyond ingest.quarantine_max_rows, "
+        "and print how many were removed. A running ingest process does the same every "
+        "ingest.quarantine_prune_every_s; this is for cron or for making room at once (--older-than 0 removes "
+        "every entry).")
     pr.add_argument("--config", required=True, metavar="CENTRAL_YAML")
     pr.add_argument("--older-than", type=_days, metavar="DAYS",
                     help="age in days (a decimal number ≥ 0; default: ingest.quarantine_retention_days)")
@@ -150,11 +151,15 @@ def _quarantine_prune(args: argparse.Namespace) -> int:
     days = settings.ingest.quarantine_retention_days if args.older_than is None else args.older_than
     engine = make_engine(settings.database_url)
     try:
-        report = prune_report(make_session_factory(engine), timedelta(days=days))
+        report = prune_report(make_session_factory(engine), timedelta(days=days),
+                              max_rows=settings.ingest.quarantine_max_rows)
     finally:
         engine.dispose()
     print(f"removed {report.removed} quarantine entr{'y' if report.removed == 1 else 'ies'} received before "
           f"{report.cutoff:%Y-%m-%d %H:%M:%S} UTC (older than {days:g} day(s))")
+    if report.beyond_max:
+        print(f"removed {report.beyond_max} more, the oldest beyond ingest.quarantine_max_rows "
+              f"({settings.ingest.quarantine_max_rows})")
     return 0
 
 

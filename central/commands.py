@@ -14,8 +14,9 @@ the row queued — it is sent again and the node, which keeps every ``command_id
 executing it twice. Every command is signed with central's key (``central.signing_key``, ``sync.downlink``) and
 carries a fresh nonce: a node executes nothing else. Results arrive on ``floorgate/v1/+/cmd/result`` (ingest
 subscribes): the result must be signed by the node's registered key, name the node of its topic, and match a
-command central sent to that node — otherwise it is quarantined like a forged batch. A result that comes after the timeout is kept (``result``,
-``answered_at``) while the status stays ``timeout``; ``error`` then says how late, and with what outcome.
+command central sent to that node — otherwise it is quarantined like a forged batch. A result that comes after the
+timeout is kept (``result``, ``answered_at``) while the status stays ``timeout``; ``error`` then says how late, and
+with what outcome.
 """
 
 from __future__ import annotations

@@ -158,6 +158,9 @@ class IngestSettings(_Model):
         "(and by `floorgate central quarantine prune`)")
     quarantine_prune_every_s: float = Field(
         3600.0, gt=0, le=86_400, description="how often an ingest process deletes expired quarantine entries")
+    quarantine_max_rows: int = Field(
+        100_000, ge=1, le=1_000_000_000, description="after the retention prune, the oldest quarantine entries "
+        "beyond this many are deleted too: a hard bound whatever comes in")
 
     @field_validator("metrics_listen")
     @classmethod
@@ -165,7 +168,7 @@ class IngestSettings(_Model):
         if v is None:
             return v
         host, sep, port = v.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:9464")
         return v
 

@@ -181,7 +181,7 @@ def _prepare_dir(path: Path) -> None:
 
 def _find_site(session: Session, site: str) -> Site:
     row = session.execute(select(Site).where(Site.code == site)).scalar_one_or_none()
-    if row is None and site.isdigit():
+    if row is None and site.isascii() and site.isdigit():
         row = session.get(Site, int(site))
     if row is None:
         raise pki.PkiError(f"--site {site!r}: no site with that code or id (create it with POST /api/v1/sites)")

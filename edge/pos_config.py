@@ -53,7 +53,7 @@ class _Model(BaseModel):
 
 def check_listen(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8282")
     return value
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sync.redact import is_secret_key, mask_urls_in
+from sync.redact import shown_value
 
 
 class ConfigError(Exception):
@@ -41,22 +41,20 @@ def key_path(loc: Iterable[Any], *, tags: frozenset[str] = frozenset()) -> str:
 def problems_from_pydantic(errors: Iterable[Mapping[str, Any]], *, tags: frozenset[str] = frozenset()) -> list[str]:
     """One line per error of ``pydantic.ValidationError.errors()``: key path, message, and the value given.
 
-    The value is never shown for a key that names a secret (``sync.redact.is_secret_key``: ``auth.jwt_secret``,
-    passwords, tokens, header values, URLs) — the line names the key and the rule only; a URL in any other value or in
-    the message is masked (``mask_url``)."""
+    The value is never shown for a key that names a secret (``sync.redact.shown_value``: ``auth.jwt_secret``,
+    passwords, tokens, header values; a URL that does not parse as one) — the line names the key and the rule only;
+    a URL in any other value is masked (``mask_url``). The messages are our rules' texts and name no value."""
     lines = []
     for err in errors:
         loc = tuple(err.get("loc", ()))
         path = key_path(loc, tags=tags)
-        msg = mask_urls_in(str(err.get("msg", "invalid")).removeprefix("Value error, "))
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
             msg = "unknown key (check the spelling; see the example config)"
         given = err.get("input")
         if err.get("type") not in ("missing", "extra_forbidden") and not isinstance(given, dict | list):
-            if is_secret_key(loc):
-                msg += " (the value given is not shown: it may be a secret)"
-            else:
-                msg += f" (got {mask_urls_in(repr(given))})"
+            shown = shown_value(loc, given)
+            msg += " (the value given is not shown: it may be a secret)" if shown is None else f" (got {shown})"
         lines.append(f"{path}: {msg}")
     return lines
 

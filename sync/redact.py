@@ -12,8 +12,10 @@ segment rule can tell them apart. A channel is recognised by its name and host. 
 for URLs whose path is not secret (a database URL's database name); the user-info and query still go.
 
 ``is_secret_key`` says whether a configuration key path names a secret (``auth.jwt_secret``, ``password``,
-``headers.Authorization``, ``…token``, ``…key``, any ``url``): configuration errors never echo the value given for
-such a key, only the key and the rule it breaks. Stdlib only (``sync``).
+``headers.Authorization``, ``…token``, ``…key`` — not ``…key_file``): configuration errors never echo the value given
+for such a key, only the key and the rule it breaks (``shown_value``). For a URL key (``…url``) they show the value
+masked, and nothing when it does not parse as a URL (``hooks.example/<token>`` would be shown whole otherwise).
+Stdlib only (``sync``).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-_SECRET_KEY = re.compile(r"pass|secret|token|key|auth|credential|cookie|header|url|dsn|private|signature",
+_SECRET_KEY = re.compile(r"pass|secret|token|key|authorization|credential|cookie|header|private|signature",
                          re.IGNORECASE)
+_URL_KEY = re.compile(r"url|dsn|uri|endpoint|webhook", re.IGNORECASE)
+_PATH_KEY = re.compile(r"(file|dir|path)$", re.IGNORECASE)  # where a secret is kept is no secret
 _URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 
 
@@ -41,8 +45,8 @@ def mask_url(url: str, *, keep_path: bool = False) -> str:
     if ":" in host:
         host = f"[{host}]"
     out = f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
-    if parts.path not in ("", "/"):
-        out += parts.path if keep_path else "/…"
+    if parts.path:
+        out += parts.path if keep_path or parts.path == "/" else "/…"
     if parts.query:
         out += "?…"
     if parts.fragment:
@@ -56,5 +60,24 @@ def mask_urls_in(text: str) -> str:
 
 
 def is_secret_key(loc: Iterable[Any]) -> bool:
-    """Whether any part of a configuration key path (``("auth", "jwt_secret")``) names a secret or a URL."""
-    return any(isinstance(part, str) and _SECRET_KEY.search(part) for part in loc)
+    """Whether any part of a configuration key path (``("auth", "jwt_secret")``) names a secret: a password, token,
+    key, header value, credential … — but not a file or directory holding one (``tls.key_file``)."""
+    return any(isinstance(part, str) and _SECRET_KEY.search(part) and not _PATH_KEY.search(part) for part in loc)
+
+
+def is_url_key(loc: Iterable[Any]) -> bool:
+    """Whether a configuration key path names a URL (``broker.url``, ``channels.x.url``, ``database_url``)."""
+    return any(isinstance(part, str) and _URL_KEY.search(part) for part in loc)
+
+
+def shown_value(loc: Iterable[Any], value: object) -> str | None:
+    """What a configuration error may say about the value given for ``loc``: ``repr`` of it with URLs masked; for a
+    URL key only a value that parses as a URL (masked — one without a scheme could be a token in full); for a secret
+    key nothing (None)."""
+    loc = tuple(loc)
+    if is_secret_key(loc):
+        return None
+    if is_url_key(loc) and isinstance(value, str):
+        masked = mask_url(value)
+        return None if masked.startswith("<") else repr(masked)
+    return mask_urls_in(repr(value))

@@ -19,9 +19,9 @@ from tests.services import InfluxServer, MosquittoServer, PostgresServer
 
 # Property-based tests (tests/*/test_fuzz_*.py, README "Fuzzing"): a modest budget in `make test` ("ci"), a long one
 # in `make fuzz` ("fuzz"); HYPOTHESIS_PROFILE picks one. No deadline: the machine is shared and timing is not the point.
-settings.register_profile("ci", max_examples=60, deadline=None,
+settings.register_profile("ci", max_examples=50, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("fuzz", max_examples=5_000, deadline=None,
+settings.register_profile("fuzz", max_examples=1_000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

@@ -20,10 +20,13 @@ quarantine must not let anonymous traffic fill the database:
 * **Size.** A payload up to ``ingest.quarantine_keep_bytes`` is kept whole; a longer one as its first
   ``quarantine_keep_bytes`` bytes with the SHA-256 and size of the whole message and ``payload_truncated`` set — a
   6 MB message costs a few KiB. Topic and reason are clipped too (``MAX_TOPIC``, ``MAX_REASON`` characters).
-* **Retention.** Rows older than ``ingest.quarantine_retention_days`` are deleted by every ingest process every
-  ``ingest.quarantine_prune_every_s`` and by ``floorgate central quarantine prune``.
+* **Retention.** Rows older than ``ingest.quarantine_retention_days``, and then the oldest beyond
+  ``ingest.quarantine_max_rows``, are deleted by every ingest process every ``ingest.quarantine_prune_every_s`` and
+  by ``floorgate central quarantine prune``.
 
-So the table holds at most about (enrolled nodes + 1) × ``quarantine_bytes_per_min`` per minute of retention.
+So the table holds at most ``quarantine_max_rows`` rows (plus what came in since the last prune, at most
+(enrolled nodes + 1) × ``quarantine_bytes_per_min`` per minute), each at most ``quarantine_keep_bytes`` +
+``MAX_TOPIC`` + ``MAX_REASON`` long.
 """
 
 from __future__ import annotations
@@ -37,9 +40,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -214,18 +217,21 @@ class Quarantine:
         return "stored"
 
     async def run_pruner(self, on_pruned: Callable[[int], None] | None = None) -> None:
-        """Every ``quarantine_prune_every_s`` (first right away): delete what is older than the retention."""
+        """Every ``quarantine_prune_every_s`` (first right away): delete what is older than the retention, then the
+        oldest beyond ``quarantine_max_rows``."""
         while True:
             try:
                 removed = await asyncio.to_thread(
-                    prune, self.sessions, timedelta(days=self.settings.quarantine_retention_days))
+                    prune, self.sessions, timedelta(days=self.settings.quarantine_retention_days),
+                    max_rows=self.settings.quarantine_max_rows)
             except SQLAlchemyError as exc:
                 log.warning("ingest: quarantine not pruned (database error; next try in %.0f s): %s",
                             self.settings.quarantine_prune_every_s, exc)
             else:
                 if removed:
-                    log.info("ingest: pruned %d quarantine entr%s older than %g day(s)", removed,
-                             "y" if removed == 1 else "ies", self.settings.quarantine_retention_days)
+                    log.info("ingest: pruned %d quarantine entr%s (older than %g day(s), or the oldest beyond %d)",
+                             removed, "y" if removed == 1 else "ies", self.settings.quarantine_retention_days,
+                             self.settings.quarantine_max_rows)
                 if on_pruned is not None:
                     on_pruned(removed)
             await asyncio.sleep(self.settings.quarantine_prune_every_s)
@@ -233,24 +239,45 @@ class Quarantine:
 
 @dataclass(frozen=True)
 class PruneReport:
-    removed: int
+    removed: int  # older than the cutoff
     cutoff: datetime
+    beyond_max: int = 0  # the oldest of the rest, beyond max_rows
+
+    @property
+    def total(self) -> int:
+        return self.removed + self.beyond_max
 
 
-def prune(sessions: sessionmaker[Session], older_than: timedelta, *, now: datetime | None = None) -> int:
-    """Delete the quarantine rows received before ``now - older_than``, in chunks; the number removed."""
-    return prune_report(sessions, older_than, now=now).removed
+def prune(sessions: sessionmaker[Session], older_than: timedelta, *, now: datetime | None = None,
+          max_rows: int | None = None) -> int:
+    """Delete the quarantine rows received before ``now - older_than`` and then the oldest beyond ``max_rows``;
+    the number removed."""
+    return prune_report(sessions, older_than, now=now, max_rows=max_rows).total
 
 
-def prune_report(sessions: sessionmaker[Session], older_than: timedelta, *,
-                 now: datetime | None = None) -> PruneReport:
-    cutoff = (now or datetime.now(UTC)) - older_than
+def _delete_chunks(sessions: sessionmaker[Session], where: Any, limit: int | None = None) -> int:
     removed = 0
-    while True:
+    while limit is None or removed < limit:
+        chunk = PRUNE_CHUNK if limit is None else min(PRUNE_CHUNK, limit - removed)
         with sessions.begin() as session:
-            ids = list(session.execute(select(QuarantineEntry.id).where(QuarantineEntry.received_at < cutoff)
-                                       .order_by(QuarantineEntry.id).limit(PRUNE_CHUNK)).scalars())
+            q = select(QuarantineEntry.id).order_by(QuarantineEntry.id).limit(chunk)
+            ids = list(session.execute(q if where is None else q.where(where)).scalars())
             if not ids:
-                return PruneReport(removed, cutoff)
+                break
             session.execute(delete(QuarantineEntry).where(QuarantineEntry.id.in_(ids)))
             removed += len(ids)
+    return removed
+
+
+def prune_report(sessions: sessionmaker[Session], older_than: timedelta, *, now: datetime | None = None,
+                 max_rows: int | None = None) -> PruneReport:
+    """The prune, in chunks of PRUNE_CHUNK rows (a large prune never holds one huge lock), oldest (lowest id) first."""
+    cutoff = (now or datetime.now(UTC)) - older_than
+    removed = _delete_chunks(sessions, QuarantineEntry.received_at < cutoff)
+    beyond = 0
+    if max_rows is not None:
+        with sessions() as session:
+            count = int(session.execute(select(func.count()).select_from(QuarantineEntry)).scalar_one())
+        if count > max_rows:
+            beyond = _delete_chunks(sessions, None, count - max_rows)
+    return PruneReport(removed, cutoff, beyond)

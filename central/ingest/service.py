@@ -3,7 +3,9 @@
 For every batch: the topic's node must be the payload's node, the node must be enrolled (public key registered with
 ``floorgate central node register``) and the Ed25519 signature must verify — otherwise the message goes to the
 quarantine with the reason and changes nothing. A replayed batch (older batch number, nothing new) is quarantined
-too. One worker task per stream, so a slow or unavailable metrics store (readings) never holds up business records;
+too. The quarantine is bounded (``central.ingest.quarantine``): repeats are counted, not stored; each enrolled node
+and all unauthenticated traffic together have a budget of stored messages and bytes; long payloads are kept as a
+prefix + SHA-256 + size; old entries are pruned. One worker task per stream, so a slow or unavailable metrics store (readings) never holds up business records;
 within a stream, batches are applied in the order they arrive.
 
 Heartbeats (signed the same way) update the node's row (backlog per stream, alarms, software version, clock skew),

@@ -551,7 +551,7 @@ def _count(value: object, field: str, what: str, *, default: int | None = None) 
         return default
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
     raise _bad_reply(what, f"{field} {value!r} is not a whole number")
 

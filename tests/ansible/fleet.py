@@ -166,7 +166,7 @@ def edge_fleet(work: Path, *, log: Any = print) -> Iterator[Fleet]:
             }}}, sort_keys=False))
             expected = {node: {
                 "node_id": node, "data_dir": "/var/lib/floorgate", "key_file": "/etc/floorgate/pki/node.key",
-                "profiles_dir": "/etc/floorgate/profiles",
+                "central_keys_file": "/etc/floorgate/pki/central.pub", "profiles_dir": "/etc/floorgate/profiles",
                 "broker": {"url": broker_url, "protocol": "5", "tls": {
                     "ca_file": "/etc/floorgate/pki/ca.crt", "cert_file": "/etc/floorgate/pki/tls.crt",
                     "key_file": "/etc/floorgate/pki/tls.key"}},

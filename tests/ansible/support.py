@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from sync.signing import fingerprint, generate_key, save_private_key
+from sync.signing import fingerprint, generate_key, public_key_text, save_private_key
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "ansible"
@@ -146,12 +146,14 @@ class FleetPki:
         return crt, key
 
     def node_bundle(self, out: Path, node_id: str) -> tuple[Issued, str]:
-        """OUT/NODE/{ca.crt, tls.crt, tls.key, node.key} as `floorgate central node add NODE --out OUT` writes them;
-        returns the certificate and the signing key's fingerprint."""
+        """OUT/NODE/{ca.crt, tls.crt, tls.key, node.key, central.pub} as `floorgate central node add NODE --out OUT`
+        writes them (central.pub: a central key, no central runs here); returns the certificate and the signing key's
+        fingerprint."""
         bundle = out / node_id
         issued = self.issue(node_id)
         self.write(bundle, "tls", issued)
         (bundle / "ca.crt").write_bytes(self.ca_file.read_bytes())
         signing = generate_key()
         save_private_key(signing, bundle / "node.key")
+        (bundle / "central.pub").write_text(public_key_text(generate_key()) + "\n")
         return issued, fingerprint(signing)

@@ -79,13 +79,14 @@ def test_the_node_config_is_the_rendered_one_and_the_files_are_locked_down(fleet
         deployed = yaml.safe_load(fleet.ssh(node, "cat /etc/floorgate/node.yaml"))
         assert deployed == fleet.expected_config[node]
         modes = fleet.ssh(node, "stat -c '%n %U:%G %a' /etc/floorgate /etc/floorgate/node.yaml /etc/floorgate/pki "
-                                "/etc/floorgate/pki/{ca.crt,node.key,tls.crt,tls.key} /var/lib/floorgate "
+                                "/etc/floorgate/pki/{ca.crt,central.pub,node.key,tls.crt,tls.key} /var/lib/floorgate "
                                 "/etc/floorgate/profiles/th-probe.yaml")
         assert modes.splitlines() == [
             "/etc/floorgate root:floorgate 750",
             "/etc/floorgate/node.yaml root:floorgate 640",
             "/etc/floorgate/pki root:floorgate 750",
             "/etc/floorgate/pki/ca.crt root:floorgate 644",
+            "/etc/floorgate/pki/central.pub root:floorgate 644",
             "/etc/floorgate/pki/node.key root:floorgate 640",
             "/etc/floorgate/pki/tls.crt root:floorgate 644",
             "/etc/floorgate/pki/tls.key root:floorgate 640",

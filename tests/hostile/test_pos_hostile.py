@@ -204,10 +204,12 @@ def test_huge_bodies_are_refused_while_reading_and_the_agent_stays_small_and_up(
         else:
             assert answer.status == 413, (what, answer)
             assert answer.json()["error"]["code"] == "payload_too_large", answer.body
+        print(f"{what}: {answer.status} after {answer.seconds:.3f} s, {answer.sent} body bytes sent")  # -s: figures
         assert answer.seconds < 5, (what, answer.seconds)
         assert answer.sent < 8 * 1024 * 1024, (what, answer.sent)  # far from the 60 MB: the server stopped reading
         plant.edge.check_alive()  # type: ignore[union-attr]
     grown_kib = plant.rss_kib() - rss_before
+    print(f"agent RSS {rss_before} KiB before, grew by {grown_kib} KiB")
     assert grown_kib < 16 * 1024, f"the agent's RSS grew by {grown_kib} KiB"
     ok = plant.sale(receipt_id="after-the-flood")
     assert ok.status_code == 200, ok.text

@@ -216,17 +216,19 @@ def test_huge_payloads_cost_a_few_kib_each_and_prune_removes_old_rows(plant: Pla
     plant.central.check_alive()
 
 
-@pytest.mark.parametrize("plant", [{"quarantine_prune_every_s": 1}], indirect=True)
-def test_the_ingest_process_prunes_what_is_older_than_the_retention(plant: Plant, unique_id: str) -> None:
+@pytest.mark.parametrize("plant", [{"quarantine_prune_every_s": 1, "quarantine_max_rows": 2}], indirect=True)
+def test_the_ingest_process_prunes_by_age_and_beyond_max_rows(plant: Plant, unique_id: str) -> None:
     for i in range(3):
         plant.mqtt.publish(f"floorgate/v1/{unique_id}-x/up/junk-{i}", b"{}")
     plant.wait_handled(3)
-    rows = wait_until("three rows", lambda: len(plant.rows()) == 3 and plant.rows(), timeout_s=30,
-                      procs=[plant.central])
-    with plant.sessions.begin() as s:  # two of them older than the retention (30 days)
-        s.execute(update(QuarantineEntry).where(QuarantineEntry.id.in_([r.id for r in rows[:2]]))
+    # at most quarantine_max_rows stay: the newest
+    rows = wait_until("the oldest beyond max_rows pruned", lambda: plant.ingest()["quarantine_pruned"] == 1 and (
+        rows := plant.rows()) and len(rows) == 2 and rows, timeout_s=30, procs=[plant.central])
+    assert ["'junk-0'" in r.reason or "'junk-1'" in r.reason for r in rows] == [False, True]  # junk-1, junk-2 kept
+    with plant.sessions.begin() as s:  # one of them older than the retention (30 days)
+        s.execute(update(QuarantineEntry).where(QuarantineEntry.id == rows[0].id)
                   .values(received_at=func.now() - text("interval '31 days'")))
-    wait_until("the ingest process to prune the two", lambda: plant.ingest()["quarantine_pruned"] == 2,
+    wait_until("the ingest process to prune the old one", lambda: plant.ingest()["quarantine_pruned"] == 2,
                timeout_s=30, procs=[plant.central])
-    assert [r.id for r in plant.rows()] == [rows[2].id]
+    assert [r.id for r in plant.rows()] == [rows[1].id]
     assert "floorgate_ingest_quarantine_pruned_total 2.0" in plant.metrics().splitlines()

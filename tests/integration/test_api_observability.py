@@ -246,7 +246,8 @@ def test_an_unreachable_database_makes_database_up_0_not_a_failed_scrape(tmp_pat
 
 def check_format(body: dict[str, Any]) -> None:
     HealthOut.model_validate(body)
-    assert set(body) == {"status", "version", "uptime_s", "cpu", "memory", "dependencies", "ingest"}
+    assert set(body) == {"status", "version", "uptime_s", "cpu", "memory", "dependencies", "ingest", "sync"}
+    assert body["sync"]["ok"] in (True, False)
     assert set(body["dependencies"]) == {"database", "broker", "influxdb"}
     for dependency in body["dependencies"].values():
         assert isinstance(dependency["ok"], bool)

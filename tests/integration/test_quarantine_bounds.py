@@ -149,3 +149,14 @@ def test_names_that_are_no_nodes_do_not_grow_the_key_cache(sessions, monkeypatch
     assert len(ingest._revoked) <= 100
     assert ingest._enrolled("mill-01")  # the enrolled node's key is kept
     assert not ingest._enrolled("ghost-999")
+
+
+def test_prune_keeps_at_most_max_rows_the_newest(sessions) -> None:  # type: ignore[no-untyped-def]
+    q = Quarantine(sessions, IngestSettings())
+    for i in range(12):
+        assert q.put(f"floorgate/v1/n{i}/up/business", b"{}", f"trouble {i}") == "stored"
+    newest = [r.id for r in _rows(sessions)][-5:]
+    report = prune_report(sessions, timedelta(days=30), max_rows=5)
+    assert (report.removed, report.beyond_max) == (0, 7)
+    assert [r.id for r in _rows(sessions)] == newest
+    assert prune(sessions, timedelta(days=30), max_rows=5) == 0

@@ -61,8 +61,17 @@ PRINTABLE = st.characters(categories=["L", "N", "P", "S"])
 TEXT = st.text(PRINTABLE, min_size=1, max_size=30)
 JSON_SCALAR = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(
     allow_nan=False, allow_infinity=False) | st.text(max_size=40)
+# valid messages stay within the envelope's limits (sync.bounded: 32 levels, of which the envelope uses 4)
 JSON = st.recursive(JSON_SCALAR, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(
-    st.text(max_size=10), inner, max_size=5), max_leaves=30)
+    st.text(max_size=10), inner, max_size=5), max_leaves=20).filter(lambda v: _depth(v) <= 24)
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
 DECODERS: dict[str, Callable[[bytes], Any]] = {
     "batch": decode_batch, "heartbeat": decode_heartbeat, "ack": decode_ack, "replay": decode_replay,
     "command": decode_command, "command_result": decode_result,

@@ -184,10 +184,11 @@ def _check_sync(state: AppState) -> dict[str, Any]:
                503: {"model": HealthOut, "description": "A dependency is not ok (status `degraded`)."}},
 )
 async def health(state: StateDep) -> JSONResponse:
-    deps = await asyncio.gather(
+    *deps, sync = await asyncio.gather(
         _within_timeout(asyncio.to_thread(_check_database, state)),
         _within_timeout(_check_broker(state), url=state.settings.broker.url),
         _within_timeout(asyncio.to_thread(_check_metrics, state), kind=state.store.kind),
+        _within_timeout(asyncio.to_thread(_check_sync, state)),
     )
     dependencies = dict(zip(("database", "broker", "influxdb"), deps, strict=True))
     ok = all(d["ok"] for d in dependencies.values())
@@ -202,7 +203,7 @@ async def health(state: StateDep) -> JSONResponse:
             store_failures=c.store_failures,
             last_batch_age_s=None if c.last_batch_at is None else round(max(0.0, time.time() - c.last_batch_at), 3),
         )
-    sync = await _within_timeout(asyncio.to_thread(_check_sync, state))
+    sync.pop("latency_ms", None)
     mem = _PROC.memory_info()
     body = {
         "status": "ok" if ok and sync["ok"] else "degraded",
