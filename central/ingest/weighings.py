@@ -57,8 +57,8 @@ def legal_decimal(data: Mapping[str, Any], name: str) -> Decimal | None:
     if value is None:
         return None
     if isinstance(value, str) and not _DECIMAL.fullmatch(value):
-        raise BadWeighing(f"data.{name}: expected a decimal number of ASCII digits such as '24560' or '-8.5', "
-                          f"got {value[:40]!r}")
+        raise BadWeighing(f"data.{name}: expected a decimal number, got {value[:40]!r} (ASCII digits 0-9 with an "
+                          "optional sign and point, such as '24560' or '-8.5')")
     try:
         if isinstance(value, bool):
             raise InvalidOperation

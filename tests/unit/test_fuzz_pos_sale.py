@@ -10,6 +10,7 @@ in ``make fuzz``; registered in tests/conftest.py).
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -113,6 +114,7 @@ def pos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pos]:
         loop.close()
 
 
+@pytest.mark.timeout(3600 if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else 300)  # 5,000 TSE signatures
 @settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(body=bodies)
 def test_the_pos_refuses_naming_a_field_or_signs_what_central_stores(pos: Pos, body: Any) -> None:
