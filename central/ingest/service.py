@@ -199,16 +199,18 @@ class IngestService:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 
-    async def _unexpected(self, topic: str, payload: bytes, what: str, exc: BaseException) -> None:
+    async def _unexpected(self, topic: str, payload: bytes, what: str, exc: BaseException, *,
+                          node: str | None = None) -> None:
         """A message whose handling raised something no decoder or check foresaw (a bug, or an input nobody
         thought of): counted (``unexpected_errors``), logged with its traceback, quarantined with the exception as
-        the reason — and the ingest goes on with the next message."""
+        the reason — and the ingest goes on with the next message. ``node``: the message authenticated as that node
+        (its quarantine budget, see ``_quarantine``)."""
         self.counters.unexpected_errors += 1
         log.error("ingest: unexpected %s while handling %s on %s (quarantined; ingest continues)",
                   type(exc).__name__, what, topic[:200], exc_info=exc)
         reason = f"{what}: unexpected {type(exc).__name__} while handling it: {str(exc)[:300]}"
         try:
-            await asyncio.to_thread(self._quarantine, topic, payload, reason)
+            await asyncio.to_thread(self._quarantine, topic, payload, reason, node=node)
         except Exception:  # the quarantine's own trouble must not stop the ingest either
             log.exception("ingest: cannot quarantine the message on %s", topic[:200])
 
@@ -347,7 +349,7 @@ class IngestService:
                 except Exception:  # an unencodable batch: quarantine the reason alone
                     payload = b""
                 await self._unexpected(topic, payload, f"applying {batch.node} {stream} seq "
-                                       f"{batch.first_seq}..{batch.last_seq}", exc)
+                                       f"{batch.first_seq}..{batch.last_seq}", exc, node=batch.node)
 
     async def _apply(self, batch: Batch) -> None:
         try:

@@ -122,12 +122,16 @@ def info_csv(items: Mapping[str, str]) -> bytes:
 
 
 def parse_info_csv(data: bytes) -> dict[str, str]:
-    """The key/value rows of an ``info.csv`` (keys without the trailing ``:``); other rows ignored."""
+    """The key/value rows of an ``info.csv`` (keys without the trailing ``:``); other rows ignored. ``ValueError``
+    for a file the CSV reader cannot split (a field beyond its size limit, a quote left open at the end)."""
     text = data.decode("utf-8", errors="replace")
     items: dict[str, str] = {}
-    for row in csv.reader(io.StringIO(text)):
-        if len(row) >= 2 and row[0].strip():
-            items[row[0].strip().rstrip(":")] = row[1]
+    try:
+        for row in csv.reader(io.StringIO(text, newline="")):
+            if len(row) >= 2 and row[0].strip():
+                items[row[0].strip().rstrip(":")] = row[1]
+    except csv.Error as exc:
+        raise ValueError(f"info.csv is not CSV: {exc}") from None
     return items
 
 

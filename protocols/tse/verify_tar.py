@@ -140,7 +140,10 @@ def verify_tar(data: bytes, *, partial: bool = False) -> TarVerification:
             entries.append(EntryReport(name, "other", [Check("file", False, problem)]))
         elif base == INFO_CSV:
             entry = EntryReport(name, "info")
-            info = parse_info_csv(content)
+            try:
+                info = parse_info_csv(content)
+            except ValueError as exc:
+                entry.checks.append(Check("info", False, str(exc)))
             entries.append(entry)
         elif parse_certificate_file_name(base) is not None:
             entries.append(_check_certificate(name, base, content, keys))
@@ -196,7 +199,12 @@ def _check_certificate(name: str, base: str, content: bytes, keys: dict[str, ec.
     except ValueError as exc:
         entry.checks.append(Check("certificate", False, f"cannot be loaded: {exc}"))
         return entry
-    public = certificate.public_key()
+    try:
+        public = certificate.public_key()  # parsed lazily: a corrupt key shows only now
+        subject, issuer = _name(certificate.subject), _name(certificate.issuer)
+    except ValueError as exc:
+        entry.checks.append(Check("certificate", False, f"cannot be loaded: {exc}"))
+        return entry
     if not isinstance(public, ec.EllipticCurvePublicKey):
         entry.checks.append(Check("certificate", False, "its key is not an elliptic-curve key"))
         return entry
@@ -205,7 +213,7 @@ def _check_certificate(name: str, base: str, content: bytes, keys: dict[str, ec.
     except ValueError as exc:
         entry.checks.append(Check("certificate", False, str(exc)))
         return entry
-    entry.checks.append(Check("certificate", True, f"{curve}, subject {certificate.subject.rfc4514_string()}"))
+    entry.checks.append(Check("certificate", True, f"{curve}, subject {subject}"))
     serial = crypto.serial_number(public).hex()
     if serial == claimed:
         entry.checks.append(Check("serial", True, f"{serial} = SHA-256 of its public key"))
@@ -220,9 +228,14 @@ def _check_certificate(name: str, base: str, content: bytes, keys: dict[str, ec.
         except (ValueError, TypeError, InvalidSignature) as exc:
             entry.checks.append(Check("issuer", False, f"self-signed, but its signature does not verify: {exc}"))
     else:
-        entry.checks.append(Check("issuer", None, f"issued by {certificate.issuer.rfc4514_string()} (the chain is "
+        entry.checks.append(Check("issuer", None, f"issued by {issuer} (the chain is "
                                                   "not checked offline)"))  # fmt: skip
     return entry
+
+
+def _name(name: x509.Name) -> str:
+    """RFC 4514 text of a certificate's subject / issuer (ValueError for one that cannot be decoded)."""
+    return name.rfc4514_string()
 
 
 def _check_log(name: str, base: str, content: bytes) -> EntryReport:

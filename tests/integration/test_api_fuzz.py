@@ -7,7 +7,8 @@ schema-valid one refused for a reason the schema could state, an operation that 
 ``tests/schemathesis_hooks.py`` keeps the run from revoking its own key and tells ``positive_data_acceptance`` which
 refusals are rules beyond a JSON Schema (a cursor not issued by us, a reference to a missing row, …) — see there.
 
-Budget: ``FLOORGATE_FUZZ_EXAMPLES`` examples per operation and phase (default 10): 3 to 5 minutes on 2 busy cores, most of it the coverage phase.
+Budget: ``FLOORGATE_FUZZ_EXAMPLES`` examples per operation and phase (default 10): 3 to 5 minutes on 2 busy
+cores, most of it the coverage phase.
 The seed is printed in the output (``st run --seed`` replays it).
 """
 
@@ -60,7 +61,7 @@ def test_schemathesis_all_checks_against_live_central(pg_url: str, mosquitto: Mo
             [str(st), "run", f"{base}/openapi.json", "--url", base, "-H", f"X-API-Key: {key}",
              "--checks", "all", "--phases", "examples,coverage,fuzzing,stateful",
              "--max-examples", str(EXAMPLES), "--workers", "1", "--no-color"],
-            capture_output=True, text=True, timeout=900, cwd=REPO, check=False,
+            capture_output=True, text=True, timeout=900, cwd=tmp_path, check=False,  # its cache stays there
             env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks", "FLOORGATE_FUZZ_KEY_ID": str(key_id),
                  "PYTHONPATH": str(REPO)})
         output = run.stdout + run.stderr

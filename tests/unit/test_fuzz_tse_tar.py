@@ -16,6 +16,8 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -87,6 +89,7 @@ def byte_mutations(draw: st.DrawFn) -> bytes:
     return bytes(out)
 
 
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")  # the failing export's repr is long
 @given(data=byte_mutations(), partial=st.booleans(), compress=st.booleans())
 def test_fuzz_byte_mutated_exports(data: bytes, partial: bool, compress: bool) -> None:
     _never_raises(gzip.compress(data) if compress else data, partial)
@@ -115,6 +118,7 @@ def member_mutations(draw: st.DrawFn) -> bytes:
     return build_tar(members)
 
 
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
 @given(data=member_mutations(), partial=st.booleans())
 def test_fuzz_member_mutated_exports(data: bytes, partial: bool) -> None:
     report = _never_raises(data, partial)
@@ -142,3 +146,28 @@ def test_a_tar_bomb_is_an_unreadable_archive(monkeypatch: pytest.MonkeyPatch, bo
     assert not report.readable
     assert report.checks[0].name == "archive"
     assert "not a readable TAR archive: " in report.checks[0].detail
+
+
+def test_found_by_fuzzing_a_certificate_with_a_corrupt_key_is_an_invalid_entry() -> None:
+    """The certificate parses, its key only when asked for (``public_key()`` raised ValueError out of verify_tar)."""
+    members = _members(_export())
+    name, cert, _ = next(m for m in members if "_X509." in m[0])
+    der = x509.load_pem_x509_certificate(cert).public_bytes(serialization.Encoding.DER) if cert.startswith(
+        b"-----BEGIN") else cert
+    point = x509.load_der_x509_certificate(der).public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    broken = der.replace(point, b"\x05" + point[1:])
+    report = _never_raises(build_tar([(n, broken if n == name else c, t) for n, c, t in members]))
+    entry = next(e for e in report.entries if e.name == name)
+    assert entry.checks[0].name == "certificate"
+    assert entry.checks[0].ok is False
+    assert not report.valid
+
+
+def test_found_by_fuzzing_an_info_csv_the_csv_reader_refuses_is_an_invalid_entry() -> None:
+    members = [(n, b'"' + b"x" * 200_000 + b'"\n' if n.endswith("info.csv") else c, t) for n, c, t in
+               _members(_export())]
+    report = _never_raises(build_tar(members))
+    entry = next(e for e in report.entries if e.kind == "info")
+    assert [(c.name, c.ok) for c in entry.checks] == [("info", False)]
+    assert "info.csv is not CSV" in entry.checks[0].detail

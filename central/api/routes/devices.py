@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 from sqlalchemy import and_, or_, select
 
@@ -14,6 +15,7 @@ from central.api.deps import SessionDep, StateDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from central.api.security import CanRead
+from central.api.values import NO_NUL
 from central.db.models import Device
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
@@ -53,9 +55,10 @@ def list_devices(
     session: SessionDep,
     state: StateDep,
     principal: CanRead,
-    node_id: Annotated[str | None, Query()] = None,
-    kind: Annotated[str | None, Query(examples=["scale"])] = None,
-    status: Annotated[str | None, Query(description="as reported: online / offline")] = None,
+    node_id: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
+    kind: Annotated[str | None, Query(max_length=200, pattern=NO_NUL, examples=["scale"])] = None,
+    status: Annotated[str | None, Query(max_length=200, pattern=NO_NUL,
+                                        description="as reported: online / offline")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(description="from `next_cursor` of the previous page")] = None,
     sort: Annotated[str, Query(description="node_id (then device_id) or -node_id",
@@ -96,7 +99,9 @@ def list_devices(
 
 @router.get("/{node_id}/{device_id}", response_model=DeviceOut, responses={**ERROR_RESPONSES, **NOT_FOUND},
             summary="One device")
-def get_device(node_id: str, device_id: str, session: SessionDep, state: StateDep, principal: CanRead) -> DeviceOut:
+def get_device(node_id: Annotated[str, PathParam(max_length=200, pattern=NO_NUL)],
+               device_id: Annotated[str, PathParam(max_length=200, pattern=NO_NUL)],
+               session: SessionDep, state: StateDep, principal: CanRead) -> DeviceOut:
     d = session.get(Device, (node_id, device_id))
     if d is None:
         raise ApiError(404, "not_found", f"node {node_id!r} has no device {device_id!r} central knows of",

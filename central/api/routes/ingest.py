@@ -14,9 +14,10 @@ from central.api.deps import SessionDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sort_values, sorted_page
 from central.api.security import CanRead, CanReadAudit
-from central.api.values import IsoTime
+from central.api.values import NO_NUL, IsoTime
 from central.db.models import QuarantineEntry, StreamMark
 
+TextFilter = Annotated[str | None, Query(max_length=200, pattern=NO_NUL)]
 router = APIRouter(prefix="/api/v1/ingest", tags=["ingest"])
 MAX_ID = values.MAX_ID
 
@@ -42,8 +43,8 @@ class StreamList(BaseModel):
 
 @router.get("/streams", response_model=StreamList, responses=ERROR_RESPONSES,
             summary="Acknowledged sequence and counts per node stream")
-def list_streams(session: SessionDep, principal: CanRead, node_id: str | None = None,
-                 stream: str | None = None) -> StreamList:
+def list_streams(session: SessionDep, principal: CanRead, node_id: TextFilter = None, stream: TextFilter = None
+                 ) -> StreamList:
     q = select(StreamMark).order_by(StreamMark.node_id, StreamMark.stream, StreamMark.epoch)
     if node_id:
         q = q.where(StreamMark.node_id == node_id)
@@ -96,11 +97,12 @@ def list_quarantine(
     session: SessionDep,
     principal: CanReadAudit,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(max_length=4096)] = None,
     sort: Annotated[str, Query(description="received_at or id; - for descending",
                                         json_schema_extra={"enum": sort_values(["received_at", "id"])})] = "-id",
-    node_id: str | None = None,
-    reason: Annotated[str | None, Query(description="the reason contains this text")] = None,
+    node_id: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
+    reason: Annotated[str | None, Query(max_length=200, pattern=NO_NUL,
+                                        description="the reason contains this text")] = None,
     since: Annotated[datetime | None, IsoTime, Query(description="received at or after (ISO 8601)")] = None,
     until: Annotated[datetime | None, IsoTime, Query(description="received before (ISO 8601)")] = None,
 ) -> QuarantinePage:

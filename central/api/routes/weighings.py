@@ -15,7 +15,7 @@ from central.api.deps import SessionDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sort_values, sorted_page
 from central.api.security import CanRead
-from central.api.values import IsoTime
+from central.api.values import NO_NUL, IsoTime
 from central.db.models import Ticket, Weighing
 
 router = APIRouter(prefix="/api/v1/weighings", tags=["weighings"])
@@ -71,9 +71,9 @@ def list_weighings(
     sort: Annotated[str, Query(
         description="weighed_at, received_at or id; - for descending",
         json_schema_extra={"enum": sort_values(["weighed_at", "received_at", "id"])})] = "-id",
-    node_id: str | None = None,
-    device_id: str | None = None,
-    unit: str | None = None,
+    node_id: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
+    device_id: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
+    unit: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
     since: Annotated[datetime | None, IsoTime, Query(description="weighed at or after (ISO 8601)")] = None,
     until: Annotated[datetime | None, IsoTime, Query(description="weighed before (ISO 8601)")] = None,
     unpaired: Annotated[bool | None, Query(
