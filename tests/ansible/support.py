@@ -118,6 +118,10 @@ class FleetPki:
             .sign(self.key, hashes.SHA256()))
         self.ca_file = self.dir / "ca.crt"
         self.ca_file.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        # central's downlink signing key where `floorgate central signing-key show` makes it (<pki.dir>); the central
+        # role copies it to the server, and every node bundle trusts its public half
+        self.central_signing_key = generate_key()
+        save_private_key(self.central_signing_key, self.dir / "central-signing.key")
 
     def issue(self, cn: str, *, server_ips: list[str] | None = None) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -147,13 +151,13 @@ class FleetPki:
 
     def node_bundle(self, out: Path, node_id: str) -> tuple[Issued, str]:
         """OUT/NODE/{ca.crt, tls.crt, tls.key, node.key, central.pub} as `floorgate central node add NODE --out OUT`
-        writes them (central.pub: a central key, no central runs here); returns the certificate and the signing key's
-        fingerprint."""
+        writes them (central.pub: the public half of this fleet's central signing key); returns the certificate and
+        the signing key's fingerprint."""
         bundle = out / node_id
         issued = self.issue(node_id)
         self.write(bundle, "tls", issued)
         (bundle / "ca.crt").write_bytes(self.ca_file.read_bytes())
         signing = generate_key()
         save_private_key(signing, bundle / "node.key")
-        (bundle / "central.pub").write_text(public_key_text(generate_key()) + "\n")
+        (bundle / "central.pub").write_text(public_key_text(self.central_signing_key) + "\n")
         return issued, fingerprint(signing)
