@@ -213,6 +213,12 @@ def _mapping_without_duplicates(loader: _ProfileLoader, node: yaml.MappingNode) 
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
+        try:
+            hash(key)
+        except TypeError:  # a list or mapping as a key (``? {a: 1}``): what SafeLoader itself reports too
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping", node.start_mark, "found an unhashable key", key_node.start_mark
+            ) from None
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 "while reading a mapping", node.start_mark, f"found the key {key!r} twice", key_node.start_mark

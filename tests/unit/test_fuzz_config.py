@@ -87,6 +87,7 @@ def test_the_shipped_examples_load(kind: str) -> None:
     ("deep nesting", "a: " + "[" * 5000 + "]" * 5000 + "\n"),
     ("deep block nesting", "".join("  " * i + f"k{i}:\n" for i in range(300)) + "  " * 300 + "v\n"),
     ("bad date", "a: 2024-02-30\n"),
+    ("unhashable key", "? {a: 1}\n: x\n"),  # found by make fuzz in the profile loader (TypeError)
     ("not UTF-8", "a: \udcff\n"),
     ("too large", "# " + "x" * MAX_CONFIG_BYTES + "\n"),
 ])
