@@ -5,8 +5,8 @@ For every batch: the topic's node must be the payload's node, the node must be e
 quarantine with the reason and changes nothing. A replayed batch (older batch number, nothing new) is quarantined
 too. The quarantine is bounded (``central.ingest.quarantine``): repeats are counted, not stored; each enrolled node
 and all unauthenticated traffic together have a budget of stored messages and bytes; long payloads are kept as a
-prefix + SHA-256 + size; old entries are pruned. One worker task per stream, so a slow or unavailable metrics store (readings) never holds up business records;
-within a stream, batches are applied in the order they arrive.
+prefix + SHA-256 + size; old entries are pruned. One worker task per stream, so a slow or unavailable metrics store
+(readings) never holds up business records; within a stream, batches are applied in the order they arrive.
 
 Heartbeats (signed the same way) update the node's row (backlog per stream, alarms, software version, clock skew),
 go to the metrics store as ``node_backlog`` points, and drive gap repair: when central's contiguous mark of a stream

@@ -34,6 +34,8 @@ from tests.procs import E2E_ADMIN_PASSWORD, Proc, central_yaml, create_admin, fl
 from tests.raw_http import stream_post
 from tests.services import MosquittoServer, PostgresServer, free_port
 
+pytestmark = pytest.mark.integration
+
 MIB = 1 << 20
 DELAY_S = 60  # the first wait after the free failures: longer than any test here takes
 PASSWORD = "the users-own passphrase"  # noqa: S105 — a throwaway test database

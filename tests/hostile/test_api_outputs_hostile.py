@@ -34,6 +34,8 @@ from tests.api_support import add_api_key, add_user
 from tests.procs import Proc, central_yaml, floorgate, login, wait_until, write_yaml
 from tests.services import MosquittoServer
 
+pytestmark = pytest.mark.integration
+
 HOOK = "https://user:pw@hooks.example:8443/hook/SECRETTOKEN?token=xyzzy"
 FORMULA = '=HYPERLINK("http://x")'
 

@@ -35,6 +35,8 @@ from tests.api_support import add_api_key
 from tests.procs import Proc, central_yaml, floorgate, wait_until
 from tests.services import MosquittoServer, free_port
 
+pytestmark = pytest.mark.integration
+
 RATE_PER_MIN = 20  # the configured bound: stored messages per source and minute (burst: one minute's worth)
 BNO = 3 << 32
 
