@@ -61,11 +61,14 @@ def _load(path: str):  # type: ignore[no-untyped-def]
 
 
 def _check(args: argparse.Namespace) -> int:
+    from edge.uplink import trusted_central_keys
     from edge.wiring import build_buses
 
     cfg = _load(args.config)
     buses = build_buses(cfg, _NoSink(), source=args.config)  # resolves and validates the profiles too
-    print(f"{args.config}: ok (node {cfg.node_id}, {len(cfg.devices)} device(s) on {len(buses)} bus(es))")
+    central_keys = trusted_central_keys(cfg)  # the agent would refuse to start without one
+    print(f"{args.config}: ok (node {cfg.node_id}, {len(cfg.devices)} device(s) on {len(buses)} bus(es), "
+          f"{len(central_keys)} trusted central key(s))")
     return 0
 
 

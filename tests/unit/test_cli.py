@@ -48,6 +48,23 @@ def test_bad_node_config_exits_2_naming_file_and_key(tmp_path: Path, capsys: pyt
     assert f"{cfg}: devices[0].interval_s: Input should be greater than 0 (got 0)" in err
 
 
+def test_check_config_needs_central_key_the_agent_would_refuse_to_start_without(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sync.signing import generate_key, public_key_text
+
+    cfg = tmp_path / "node.yaml"
+    cfg.write_text(f"node_id: n1\ndata_dir: {tmp_path / 'data'}\nbroker: {{url: 'mqtt://127.0.0.1:1883'}}\n")
+    assert main(["edge", "check-config", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "central_keys_file" in err
+    assert str(tmp_path / "data" / "central.pub") in err
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "central.pub").write_text(public_key_text(generate_key()) + "\n")
+    assert main(["edge", "check-config", "--config", str(cfg)]) == 0
+    assert "1 trusted central key(s)" in capsys.readouterr().out
+
+
 def test_bad_central_config_exits_2_naming_file_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "central.yaml"
     cfg.write_text("database_url: mysql://x\nmetrics: {kind: influxdb-v1, url: 'http://127.0.0.1:8086'}\n"
