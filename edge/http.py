@@ -71,6 +71,9 @@ def health(agent: Agent) -> tuple[int, dict[str, Any]]:
         "downlink": {"rejected": up.downlink_rejected(), "accepted": up.downlink.accepted,
                      "trusted_keys": sorted(up.downlink.keys)},
     }
+    if agent.pos is not None:  # the counter's sales API: what it signed and what it refused before any TSE work
+        body["pos"] = {"sales": agent.pos.sales, "failed_sales": agent.pos.failed_sales,
+                       "refused": dict(agent.pos.refused)}
     return (503 if alarms else 200), body
 
 
@@ -112,6 +115,12 @@ class _AgentCollector(Collector):
         for reason, n in a.uplink.downlink_rejected().items():
             rejected.add_metric([reason], n)
         yield rejected
+        if a.pos is not None:
+            refused = CounterMetricFamily("floorgate_edge_pos_refused", "POS API requests refused before any TSE "
+                                          "work (unauthorized, payload_too_large, invalid)", labels=["reason"])
+            for reason, n in sorted(a.pos.refused.items()):
+                refused.add_metric([reason], n)
+            yield refused
         yield GaugeMetricFamily("floorgate_edge_alarms", "alarms raised now", value=len(a.alarms()))
         online = GaugeMetricFamily("floorgate_edge_device_online", "1 online, 0 offline or stopped",
                                    labels=["device"])

@@ -199,6 +199,9 @@ class PosService:
         self.clients = frozenset(cfg.clients)
         self.sales = 0
         self.failed_sales = 0
+        # requests the POS API refused before any TSE work: "unauthorized" (no / wrong token), "payload_too_large"
+        # (over pos.max_body_bytes), "invalid" (a sale central's rules would refuse: 422) — node /health and /metrics
+        self.refused: dict[str, int] = {}
         self._tse: TseDriver | None = None
         self._info: TseInfo | None = None  # of the last TSE opened: serial, key, algorithm stay known when it fails
         self._ready_at = 0.0

@@ -175,9 +175,10 @@ def _field(loc: Any) -> str | None:
 class BearerAuth:
     """Every request needs ``Authorization: Bearer <token>`` (compared in constant time); otherwise 401."""
 
-    def __init__(self, app: ASGIApp, *, token: str) -> None:
+    def __init__(self, app: ASGIApp, *, token: str, counts: dict[str, int] | None = None) -> None:
         self.app = app
         self.token = token.encode()
+        self.counts = counts if counts is not None else {}
         self.refused = 0
         self._logged_at = -AUTH_LOG_EVERY_S
         self._unlogged = 0
@@ -200,6 +201,7 @@ class BearerAuth:
 
     def _log_refused(self, scope: Scope, had_token: bool) -> None:
         self.refused += 1
+        self.counts["unauthorized"] = self.counts.get("unauthorized", 0) + 1
         self._unlogged += 1
         now = time.monotonic()
         if now - self._logged_at >= AUTH_LOG_EVERY_S:
@@ -223,9 +225,10 @@ class BodyLimit:
     (or one longer than it said) as soon as the bytes read pass the limit. The 413 closes the connection (the rest
     of the body is never read). uvicorn itself holds at most ~64 KiB of a body the app has not read yet."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, counts: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.counts = counts if counts is not None else {}
         self.refused = 0
         self._logged_at = -AUTH_LOG_EVERY_S
         self._unlogged = 0
@@ -271,6 +274,7 @@ class BodyLimit:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, what: str) -> None:
         self.refused += 1
+        self.counts["payload_too_large"] = self.counts.get("payload_too_large", 0) + 1
         self._unlogged += 1
         now = time.monotonic()
         if now - self._logged_at >= AUTH_LOG_EVERY_S:
@@ -285,15 +289,19 @@ class BodyLimit:
 def make_pos_app(service: PosService, token: str, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     app = FastAPI(title=f"floorgate POS API ({service.cfg.id})", version=__version__, docs_url=None,
                   redoc_url=None, openapi_url="/pos/v1/openapi.json")
-    app.add_middleware(BearerAuth, token=token)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # added last: outermost, before the token check
+    app.add_middleware(BearerAuth, token=token, counts=service.refused)
+    # added last: outermost, before the token check
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, counts=service.refused)
 
     @app.exception_handler(PosError)
     async def _pos_error(_: Request, exc: PosError) -> JSONResponse:
+        if exc.status == 422:
+            service.refused["invalid"] = service.refused.get("invalid", 0) + 1
         return _error(exc.status, exc.code, str(exc), exc.field)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        service.refused["invalid"] = service.refused.get("invalid", 0) + 1
         errors = exc.errors()
         parts = []
         for e in errors:
