@@ -82,6 +82,8 @@ class IngestHealth(BaseModel):
     conflicts: int | None = None
     rejected: int | None = None
     store_failures: int | None = None
+    unexpected_errors: int | None = Field(
+        None, description="messages whose handling failed in an unforeseen way: quarantined, the process kept going")
 
 
 class StuckStreamOut(BaseModel):
@@ -200,7 +202,7 @@ async def health(state: StateDep) -> JSONResponse:
             duplicates=c.duplicates, quarantined=c.quarantined, conflicts=c.conflicts, rejected=c.rejected,
             quarantine_repeats=c.quarantine_repeats, quarantine_pruned=c.quarantine_pruned,
             quarantine_dropped={"rate": c.quarantine_dropped_rate, "bytes": c.quarantine_dropped_bytes},
-            store_failures=c.store_failures,
+            store_failures=c.store_failures, unexpected_errors=c.unexpected_errors,
             last_batch_age_s=None if c.last_batch_at is None else round(max(0.0, time.time() - c.last_batch_at), 3),
         )
     sync.pop("latency_ms", None)
