@@ -2,7 +2,7 @@
 #
 #   make venv    .venv with floorgate installed editable plus the test extras (again only when pyproject.toml changed)
 #   make test    venv + the server packages the integration tests start (scripts/ensure-services.sh) + pytest on
-#                TEST_WORKERS (2) pytest-xdist workers; TEST_WORKERS=0 runs them in one process
+#                TEST_WORKERS (2) pytest-xdist workers (TEST_WORKERS=0: one process); prints the 20 slowest tests
 #   make demo    venv + `floorgate demo` (pass options with ARGS="...")
 #   make fuzz    the property-based fuzz tests (tests/*/test_fuzz_*.py) with the long "fuzz" hypothesis profile and
 #                statistics; FUZZ_ARGS="..." passes more pytest options (e.g. -k envelope)
@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml scripts/ensure-venv.sh
 
 test: venv
 	scripts/ensure-services.sh
-	$(BIN)/pytest -n $(TEST_WORKERS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --durations=20
 
 fuzz: venv
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -p no:cacheprovider -q --hypothesis-show-statistics \
