@@ -106,7 +106,8 @@ _SHARED_PLANT_DIRS = ("tests/ansible/", "tests/dashboards/")
 
 
 # the longest units first, so that the quick ones fill the gaps at the end (and no long file starts last)
-_FIRST = ("tests/ansible/", "tests/dashboards/", "tests/faults/", "tests/e2e/", "tests/hostile/", "tests/integration/")
+_FIRST = ("tests/ansible/", "tests/dashboards/", "tests/faults/", "tests/integration/test_api_fuzz.py", "tests/e2e/",
+          "tests/hostile/", "tests/integration/")  # test_api_fuzz: schemathesis against a live central, ~2 min
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
