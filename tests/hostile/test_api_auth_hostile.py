@@ -131,7 +131,7 @@ def test_a_200_mb_post_without_credentials_is_refused_413_at_once_and_never_held
         assert answer.status == 413, answer
         assert answer.json()["error"]["code"] == "payload_too_large"
         assert answer.json()["error"]["field"] is None
-        assert answer.seconds < 5, f"answered after {answer.seconds:.1f} s (chunked={chunked})"
+        assert answer.seconds < 20, f"answered after {answer.seconds:.1f} s (chunked={chunked})"  # not after 200 MB
         assert answer.sent < 32 * MIB, f"{answer.sent} bytes went out before the answer (chunked={chunked})"
         central.proc.check_alive()
     grown = central.rss() - before
