@@ -129,6 +129,8 @@ def bench_codec(n: int, batch: int) -> list[tuple[str, float, float]]:
 
 def _run(args: argparse.Namespace) -> int:
     rows: list[tuple[str, float, float]] = []
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)  # a fresh --dir is made, not a traceback
     with tempfile.TemporaryDirectory(prefix="floorgate-bench-", dir=args.dir) as tmp:
         if args.what in ("outbox", "all"):
             print(f"outbox: {args.records} records each way in {tmp} …", flush=True)
