@@ -7,6 +7,10 @@
 
 Central and the edge agent run as their own ``floorgate`` processes, as they would on two machines (and because
 ``edge`` never imports ``central``). Everything binds to 127.0.0.1. The API is open read-only without login here.
+
+The demo owns its children: Ctrl-C, SIGTERM and SIGHUP (the terminal closed) stop them in order; if the demo dies
+without that chance (SIGKILL, a crash), Linux sends each child SIGTERM through ``PR_SET_PDEATHSIG``, so no broker,
+central or agent is left holding its port.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import errno
 import os
 import secrets
@@ -24,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +93,31 @@ async def _wait_port(port: int, timeout_s: float) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _owned() -> Callable[[], None] | None:
+    """``preexec_fn`` for every child: it gets SIGTERM when the demo dies, even by SIGKILL (Linux; elsewhere None).
+
+    Each child runs in its own session (Ctrl-C in the terminal reaches only the demo, which stops them in order), so
+    neither the terminal's SIGINT/SIGHUP nor a signal to the demo's group reaches them; the parent-death signal does.
+    It fires when the *thread* that forked the child ends: children are started from the main thread (the event
+    loop's), which lives as long as the demo. The libc handle is loaded before the fork, so the child only calls it.
+    """
+    if _LIBC is None:
+        return None
+    libc, demo_pid, sig = _LIBC, os.getpid(), int(signal.SIGTERM)  # taken in the demo, before the fork
+
+    def die_with_demo() -> None:  # runs in the child between fork and exec
+        if libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != demo_pid:  # the demo died between fork and prctl: no death signal will come
+            os._exit(1)
+
+    return die_with_demo
+
+
 def _mosquitto_binary() -> str | None:
     return shutil.which("mosquitto") or next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None
@@ -120,7 +151,8 @@ class _Broker:
                 lines.append("user root")
             conf.write_text("\n".join(lines) + "\n")
             self.proc = subprocess.Popen([str(self.binary), "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL, start_new_session=True)
+                                         stderr=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=_owned())
         else:
             from amqtt.broker import Broker
 
@@ -181,9 +213,9 @@ def _write_configs(data_dir: Path, *, broker: _Broker, api_port: int, ports: dic
 
 def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
     log = log_path.open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "floorgate_cli", *args], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    with log:  # the child keeps its own descriptor
+        return subprocess.Popen([sys.executable, "-m", "floorgate_cli", *args], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_owned())
 
 
 def _stop(proc: subprocess.Popen[bytes] | None) -> None:
@@ -259,7 +291,7 @@ async def _demo(args: argparse.Namespace, data_dir: Path) -> int:
         central_cfg, node_cfg = _write_configs(data_dir, broker=broker, api_port=args.api_port, ports=ports)
         migrate = subprocess.run(
             [sys.executable, "-m", "floorgate_cli", "central", "migrate", "--config", str(central_cfg)],
-            capture_output=True, text=True, check=False,
+            capture_output=True, text=True, check=False, preexec_fn=_owned(),
         )
         if migrate.returncode:
             print(migrate.stdout + migrate.stderr, file=sys.stderr)
@@ -270,7 +302,7 @@ async def _demo(args: argparse.Namespace, data_dir: Path) -> int:
         enrol = subprocess.run(
             [sys.executable, "-m", "floorgate_cli", "central", "node", "register", NODE_ID, "--public-key",
              public_key_text(key), "--config", str(central_cfg)],
-            capture_output=True, text=True, check=False,
+            capture_output=True, text=True, check=False, preexec_fn=_owned(),
         )
         if enrol.returncode:
             print(enrol.stdout + enrol.stderr, file=sys.stderr)
@@ -319,15 +351,17 @@ async def _demo(args: argparse.Namespace, data_dir: Path) -> int:
 
 
 async def _until_signal(args: argparse.Namespace, data_dir: Path) -> int:
-    """Ctrl-C and SIGTERM end the demo cleanly: children stopped, broker and simulators shut down."""
+    """Ctrl-C, SIGTERM and SIGHUP (the terminal closed) end the demo cleanly: children stopped, broker and
+    simulators shut down."""
     loop = asyncio.get_running_loop()
     main = asyncio.create_task(_demo(args, data_dir))
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, main.cancel)
     try:
         return await main
     except asyncio.CancelledError:
-        print("demo stopped", flush=True)
+        with contextlib.suppress(OSError):  # after a hang-up the terminal is gone
+            print("demo stopped", flush=True)
         return 0
 
 
