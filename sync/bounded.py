@@ -90,41 +90,47 @@ def _path(parent: str, key: str | int) -> str:
 
 
 def _check_values(obj: Any, limits: JsonLimits) -> None:
-    """Strings, container sizes and integer range, walked with an explicit stack."""
+    """Strings, container sizes and integer range, walked with an explicit stack. This runs for every value of
+    every message: a field's path is only spelt out for a container or when a check fails, and the parser gives
+    exact types (``type(x) is int`` leaves booleans out)."""
+    if type(obj) is not dict and type(obj) is not list:
+        _check_scalar(obj, "payload", limits)
+        return
+    max_items, max_key, max_chars = limits.max_items, limits.max_key_chars, limits.max_string_chars
+    int_min, int_max = limits.int_min, limits.int_max
     stack: list[tuple[Any, str]] = [(obj, "")]
+    key: Any
     while stack:
         value, path = stack.pop()
-        if isinstance(value, dict):
-            if len(value) > limits.max_items:
-                raise DecodeError(f"{len(value)} members exceed {limits.max_items} (limit max_items)",
+        is_dict = type(value) is dict
+        if len(value) > max_items:
+            raise DecodeError(f"{len(value)} {'members' if is_dict else 'elements'} exceed {max_items} "
+                              "(limit max_items)", field=path or "payload")
+        for key, item in (value.items() if is_dict else enumerate(value)):
+            if is_dict and len(key) > max_key:
+                raise DecodeError(f"a key of {len(key)} characters exceeds {max_key} (limit max_key_chars)",
                                   field=path or "payload")
-            for key, item in value.items():
-                if len(key) > limits.max_key_chars:
-                    raise DecodeError(f"a key of {len(key)} characters exceeds {limits.max_key_chars} "
-                                      "(limit max_key_chars)", field=path or "payload")
-                _check_scalar(item, _path(path, key), limits, stack)
-        elif isinstance(value, list):
-            if len(value) > limits.max_items:
-                raise DecodeError(f"{len(value)} elements exceed {limits.max_items} (limit max_items)",
-                                  field=path or "payload")
-            for i, item in enumerate(value):
-                _check_scalar(item, _path(path, i), limits, stack)
-        else:
-            _check_scalar(value, path or "payload", limits, None)
+            kind = type(item)
+            if kind is str:
+                if len(item) > max_chars:
+                    _check_scalar(item, _path(path, key), limits)
+            elif kind is int:
+                if not int_min <= item <= int_max:
+                    _check_scalar(item, _path(path, key), limits)
+            elif kind is dict or kind is list:
+                stack.append((item, _path(path, key)))
 
 
-def _check_scalar(value: Any, path: str, limits: JsonLimits, stack: list[tuple[Any, str]] | None) -> None:
+def _check_scalar(value: Any, path: str, limits: JsonLimits) -> None:
+    """Raise the DecodeError for a string or integer beyond its limit (``path`` names it)."""
     if isinstance(value, str):
         if len(value) > limits.max_string_chars:
             raise DecodeError(f"a string of {len(value)} characters exceeds {limits.max_string_chars} "
                               "(limit max_string_chars)", field=path)
     elif isinstance(value, bool):
         return
-    elif isinstance(value, int):
-        if not limits.int_min <= value <= limits.int_max:
-            raise DecodeError(f"integer out of range {limits.int_min} .. {limits.int_max}", field=path)
-    elif isinstance(value, dict | list) and stack is not None:
-        stack.append((value, path))
+    elif isinstance(value, int) and not limits.int_min <= value <= limits.int_max:
+        raise DecodeError(f"integer out of range {limits.int_min} .. {limits.int_max}", field=path)
 
 
 def loads(data: bytes | str, limits: JsonLimits = DEFAULT_LIMITS) -> Any:
