@@ -1,13 +1,13 @@
 """The ``floorgate`` command: one entry point, sub-commands from each package.
 
-    floorgate demo                       the whole system on this machine (edge.demo)
+    floorgate demo                       the whole system on this machine (tools.demo)
     floorgate edge run --config F        the edge agent (edge.cli)
     floorgate central migrate|run|ingest the central service (central.cli)
     floorgate simulate DEVICE …          a device simulator (protocols.cli)
-    floorgate profiles validate [PATH…]  device profiles against their JSON Schema (edge.profiles_cli)
-    floorgate probe ADDRESS …            read a register range, decoded every way (edge.probe)
+    floorgate profiles validate [PATH…]  device profiles against their JSON Schema (tools.profiles_cli)
+    floorgate probe ADDRESS …            read a register range, decoded every way (tools.probe)
     floorgate tse verify|info|…          check receipt QR codes and TSE exports; the software TSE (protocols.tse.cli)
-    floorgate bench outbox|codec|bus|sync|all  throughput as ratios against a raw baseline (edge.bench;
+    floorgate bench outbox|codec|bus|sync|all  throughput as ratios against a raw baseline (tools.bench.outbox;
                                          sync: floorgate_bench)
 
 This module is the composition root: the only place besides tests that imports both ``edge`` and ``central``.
@@ -65,13 +65,13 @@ def setup_logging(level: str, fmt: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from central.cli import register as register_central
-    from edge.bench import register as register_bench
     from edge.cli import register as register_edge
-    from edge.demo import register as register_demo
-    from edge.probe import register as register_probe
-    from edge.profiles_cli import register as register_profiles
     from protocols.cli import register as register_simulate
     from protocols.tse.cli import register as register_tse
+    from tools.bench.outbox import register as register_bench
+    from tools.demo import register as register_demo
+    from tools.probe import register as register_probe
+    from tools.profiles_cli import register as register_profiles
 
     parser = argparse.ArgumentParser(
         prog="floorgate",
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _bench_sync(args: argparse.Namespace) -> int:
-    from floorgate_bench import run  # edge and central together: imported only when asked for
+    from tools.bench.sync import run  # edge and central together: imported only when asked for
 
     return run(args)
 

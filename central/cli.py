@@ -181,16 +181,16 @@ def _register_signing_key(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
 def _central_keys(config: str) -> list[str]:
     """The public keys nodes must trust (active, and next during a rotation); makes the active key if missing."""
-    from central import signing_key
     from central.config import load_settings
+    from central.fleet import signing_key
 
     settings = load_settings(config, check_files=False)
     return [k.public_key for k in signing_key.keys(signing_key.key_path(settings.signing_key_file))]
 
 
 def _signing_key(args: argparse.Namespace) -> int:
-    from central import signing_key
     from central.config import load_settings
+    from central.fleet import signing_key
     from sync.signing import SigningKeyError
 
     settings = load_settings(args.config, check_files=False)
@@ -324,7 +324,7 @@ def _sessions(config: str):  # type: ignore[no-untyped-def]
 def _node_register(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from central.nodes import register_node
+    from central.fleet.nodes import register_node
     from sync.errors import SyncError
 
     text = args.public_key
@@ -359,7 +359,7 @@ def _verify_alibi(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from central.alibi import AlibiVerifyError, verify_chain
+    from central.tickets.alibi import AlibiVerifyError, verify_chain
 
     engine, sessions = _sessions(args.config)
     try:
@@ -405,7 +405,7 @@ def _verify_tse(args: argparse.Namespace) -> int:
 
 
 def _node_list(args: argparse.Namespace) -> int:
-    from central.nodes import identities, list_nodes
+    from central.fleet.nodes import identities, list_nodes
 
     engine, sessions = _sessions(args.config)
     try:
@@ -452,7 +452,7 @@ def _with_ca(config: str, work):  # type: ignore[no-untyped-def]
     ``(ca, pki_settings, result)``, or None after printing the error (CA files, node id, database) — exit 1."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from central import pki
+    from central.fleet import pki
     from sync.errors import SyncError
 
     settings, conf = _pki(config)
@@ -487,7 +487,7 @@ def _message(exc: Exception) -> str:
 def _ca_init(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from central import pki
+    from central.fleet import pki
 
     _, conf = _pki(args.config)
     try:
@@ -502,8 +502,8 @@ def _ca_init(args: argparse.Namespace) -> int:
 def _issue_service(args: argparse.Namespace, kind: str) -> int:
     from pathlib import Path
 
-    from central import pki
-    from central.nodes import issue_service_certificate
+    from central.fleet import pki
+    from central.fleet.nodes import issue_service_certificate
 
     dns, ips = (tuple(args.dns), tuple(args.ip)) if kind == "server" else ((), ())
     cn = args.cn or (dns[0] if dns else ips[0] if ips else "")
@@ -534,7 +534,7 @@ def _ca_client_cert(args: argparse.Namespace) -> int:
 
 
 def _ca_crl(args: argparse.Namespace) -> int:
-    from central.nodes import rewrite_crl
+    from central.fleet.nodes import rewrite_crl
 
     done = _with_ca(args.config, lambda ca, sessions, conf: rewrite_crl(sessions, ca, days=args.days or conf.crl_days))
     if done is None:
@@ -550,9 +550,9 @@ def _ca_list(args: argparse.Namespace) -> int:
 
     from sqlalchemy.exc import SQLAlchemyError
 
-    from central.api.values import utc
-    from central.nodes import list_certificates
-    from central.pki import CRL_FILE, crl_next_update
+    from central.db.values import utc
+    from central.fleet.nodes import list_certificates
+    from central.fleet.pki import CRL_FILE, crl_next_update
 
     settings, conf = _pki(args.config)
     engine, sessions = _pki_sessions(settings)
@@ -584,7 +584,7 @@ def _ca_list(args: argparse.Namespace) -> int:
 
 
 def _ca_revoke(args: argparse.Namespace) -> int:
-    from central.nodes import revoke_certificate
+    from central.fleet.nodes import revoke_certificate
 
     done = _with_ca(args.config, lambda ca, sessions, conf: revoke_certificate(
         sessions, ca, args.serial, reason=args.reason, crl_days=conf.crl_days))
@@ -599,7 +599,7 @@ def _ca_revoke(args: argparse.Namespace) -> int:
 def _node_add(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from central.nodes import add_node
+    from central.fleet.nodes import add_node
     from sync.errors import SyncError
 
     try:
@@ -623,7 +623,7 @@ def _node_add(args: argparse.Namespace) -> int:
 
 
 def _node_revoke(args: argparse.Namespace) -> int:
-    from central.nodes import revoke_node
+    from central.fleet.nodes import revoke_node
 
     done = _with_ca(args.config, lambda ca, sessions, conf: revoke_node(
         sessions, ca, args.node_id, reason=args.reason, crl_days=conf.crl_days))
@@ -648,9 +648,9 @@ def _create_admin(args: argparse.Namespace) -> int:
 
     from sqlalchemy import select
 
-    from central.api import audit
     from central.api.routes.users import USERNAME
     from central.api.security import check_password_strength, hash_secret
+    from central.db import audit
     from central.db.models import User
 
     if not re.match(USERNAME, args.username):

@@ -50,7 +50,7 @@ TlsSettings = BrokerTls  # central's broker.tls: the client certificate is centr
 
 
 class PkiSettings(_Model):
-    """The fleet CA (``central.pki``): ``floorgate central ca …`` and ``node add|revoke`` work in this directory."""
+    """The fleet CA (``central.fleet.pki``): ``central ca …`` and ``node add|revoke`` work in this directory."""
 
     dir: Path = Field(description="directory of ca.key (mode 0600), ca.crt and crl.pem; relative to the config file")
     cert_days: int = Field(730, ge=1, le=3650, description="validity of the certificates issued (node, server, "
@@ -186,7 +186,7 @@ class CentralSettings(_Model):
     device_stale_after_s: float = Field(120.0, gt=0, description="a device not heard of for this long is offline")
     signing_key_file: Path | None = Field(
         None, description="central's Ed25519 key that signs what it sends to nodes (acks, replay requests, commands; "
-        "central.signing_key): default <pki.dir>/central-signing.key, else central-signing.key beside the config "
+        "central.fleet.signing_key): default <pki.dir>/central-signing.key, else central-signing.key beside the config "
         "file; made (mode 0600) on first need. Every central process must use the same key")
 
     @model_validator(mode="before")

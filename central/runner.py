@@ -11,12 +11,12 @@ import time
 
 import uvicorn
 
-from central import signing_key
 from central.alerts.engine import AlertEvaluator
 from central.api.app import create_app
 from central.config import CentralSettings
 from central.db import migrate
 from central.db.engine import make_engine, make_session_factory
+from central.fleet import signing_key
 from central.ingest.service import IngestService
 from central.metrics import MetricsStoreError, open_store
 from central.tickets.pairing import use_settings as use_ticket_settings

@@ -8,16 +8,18 @@ many). Only then is the uplink woken.
 A business record that cannot be stored (``OutboxFull``) stops the device that produced it and raises an alarm
 (log, local /health, heartbeat to central); the agent resumes it once the outbox has room again.
 
-With ``tse`` and ``pos`` configured, the counter's sales API (``edge.pos_http``) runs beside the buses: each sale is
-signed by the node's TSE (``edge.pos``) and committed as a ``tse_transaction`` business record before the register
+With ``tse`` and ``pos`` configured, the counter's sales API (``edge.pos.api``) runs beside the buses: each sale is
+signed by the node's TSE (``edge.pos.sales``) and committed as a ``tse_transaction`` business record before the register
 gets its answer; a TSE that fails raises the ``tse`` alarm until it signs again.
 
-Device commands from central (``edge.commands``) arrive through the uplink and run on the bus schedulers; ``reload``
+Device commands from central (``edge.uplink.commands``) arrive through the uplink and run on the bus schedulers;
+``reload``
 re-reads the config file the agent was started with (``config_path``) and swaps the buses and devices without a
 restart. What needs a restart (node id, data dir, key, broker, local HTTP, outbox, TSE, POS API) is refused by a
 reload.
 
-Under systemd (``Type=notify``, ``edge.systemd``) the agent says ``READY=1`` once its outbox is open and the local
+Under systemd (``Type=notify``, ``edge.runtime.systemd``) the agent says ``READY=1`` once its outbox is open
+and the local
 /health listens, keeps a one-line ``STATUS`` (devices online, broker, records waiting for central), pings the
 watchdog from the event loop every ``WatchdogSec`` / 2 and says ``STOPPING=1`` when it shuts down.
 """
@@ -34,19 +36,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edge.aio import cancel_and_wait, wait_for
-from edge.alibi import AlibiMirror
 from edge.bus.scheduler import BusScheduler, Driver
-from edge.commands import COMMAND_DB, CommandLog, CommandRunner
 from edge.config import NodeConfig, load_config
+from edge.devices.registry import build_buses
 from edge.errors import OutboxError
-from edge.outbox import NewRecord, Outbox
-from edge.pos import PosService
-from edge.pos_config import load_or_create_token
-from edge.pos_receipts import OutboxReceipts, Receipt
-from edge.systemd import Notifier
-from edge.uplink import Uplink, trusted_central_keys
-from edge.wiring import build_buses
+from edge.pos.config import load_or_create_token
+from edge.pos.sales import PosService
+from edge.runtime.aio import cancel_and_wait, wait_for
+from edge.runtime.systemd import Notifier
+from edge.store.alibi import AlibiMirror
+from edge.store.outbox import NewRecord, Outbox
+from edge.store.receipts import OutboxReceipts, Receipt
+from edge.uplink.commands import COMMAND_DB, CommandLog, CommandRunner
+from edge.uplink.session import Uplink, trusted_central_keys
 from protocols.tse.api import TseDriver
 from sync.config_errors import ConfigError
 from sync.signing import fingerprint, load_or_create_private_key, public_key_text
@@ -241,7 +243,7 @@ class Agent:
             log.exception("node %s: cannot send the command results kept while offline", self.cfg.node_id)
 
     async def run(self) -> None:
-        from edge.http import serve_http
+        from edge.runtime.http import serve_http
 
         log.info(
             "edge agent %s starting: %d device(s) on %d bus(es), outbox %s (epoch %s), broker %s, key %s",
@@ -272,7 +274,7 @@ class Agent:
             http_task = asyncio.create_task(serve_http(self), name="http")
             tasks.append(http_task)
         if self.pos is not None and self.cfg.pos is not None and self._pos_token is not None:
-            from edge.pos_http import serve_pos
+            from edge.pos.api import serve_pos
 
             tasks.append(asyncio.create_task(serve_pos(
                 self.pos, self.cfg.pos, self._pos_token, set_alarm=lambda text: self.set_alarm("pos", text)),

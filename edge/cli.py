@@ -61,8 +61,8 @@ def _load(path: str):  # type: ignore[no-untyped-def]
 
 
 def _check(args: argparse.Namespace) -> int:
-    from edge.uplink import trusted_central_keys
-    from edge.wiring import build_buses
+    from edge.devices.registry import build_buses
+    from edge.uplink.session import trusted_central_keys
 
     cfg = _load(args.config)
     buses = build_buses(cfg, _NoSink(), source=args.config)  # resolves and validates the profiles too
@@ -79,7 +79,7 @@ class _NoSink:
 
 def _status(args: argparse.Namespace) -> int:
     from edge.agent import OUTBOX_FILE
-    from edge.outbox import read_stats
+    from edge.store.outbox import read_stats
 
     cfg = _load(args.config)
     path = cfg.data_dir / OUTBOX_FILE
@@ -138,7 +138,7 @@ def _alibi(args: argparse.Namespace) -> int:
     import time
 
     from edge.agent import OUTBOX_FILE
-    from edge.alibi import check_local, read_entries
+    from edge.store.alibi import check_local, read_entries
     from sync.errors import SyncError
     from sync.signing import load_private_key
 

@@ -11,8 +11,8 @@ Example (see ``firmware-config/examples/node.yaml``)::
       - {id: bridge-1, type: mtsics-scale, address: "tcp://127.0.0.1:4001", interval_s: 0.5,
          weighing: {threshold: 500}}
       - {id: meter-1, type: sdm630, address: "tcp://127.0.0.1:5020", unit_id: 1, interval_s: 5}
-    tse: {id: tse-1, driver: software, clients: [KASSE-1]}      # edge.pos_config
-    pos: {listen: "127.0.0.1:8282"}                             # the counter's sales API (edge.pos_http)
+    tse: {id: tse-1, driver: software, clients: [KASSE-1]}      # edge.pos.config
+    pos: {listen: "127.0.0.1:8282"}                             # the counter's sales API (edge.pos.api)
 
 Errors name the file, the key path and what was expected (``sync.config_errors``).
 """
@@ -36,7 +36,7 @@ from pydantic import (
     model_validator,
 )
 
-from edge.pos_config import PosConfig, TseConfig
+from edge.pos.config import PosConfig, TseConfig
 from sync.broker import BrokerBase
 from sync.config_errors import ConfigError, problems_from_pydantic, yaml_problem
 from sync.config_limits import check_yaml_events, read_config_text
@@ -87,7 +87,7 @@ class OutboxConfig(_Model):
 
 
 class AlibiConfig(_Model):
-    """The alibi mirror (edge.alibi): a hash-chained, signed log of every weighing, kept on the node."""
+    """The alibi mirror (edge.store.alibi): a hash-chained, signed log of every weighing, kept on the node."""
 
     retention_days: int = Field(
         90, ge=1, le=36_500, description="entries older than this are given up once central has acknowledged "
@@ -242,7 +242,7 @@ class NodeConfig(_Model):
         None, description="where profiles are looked up (default: firmware-config/profiles)")
     buses: list[BusConfig] = Field(default_factory=list)
     devices: list[DeviceConfig] = Field(default_factory=list)
-    tse: TseConfig | None = Field(None, description="the node's TSE for the cash registers (edge.pos_config)")
+    tse: TseConfig | None = Field(None, description="the node's TSE for the cash registers (edge.pos.config)")
     pos: PosConfig | None = Field(None, description="the counter's sales API on the node (needs tse)")
 
     @property

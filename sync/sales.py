@@ -19,7 +19,7 @@ The fields the register controls, and their rules (``SaleError.field`` names the
     process_data  printable text without NUL or control characters, at most MAX_PROCESS_DATA characters
 
 :func:`check_sale_record` applies all of them to a record's ``data`` (central: ``central.fiscal.records``; the
-node: ``edge.pos`` on the record it is about to sign). The parts of the POS body are checked with the functions
+node: ``edge.pos.sales`` on the record it is about to sign). The parts of the POS body are checked with the functions
 below (``parse_amount``, ``check_receipt_id``, …) so the register gets a 422 naming the body's field.
 """
 

@@ -23,7 +23,7 @@ from typing import Any, Self
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from central.devservers import free_port
+from tools.devservers import free_port
 
 
 class WebhookReceiver:

@@ -96,7 +96,7 @@ class _Server(uvicorn.Server):
 
 def serve(app: FastAPI) -> Iterator[str]:
     """Serve ``app`` on 127.0.0.1 (random port) in a thread; yields its base URL, stops it afterwards."""
-    from central.devservers import free_port
+    from tools.devservers import free_port
 
     port = free_port()
     server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,

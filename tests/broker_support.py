@@ -27,7 +27,7 @@ import jinja2
 import paho.mqtt.client as mqtt
 import yaml
 
-from central.devservers import LOCALHOST, MosquittoServer
+from tools.devservers import LOCALHOST, MosquittoServer
 
 ROLE = Path(__file__).resolve().parents[1] / "ansible" / "roles" / "broker"
 DYNSEC_GLOB = "/usr/lib/*/mosquitto_dynamic_security.so"

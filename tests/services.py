@@ -1,13 +1,13 @@
-"""The throwaway test servers, re-exported from ``central.devservers`` (where benchmarks can use them too).
+"""The throwaway test servers, re-exported from ``tools.devservers`` (where benchmarks can use them too).
 
 Existing imports such as ``from tests.services import PostgresServer`` keep working; new code may import from
-``central.devservers`` directly. See that module for the servers and their lifecycle (``start`` / ``stop`` /
+``tools.devservers`` directly. See that module for the servers and their lifecycle (``start`` / ``stop`` /
 ``kill`` / ``restart`` on the same port with the data kept, ``close``).
 """
 
 from __future__ import annotations
 
-from central.devservers import InfluxServer, MosquittoServer, PostgresServer, free_port, require_binary
+from tools.devservers import InfluxServer, MosquittoServer, PostgresServer, free_port, require_binary
 
 __all__ = [
     "InfluxServer",

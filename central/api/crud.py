@@ -22,10 +22,10 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from central.api import audit
 from central.api.errors import ApiError
 from central.api.security import Principal
-from central.api.values import set_if_changed
+from central.db import audit
+from central.db.values import set_if_changed
 
 
 def _taken(noun: str, code: object) -> ApiError:

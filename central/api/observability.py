@@ -16,7 +16,7 @@ share or clash over a metric. Figures are read when Prometheus scrapes, not push
                                                                    always present, 0 when none)
     floorgate_database_up                                          1 when the database queries worked
     floorgate_sync_stuck_streams                                   streams a node holds acknowledged beyond
-                                                                   central's mark (central.sync_health)
+                                                                   central's mark (central.ingest.health)
     floorgate_sync_stream_stuck_records{node,stream}               node's acked - central's mark, stuck ones only
     floorgate_pki_certificate_not_after_timestamp_seconds{kind,common_name}
                                                                    expiry of each certificate in use (the latest
@@ -45,10 +45,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from central.api.deps import AppState
-from central.api.values import utc
 from central.db.models import Alert, Certificate, QuarantineEntry
-from central.pki import CRL_FILE, crl_next_update
-from central.sync_health import stuck_streams
+from central.db.values import utc
+from central.fleet.pki import CRL_FILE, crl_next_update
+from central.ingest.health import stuck_streams
 
 log = logging.getLogger(__name__)
 

@@ -535,7 +535,7 @@ class Notification(Base):
 
 
 class Certificate(Base):
-    """Every X.509 certificate the fleet CA issued (``central.pki``): nodes, the broker, central's connection.
+    """Every X.509 certificate the fleet CA issued (``central.fleet.pki``): nodes, the broker, central's connection.
     The CRL (``crl.pem``) is built from the rows with ``revoked_at``; rows are never deleted."""
 
     __tablename__ = "certificates"

@@ -22,12 +22,12 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from central.alibi import entry_from_record
 from central.db.models import Device, InboxEntry, Node, QuarantineEntry, StreamMark
 from central.fiscal.records import BadTseRecord, tse_row
 from central.fiscal.verify import store_transaction
 from central.ingest.weighings import BadWeighing, weighing_row
 from central.metrics import Point
+from central.tickets.alibi import entry_from_record
 from central.tickets.pairing import on_weighing
 from sync.envelope import Batch, Record, record_digest
 
@@ -127,7 +127,7 @@ def _touch_device(session: Session, node: str, record: Record, seen: datetime) -
 
 
 def _apply_weighing(session: Session, batch: Batch, record: Record, now: datetime, result: ApplyResult) -> None:
-    """The ``Weighing`` row and, in the same transaction, the ``AlibiEntry`` of its alibi part (central.alibi).
+    """The ``Weighing`` row and, in the same transaction, the ``AlibiEntry`` of its alibi part (central.tickets.alibi).
 
     An unusable alibi part does not cost the weighing: the weighing is kept and a copy of the record goes to the
     quarantine with the reason. An unusable weighing (RecordRejected) still leaves its intact alibi entry, so that

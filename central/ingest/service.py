@@ -11,7 +11,8 @@ prefix + SHA-256 + size; old entries are pruned. One worker task per stream, so 
 Heartbeats (signed the same way) update the node's row (backlog per stream, alarms, software version, clock skew),
 go to the metrics store as ``node_backlog`` points, and drive gap repair: when central's contiguous mark of a stream
 stays behind the node's head for ``ingest.replay_after_s`` without moving, central asks the node to replay from the
-mark. Acks and replay requests are signed with central's key (``central.signing_key``, ``sync.downlink``): a node acts
+mark. Acks and replay requests are signed with central's key (``central.fleet.signing_key``,
+``sync.downlink``): a node acts
 on nothing else.
 
 Several workers (``floorgate central ingest``) share the load through an MQTT 5 shared subscription
@@ -38,9 +39,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from central.commands import CommandDispatcher, ResultRejected
 from central.config import BrokerSettings, IngestSettings
 from central.db.models import Certificate, Node, StreamMark
+from central.fleet.commands import CommandDispatcher, ResultRejected
 from central.ingest.apply import BatchReplayed, apply_batch
 from central.ingest.mqtt import make_client
 from central.ingest.quarantine import Quarantine
@@ -112,7 +113,7 @@ class IngestService:
         self, broker: BrokerSettings, sessions: sessionmaker[Session], store: MetricsStore, *,
         client_id: str | None = None, settings: IngestSettings | None = None, signer: DownlinkSigner | None = None,
     ) -> None:
-        """``signer``: central's downlink key (``central.signing_key``) for acks, replay requests and commands;
+        """``signer``: central's downlink key (``central.fleet.signing_key``) for acks, replay requests and commands;
         without it (tests that never reach a node) a throwaway key is used, which no node trusts."""
         self.broker = broker
         self.sessions = sessions
@@ -404,7 +405,7 @@ class IngestService:
         except aiomqtt.MqttError as exc:
             log.warning("ingest: %s not sent (%s); the node will resend", what, exc)
 
-    # -- device commands (central.commands) ----------------------------------------------------------------------
+    # -- device commands (central.fleet.commands) ----------------------------------------------------------------------
     async def _send_command(self, topic: str, payload: bytes) -> None:
         client = self._client
         if client is None or not self.connected:

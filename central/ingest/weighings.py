@@ -8,7 +8,7 @@ The record's ``data`` (the contract every driver and central code against)::
     tare_preset        true / false / absent;  unit  "kg";  scale_serial, instrument_alibi  as delivered
     trigger            "auto" | "command" (older nodes say "automatic": stored as "auto")
     reference, vehicle the weigh command's ticket reference and number plate
-    alibi              the alibi mirror entry (``central.alibi``)
+    alibi              the alibi mirror entry (``central.tickets.alibi``)
 
 A value central cannot store as it is (not a number, more than 6 decimal places or 12 integer digits — the
 column is NUMERIC(18, 6) and would round —, text longer than its column or holding NUL) makes the record

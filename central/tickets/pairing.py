@@ -58,9 +58,9 @@ from sqlalchemy import func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from central.api import audit
-from central.api.values import CODE
+from central.db import audit
 from central.db.models import Article, Lot, Node, Partner, Ticket, Weighing
+from central.db.values import CODE
 from central.tickets import rules
 from central.tickets.config import TicketSettings
 from central.tickets.errors import UnitMismatch

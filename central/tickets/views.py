@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from central.api.values import plain
 from central.db.models import Article, Lot, Partner, Site, Ticket, Weighing
+from central.db.values import plain
 from central.tickets.rules import utc
 
 

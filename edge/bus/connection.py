@@ -19,8 +19,8 @@ from urllib.parse import parse_qs, urlsplit
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
+from edge.bus.transport import Framer, LineTransport
 from edge.errors import DeviceIOError
-from edge.transport import Framer, LineTransport
 from protocols.crc import check_crc
 from protocols.mtsics import LineFramer
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edge.errors import OutboxError
-from edge.outbox import NewRecord
+from edge.store.outbox import NewRecord
 
 log = logging.getLogger(__name__)
 

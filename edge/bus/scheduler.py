@@ -30,10 +30,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.aio import raise_if_cancelled, wait_for
 from edge.bus.connection import BusConnection
 from edge.bus.health import DeviceHealth
 from edge.errors import DeviceIOError, OutboxFull
+from edge.runtime.aio import raise_if_cancelled, wait_for
 from protocols.errors import DeviceErrorResponse, FrameError
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class BusScheduler:
         log.info("bus %s: %d device(s), %d poll job(s)", self.bus_id, len(self.drivers), len(heap))
         try:
             while True:
-                raise_if_cancelled()  # one a library lost (pymodbus waits with asyncio.wait_for): see edge.aio
+                raise_if_cancelled()  # one a library lost (pymodbus waits with asyncio.wait_for): see edge.runtime.aio
                 if self._commands:
                     cmd = self._commands.popleft()
                     if not cmd.future.done():  # a caller that gave up (cancelled) does not get it executed late

@@ -24,7 +24,7 @@ from edge.bus.connection import ModbusConnection
 from edge.bus.health import DeviceHealth, RecordSink
 from edge.bus.scheduler import Driver, ExchangeError
 from edge.errors import DeviceIOError
-from edge.outbox import NewRecord
+from edge.store.outbox import NewRecord
 from protocols.errors import FrameError
 from protocols.modbus_maps import Point, ReadBlock, decode_block, plan_reads, write_request
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
-from edge.outbox import NewRecord
+from edge.store.outbox import NewRecord
 from sync.commands import WEIGH_ARGS
 
 TRIGGER_AUTO: Final = "auto"  # the detector took it: stable above the threshold after motion

@@ -12,7 +12,7 @@
     ├── api.py           the driver interface (SE API): TseDriver, TseInfo, TransactionResult, ensure_ready
     ├── software.py      SoftwareTse — NOT CERTIFIED, for tests and demos only (key file, SQLite state)
     ├── fiskaly.py       fiskaly SIGN DE API v2 shapes: request bodies, replies, errors (the HTTP driver:
-    │                    edge.tse_fiskaly)
+    │                    edge.pos.fiskaly)
     └── cli.py           ``floorgate tse verify|init|info|selftest|receipt|export``
 
 Everything but ``software.py`` and ``cli.py`` is pure: bytes in, values out.

@@ -7,7 +7,7 @@
     export(tx_range=, time_range=, client_id=)  ──>  TAR bytes (log messages, certificate, info.csv)
     info() / self_test() / update_time()             serial, algorithm, certificate, time format; readiness
 
-Drivers: ``software.SoftwareTse`` (NOT certified; tests and the demo), ``edge.tse_fiskaly.FiskalyTse`` (the
+Drivers: ``software.SoftwareTse`` (NOT certified; tests and the demo), ``edge.pos.fiskaly.FiskalyTse`` (the
 fiskaly SIGN DE cloud TSE over HTTPS; its request and reply shapes are ``fiskaly``). Next: a Swissbit driver
 (vendor library). Calls block (a hardware TSE takes tens of milliseconds, a cloud TSE a network
 round trip); the edge runs them in a worker thread. A driver raises only the exceptions of ``errors``: when it

@@ -1,6 +1,6 @@
 """fiskaly SIGN DE API v2 (a cloud TSE): the request bodies and the replies, as pure functions — no I/O.
 
-The HTTP client that uses them is ``edge.tse_fiskaly.FiskalyTse`` (``protocols`` may not import an HTTP library).
+The HTTP client that uses them is ``edge.pos.fiskaly.FiskalyTse`` (``protocols`` may not import an HTTP library).
 Shapes follow fiskaly's OpenAPI specification "fiskaly SIGN DE API" 2.2.2 (``sign-de-v2.json``)::
 
     POST /api/v2/auth                 {api_key, api_secret} | {refresh_token}

@@ -26,11 +26,11 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from central.devservers import free_port
 from tests.ansible import nspawn
 from tests.ansible.support import FleetPki, Issued, ansible_env, build_wheelhouse, run_tool
 from tests.broker_support import Recorder, RoleBroker, mqtt_client
 from tests.procs import Proc
+from tools.devservers import free_port
 
 NODES = ["mill-a", "mill-b"]
 WATCHDOG_SEC = 5

@@ -10,8 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from central.devservers import InfluxServer, MosquittoServer, PostgresServer
 from tests.dashboards.plant import REPO, Plant
+from tools.devservers import InfluxServer, MosquittoServer, PostgresServer
 
 READER_SQL = REPO / "grafana" / "postgres-grafana-reader.sql"
 

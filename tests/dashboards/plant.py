@@ -42,7 +42,6 @@ import paho.mqtt.client as mqtt
 import sqlalchemy as sa
 import yaml
 
-from central.devservers import InfluxServer, MosquittoServer, PostgresServer, free_port
 from protocols.sim.load import Phase
 from protocols.tse.software import SoftwareTse
 from sync.signing import generate_key, public_key_text
@@ -50,6 +49,7 @@ from tests.api_support import TEST_JWT_SECRET
 from tests.dashboards.prometheus_server import PrometheusServer
 from tests.procs import Proc, create_admin, enrol, floorgate, login, wait_until, write_yaml
 from tests.weighbridge_support import BridgeThread
+from tools.devservers import InfluxServer, MosquittoServer, PostgresServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_RULES = REPO / "firmware-config" / "examples" / "alert-rules.yaml"

@@ -19,7 +19,7 @@ from typing import Any, Self
 import httpx
 import yaml
 
-from central.devservers import free_port, require_binary
+from tools.devservers import free_port, require_binary
 
 LOCALHOST = "127.0.0.1"
 START_TIMEOUT_S = 30.0

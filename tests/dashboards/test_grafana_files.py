@@ -17,17 +17,6 @@ from typing import Any
 import pytest
 import yaml
 
-from grafana.check import (
-    TimeRange,
-    Variable,
-    check,
-    expand_sql_macros,
-    format_interval,
-    format_variable,
-    interpolate,
-    interval_for,
-    parse_time,
-)
 from tests.dashboards.plant import EXAMPLE_RULES, REPO
 from tests.dashboards.support import (
     DASHBOARD_FILES,
@@ -37,6 +26,17 @@ from tests.dashboards.support import (
     grafana_copy,
     panel,
     rule,
+)
+from tools.grafana_check import (
+    TimeRange,
+    Variable,
+    check,
+    expand_sql_macros,
+    format_interval,
+    format_variable,
+    interpolate,
+    interval_for,
+    parse_time,
 )
 
 SCHEMAS = REPO / "tests" / "data" / "grafana-jsonschema"
@@ -310,7 +310,7 @@ def test_time_ranges_and_intervals_follow_grafana() -> None:
 
 
 def test_the_command_line(tmp_path: Path) -> None:
-    tool = [sys.executable, str(GRAFANA / "check.py")]
+    tool = [sys.executable, "-m", "tools.grafana_check"]
     helped = subprocess.run([*tool, "--help"], capture_output=True, text=True, timeout=60, check=False)
     assert helped.returncode == 0
     assert "--postgres" in helped.stdout

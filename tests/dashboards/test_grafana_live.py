@@ -1,7 +1,7 @@
 """Every query of every dashboard and alert rule, run for real against the data of an end-to-end run.
 
 ``dashboard_plant`` (conftest.py, ``plant.py``) runs simulators → edge agent → mosquitto → central → PostgreSQL +
-InfluxDB, with Prometheus scraping central. The checker (``grafana/check.py``) then expands each query's variables
+InfluxDB, with Prometheus scraping central. The checker (``tools/grafana_check.py``) then expands each query's variables
 and macros as Grafana does and runs it: PostgreSQL as the read-only ``grafana_reader`` role the shipped SQL file
 makes, InfluxQL on InfluxDB 1.6.7, PromQL on Prometheus. Every query must return rows; the key panels must show
 exactly what the run made; broken queries, an unknown column and a dangling datasource must fail, naming the
@@ -23,10 +23,10 @@ import psycopg
 import pytest
 import yaml
 
-from grafana.check import Connections, QueryRun, Report, check
 from tests.dashboards.plant import EXAMPLE_RULES, SERVER_CERT_DAYS, Plant
 from tests.dashboards.support import DASHBOARD_FILES, GRAFANA, broken_dashboard, panel
 from tests.procs import wait_until
+from tools.grafana_check import Connections, QueryRun, Report, check
 
 pytestmark = pytest.mark.e2e
 
@@ -271,7 +271,8 @@ def test_the_command_line_against_the_live_databases(dashboard_plant: Plant, rea
     assert dashboard_plant.prometheus is not None
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, str(GRAFANA / "check.py"), "--postgres", reader_url, "--influxdb", dashboard_plant.influx_url,
+        [sys.executable, "-m", "tools.grafana_check", "--postgres", reader_url,
+         "--influxdb", dashboard_plant.influx_url,
          "--influx-database", dashboard_plant.influx_db, "--prometheus", dashboard_plant.prometheus.url,
          "--at", str(dashboard_plant.finished_at), "--rules", str(EXAMPLE_RULES), "--json"],
         capture_output=True, text=True, timeout=120, check=False)

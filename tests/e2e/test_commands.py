@@ -23,11 +23,11 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from central.commands import wire_command
 from central.db.engine import make_engine, make_session_factory
 from central.db.models import AuditEntry, Command, Device, QuarantineEntry
-from central.nodes import register_node
-from edge.outbox import read_stats
+from central.fleet.commands import wire_command
+from central.fleet.nodes import register_node
+from edge.store.outbox import read_stats
 from sync.commands import CommandResult, decode_result, encode_command, encode_result
 from sync.downlink import DownlinkSigner
 from sync.signing import generate_key, load_private_key, public_key_text, sign

@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
-from edge.outbox import read_stats
+from edge.store.outbox import read_stats
 from protocols.sim.weighbridge import Weighbridge
 from tests.api_support import TEST_JWT_SECRET
 from tests.procs import Proc, create_admin, enrol, floorgate, login, wait_until

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 import yaml
 
 from central.db.engine import make_engine, make_session_factory
-from edge.outbox import read_stats
+from edge.store.outbox import read_stats
 from protocols.tse.qr import parse_receipt_qr, verify_receipt_qr
 from tests.api_support import TEST_JWT_SECRET, add_api_key
 from tests.netcut import NetCut

@@ -18,7 +18,7 @@ import httpx
 import sqlalchemy as sa
 import yaml
 
-from edge.outbox import StreamStats, read_stats
+from edge.store.outbox import StreamStats, read_stats
 from tests.api_support import TEST_JWT_SECRET
 from tests.netcut import NetCut
 from tests.procs import Proc, enrol, floorgate, wait_until

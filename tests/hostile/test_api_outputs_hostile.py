@@ -29,10 +29,10 @@ import yaml
 
 from central.db.engine import make_engine, make_session_factory
 from central.db.models import Node, TseTransaction
-from central.devservers import free_port
 from tests.api_support import add_api_key, add_user
 from tests.procs import Proc, central_yaml, floorgate, login, wait_until, write_yaml
 from tests.services import MosquittoServer
+from tools.devservers import free_port
 
 pytestmark = pytest.mark.integration
 

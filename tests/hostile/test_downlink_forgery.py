@@ -30,7 +30,7 @@ import pytest
 import sqlalchemy as sa
 
 from central.db.engine import make_engine, make_session_factory
-from edge.outbox import read_stats
+from edge.store.outbox import read_stats
 from protocols.sim.load import Phase
 from sync.commands import Command, encode_command
 from sync.downlink import DownlinkSigner

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from central.db.engine import make_engine, make_session_factory
 from central.db.models import QuarantineEntry, StreamMark
-from central.nodes import register_node
+from central.fleet.nodes import register_node
 from sync.envelope import Batch, Record, encode_batch
 from sync.signing import generate_key, public_key_text, sign
 from sync.topics import ack_topic, batch_topic

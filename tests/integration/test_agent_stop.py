@@ -22,8 +22,8 @@ import aiomqtt
 import pytest
 
 from edge.agent import Agent
-from edge.commands import COMMAND_DB, CommandLog
 from edge.config import parse_config
+from edge.uplink.commands import COMMAND_DB, CommandLog
 from protocols.sim.modbus_devices import Sdm630Model, start_modbus_tcp
 from protocols.sim.weighbridge import Weighbridge, serve_tcp
 from sync.commands import Command, CommandResult, encode_result

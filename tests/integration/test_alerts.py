@@ -25,11 +25,11 @@ from central.config import BrokerSettings
 from central.db import migrate
 from central.db.engine import make_engine, make_session_factory
 from central.db.models import Alert, Device, InboxEntry, Node, Notification, StreamMark
-from central.devservers import free_port
 from central.ingest.service import IngestService
 from central.metrics import InfluxV1Store, MetricsStore, Point, SQLiteMetricsStore
 from tests.alert_receivers import SmtpSink, WebhookReceiver
 from tests.services import InfluxServer
+from tools.devservers import free_port
 
 pytestmark = pytest.mark.integration
 

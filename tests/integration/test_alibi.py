@@ -22,14 +22,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from central.alibi import verify_chain
 from central.db import migrate
 from central.db.engine import make_engine, make_session_factory
 from central.db.models import AlibiEntry, QuarantineEntry, Weighing
+from central.fleet.nodes import register_node
 from central.ingest.apply import ApplyResult, apply_batch
-from central.nodes import register_node
-from edge.alibi import AlibiMirror
-from edge.outbox import NewRecord, Outbox
+from central.tickets.alibi import verify_chain
+from edge.store.alibi import AlibiMirror
+from edge.store.outbox import NewRecord, Outbox
 from sync.alibi import body_hash
 from sync.envelope import Batch, Record
 from sync.signing import canonical_json, generate_key, public_key_text, sign

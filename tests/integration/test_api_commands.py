@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select, update
 
 from central.db.models import AuditEntry, Command, Device
-from central.nodes import register_node
+from central.fleet.nodes import register_node
 from sync.signing import generate_key, public_key_text
 from tests.api_support import ApiHarness, build_api
 

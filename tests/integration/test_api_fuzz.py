@@ -26,10 +26,10 @@ from sqlalchemy import select
 
 from central.db.engine import make_engine, make_session_factory
 from central.db.models import ApiKey
-from central.devservers import free_port
 from tests.api_support import add_api_key
 from tests.procs import Proc, central_yaml, floorgate, wait_until
 from tests.services import MosquittoServer
+from tools.devservers import free_port
 
 pytestmark = pytest.mark.integration
 

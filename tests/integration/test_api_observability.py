@@ -33,13 +33,13 @@ from central.api.routes.health import CHECK_TIMEOUT_S, HealthOut
 from central.db import migrate
 from central.db.engine import make_engine, make_session_factory
 from central.db.models import Alert, Certificate, QuarantineEntry
-from central.devservers import free_port
+from central.fleet.pki import init_ca
 from central.ingest.service import IngestService
 from central.metrics import SQLiteMetricsStore, open_store
-from central.pki import init_ca
 from tests.api_support import add_api_key, build_api, serve, settings_for
 from tests.netcut import NetCut
 from tests.services import InfluxServer, MosquittoServer
+from tools.devservers import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
 """The broker role's access control on a real Mosquitto: the configuration and the dynamic-security file are rendered
-from ``ansible/roles/broker`` with its defaults (tests/broker_support.py); certificates come from ``central.pki``.
+from ``ansible/roles/broker`` with its defaults (tests/broker_support.py); certificates come from ``central.fleet.pki``.
 
 Node A may publish its batches, heartbeats and command results and read its own acks, replays and commands —
 nothing of node B's; central reads everybody's. A node cannot join central's ``$share`` group (the subscription
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from central import pki
+from central.fleet import pki
 from tests.broker_support import Recorder, RoleBroker, mqtt_client, tls_probe
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from central.db.engine import make_engine, make_session_factory
 from central.db.models import Node, QuarantineEntry, StreamMark
-from edge.outbox import read_stats
+from edge.store.outbox import read_stats
 from floorgate_cli import main
 from tests.broker_support import RoleBroker
 from tests.procs import Proc, central_yaml, node_yaml, wait_until

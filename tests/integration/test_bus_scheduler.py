@@ -16,7 +16,7 @@ from edge.bus.connection import LineConnection, ModbusConnection, SerialParams
 from edge.bus.scheduler import BusScheduler
 from edge.devices.modbus import ModbusDriver, ModbusOptions
 from edge.devices.scale import MtSicsDriver
-from edge.outbox import NewRecord
+from edge.store.outbox import NewRecord
 from protocols.modbus_maps import DEVICE_MAPS
 from protocols.sim.modbus_devices import ThProbeModel, start_modbus_tcp
 from protocols.sim.weighbridge import PtyServer, Weighbridge, serve_tcp

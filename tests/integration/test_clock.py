@@ -15,10 +15,10 @@ from central.config import BrokerSettings, IngestSettings
 from central.db import migrate
 from central.db.engine import make_engine, make_session_factory
 from central.db.models import InboxEntry, Node
+from central.fleet.nodes import register_node
 from central.ingest.apply import apply_batch
 from central.ingest.service import IngestService
 from central.metrics import SQLiteMetricsStore
-from central.nodes import register_node
 from sync.envelope import Batch, Heartbeat, Record, StreamBacklog
 from sync.signing import generate_key, public_key_text
 

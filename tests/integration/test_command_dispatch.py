@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from central.commands import CommandDispatcher, ResultRejected
 from central.db import migrate
 from central.db.engine import make_engine, make_session_factory
 from central.db.models import Command
+from central.fleet.commands import CommandDispatcher, ResultRejected
 from sync.commands import CommandResult, decode_command
 from tests.services import MosquittoServer
 

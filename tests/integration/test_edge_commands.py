@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from edge.agent import Agent
-from edge.commands import COMMAND_DB, CommandLog
 from edge.config import load_config
+from edge.uplink.commands import COMMAND_DB, CommandLog
 from protocols.sim.modbus_devices import Sdm630Model, start_modbus_tcp
 from protocols.sim.weighbridge import Weighbridge, serve_tcp
 from sync.commands import Command, CommandResult, decode_result, encode_result

@@ -25,9 +25,9 @@ from central.config import BrokerSettings, IngestSettings
 from central.db import migrate
 from central.db.engine import make_engine, make_session_factory
 from central.db.models import InboxEntry, Node, QuarantineEntry, StreamMark, Weighing
+from central.fleet.nodes import register_node
 from central.ingest.service import KEY_REFRESH_S, IngestService
 from central.metrics import MetricsSettings, open_store
-from central.nodes import register_node
 from sync.envelope import (
     Ack,
     Batch,

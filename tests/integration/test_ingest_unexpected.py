@@ -25,9 +25,9 @@ from central.config import BrokerSettings, IngestSettings
 from central.db import migrate
 from central.db.engine import make_engine, make_session_factory
 from central.db.models import QuarantineEntry
+from central.fleet.nodes import register_node
 from central.ingest.service import IngestService
 from central.metrics import MetricsSettings, open_store
-from central.nodes import register_node
 from sync.envelope import Batch, Heartbeat, Record, decode_ack, encode_batch, encode_heartbeat
 from sync.signing import generate_key, public_key_text, sign
 from sync.topics import ack_topic, batch_topic, command_result_topic, heartbeat_topic

@@ -15,7 +15,7 @@ import pytest
 from central.config import BrokerSettings
 from central.ingest.mqtt import make_client as central_client
 from edge.config import BrokerConfig
-from edge.mqtt import make_client as edge_client
+from edge.uplink.mqtt import make_client as edge_client
 from tests.services import MosquittoServer
 
 pytestmark = pytest.mark.integration

@@ -26,8 +26,8 @@ import pytest
 
 from edge.agent import Agent
 from edge.config import parse_config
-from edge.http import health
-from edge.pos import RECORD_KIND, TSE_FAILED
+from edge.pos.sales import RECORD_KIND, TSE_FAILED
+from edge.runtime.http import health
 from protocols.tse.api import TransactionResult, TseInfo
 from protocols.tse.errors import TseUnavailable
 from protocols.tse.processdata import parse_kassenbeleg_v1

@@ -15,8 +15,8 @@ import pytest
 
 from edge.bus.scheduler import BusScheduler
 from edge.config import parse_config
-from edge.outbox import NewRecord
-from edge.wiring import build_buses
+from edge.devices.registry import build_buses
+from edge.store.outbox import NewRecord
 from floorgate_cli import main
 from protocols.sim.modbus_devices import LaumasTluModel, Sdm630Model, SiloCableModel, ThProbeModel
 from protocols.sim.modbus_rtu import start_modbus_rtu

@@ -135,8 +135,8 @@ def test_an_enrolled_nodes_trouble_is_its_own_others_are_one(sessions) -> None: 
 
 def test_names_that_are_no_nodes_do_not_grow_the_key_cache(sessions, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from central.config import BrokerSettings
+    from central.fleet.nodes import register_node
     from central.ingest import service
-    from central.nodes import register_node
     from sync.signing import generate_key, public_key_text
 
     monkeypatch.setattr(service, "MAX_CACHED_KEYS", 100)

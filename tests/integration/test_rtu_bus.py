@@ -12,7 +12,7 @@ import pytest
 from edge.bus.connection import ModbusConnection, SerialParams
 from edge.bus.scheduler import BusScheduler
 from edge.devices.modbus import ModbusDriver, ModbusOptions
-from edge.outbox import NewRecord
+from edge.store.outbox import NewRecord
 from protocols.modbus_maps import DEVICE_MAPS
 from protocols.sim.modbus_devices import ThProbeModel
 from protocols.sim.modbus_rtu import start_modbus_rtu

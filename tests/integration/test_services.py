@@ -1,4 +1,4 @@
-"""Smoke tests of the throwaway servers (``central.devservers``, re-exported by ``tests/services.py``) and the fixtures
+"""Smoke tests of the throwaway servers (``tools.devservers``, re-exported by ``tests/services.py``) and the fixtures
 in ``tests/conftest.py``, including what fault-injection tests rely on: stop, kill and start again on the same port
 with the data kept.
 """

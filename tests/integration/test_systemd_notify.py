@@ -1,4 +1,5 @@
-"""The edge agent speaks systemd's notification protocol (``edge.systemd``): a real ``floorgate edge run`` process
+"""The edge agent speaks systemd's notification protocol (``edge.runtime.systemd``): a real ``floorgate edge run``
+process
 sends ``READY=1`` (once its local /health answers), ``STATUS=…``, ``WATCHDOG=1`` every ``WATCHDOG_USEC / 2`` and
 ``STOPPING=1`` on SIGTERM to a real unix datagram socket standing in for systemd — a path or an abstract name, as
 ``$NOTIFY_SOCKET`` may be either. A loop that hangs stops the pings (that is what makes systemd restart it), and
@@ -20,10 +21,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from central.devservers import free_port
-from edge.systemd import Notifier, socket_address, watchdog_interval_s
+from edge.runtime.systemd import Notifier, socket_address, watchdog_interval_s
 from tests.downlink_support import TRUST
 from tests.procs import Proc, node_yaml
+from tools.devservers import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from central.api.values import plain
 from central.db import migrate
 from central.db.engine import make_engine, make_session_factory
 from central.db.models import AuditEntry, Lot, Ticket, Weighing
+from central.db.values import plain
 from central.tickets import pairing
 from central.tickets.config import TicketSettings
 from tests.ticket_support import T0, Bridge, later, master_data, tickets, weighing_ids

@@ -1,4 +1,4 @@
-"""The fiskaly SIGN DE driver (edge.tse_fiskaly) over real HTTP against the fake fiskaly server (tests/fake_fiskaly.py):
+"""The fiskaly SIGN DE driver (edge.pos.fiskaly) over real HTTP against the fake fiskaly server (tests/fake_fiskaly.py):
 authentication and token renewal, sales whose receipt QR codes verify, revisions and the documented request
 bodies, retries of 5xx and lost replies, timeouts and outages as TseUnavailable, refusals as TseError with fiskaly's
 code and message, clients, restarts, the TAR export — and no secret in any log line."""
@@ -14,8 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from central.devservers import free_port
-from edge.tse_fiskaly import FiskalySettings, FiskalyTse
+from edge.pos.fiskaly import FiskalySettings, FiskalyTse
 from protocols.tse import crypto
 from protocols.tse.api import TseDriver, ensure_ready
 from protocols.tse.errors import (
@@ -31,6 +30,7 @@ from protocols.tse.qr import parse_receipt_qr, verify_receipt_qr
 from protocols.tse.verify_tar import verify_tar
 from tests.fake_fiskaly import ADMIN_PIN, API_KEY, API_SECRET, FakeFiskaly, running_fake
 from tests.tse_support import FakeClock
+from tools.devservers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -510,8 +510,8 @@ async def test_the_node_sells_through_fiskaly_when_its_config_says_so(fake: Fake
     fiskaly TSS, stored as a tse_transaction record, and its receipt QR code verifies on its own."""
     from decimal import Decimal
 
-    from edge.pos import PosService, Sale
-    from edge.pos_config import TseConfig
+    from edge.pos.config import TseConfig
+    from edge.pos.sales import PosService, Sale
     from protocols.tse.processdata import Kassenbeleg, Payment
     from protocols.tse.qr import verify_receipt_qr
 
@@ -536,7 +536,7 @@ async def test_the_node_sells_through_fiskaly_when_its_config_says_so(fake: Fake
 def test_a_fiskaly_driver_without_its_settings_is_a_config_error() -> None:
     from pydantic import ValidationError
 
-    from edge.pos_config import TseConfig
+    from edge.pos.config import TseConfig
 
     with pytest.raises(ValidationError, match="fiskaly: required with driver fiskaly"):
         TseConfig.model_validate({"id": "tse-1", "driver": "fiskaly", "clients": ["KASSE-1"]})

@@ -11,8 +11,8 @@ import aiomqtt
 import pytest
 
 from edge.config import parse_config
-from edge.outbox import NewRecord, Outbox
-from edge.uplink import Uplink
+from edge.store.outbox import NewRecord, Outbox
+from edge.uplink.session import Uplink
 from sync.envelope import Ack, Replay, decode_batch
 from sync.signing import generate_key
 from sync.topics import ack_topic, replay_topic

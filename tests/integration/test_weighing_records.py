@@ -16,8 +16,8 @@ import pytest
 
 from edge.bus.scheduler import BusScheduler, ExchangeError
 from edge.config import parse_config
-from edge.outbox import NewRecord
-from edge.wiring import build_buses
+from edge.devices.registry import build_buses
+from edge.store.outbox import NewRecord
 from protocols.sim.load import Phase
 from protocols.sim.modbus_devices import LaumasTluModel, SiwarexWpModel, start_modbus_tcp
 from protocols.sim.sartorius import SartoriusScale

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from central import signing_key
+from central.fleet import signing_key
 from edge.config import parse_config
-from edge.outbox import NewRecord, Outbox
-from edge.uplink import Uplink, trusted_central_keys
+from edge.store.outbox import NewRecord, Outbox
+from edge.uplink.session import Uplink, trusted_central_keys
 from sync.commands import Command, decode_command, encode_command
 from sync.config_errors import ConfigError
 from sync.downlink import (

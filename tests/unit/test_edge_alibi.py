@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 from edge.agent import OUTBOX_FILE, Agent
-from edge.alibi import DAY_NS, AlibiMirror, check_local, read_entries
 from edge.config import parse_config
 from edge.errors import OutboxError
-from edge.outbox import NewRecord, Outbox
+from edge.store.alibi import DAY_NS, AlibiMirror, check_local, read_entries
+from edge.store.outbox import NewRecord, Outbox
 from floorgate_cli import main
 from sync.alibi import ZERO_HASH, body_hash
 from sync.config_errors import ConfigError
@@ -129,8 +129,8 @@ def test_a_failed_outbox_append_leaves_no_alibi_entry(tmp_path: Path) -> None:
 
 _WRITER = """
 import sys
-from edge.alibi import AlibiMirror
-from edge.outbox import NewRecord, Outbox
+from edge.store.alibi import AlibiMirror
+from edge.store.outbox import NewRecord, Outbox
 from sync.signing import load_private_key
 box = Outbox(sys.argv[1], node_id="mill-01", alibi=AlibiMirror("mill-01", load_private_key(sys.argv[2])))
 i = 0

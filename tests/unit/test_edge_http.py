@@ -12,8 +12,8 @@ import pytest
 from edge import __version__
 from edge.agent import Agent
 from edge.config import parse_config
-from edge.http import health, make_app
-from edge.outbox import NewRecord
+from edge.runtime.http import health, make_app
+from edge.store.outbox import NewRecord
 from tests.downlink_support import TRUST
 
 BROKER = "mqtt://127.0.0.1:1"  # never connected: the agent is not run

@@ -1,5 +1,5 @@
 """Property-based fuzzing of the configuration loaders: ``edge.config.load_config``, ``central.config.load_settings``,
-``central.alerts.config.load_rules`` and ``edge.profiles.load_profile``.
+``central.alerts.config.load_rules`` and ``edge.devices.profiles.load_profile``.
 
 Property: any file — random bytes, random YAML, a real example mutated at text or value level — gives either a
 configuration or ``ConfigError`` naming the file, never another exception. Alias bombs, deep nesting, recursive
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from central.alerts.config import load_rules
 from central.config import load_settings
 from edge.config import load_config
-from edge.profiles import load_profile
+from edge.devices.profiles import load_profile
 from sync.config_errors import ConfigError
 from sync.config_limits import MAX_CONFIG_BYTES
 

@@ -2,7 +2,7 @@
 refuses it with a 4xx naming the field — and signs nothing — or signs a sale whose record central stores (never
 quarantines: that would be a gap in the TSE's sequence).
 
-The real POS app (``edge.pos_http.make_pos_app``) with a real software TSE, in process; central's record check is
+The real POS app (``edge.pos.api.make_pos_app``) with a real software TSE, in process; central's record check is
 ``central.fiscal.records.tse_row``. The budget comes from the hypothesis profile (``ci`` in ``make test``, ``fuzz``
 in ``make fuzz``; registered in tests/conftest.py).
 """
@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from central.fiscal.records import BadTseRecord, tse_row
-from edge.outbox import NewRecord
-from edge.pos import PosService
-from edge.pos_config import TseConfig
-from edge.pos_http import make_pos_app
+from edge.pos.api import make_pos_app
+from edge.pos.config import TseConfig
+from edge.pos.sales import PosService
+from edge.store.outbox import NewRecord
 from protocols.tse.processdata import KINDS
 from protocols.tse.software import SoftwareTse
 from sync.envelope import Record

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.errors import OutboxError, OutboxFull
-from edge.outbox import SCHEMA_VERSION, NewRecord, Outbox, read_stats
+from edge.store.outbox import SCHEMA_VERSION, NewRecord, Outbox, read_stats
 
 
 def rec(i: int = 0) -> NewRecord:
@@ -206,7 +206,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_ns INTEGER NOT NULL,
     PRIMARY KEY (stream, seq)
 ) WITHOUT ROWID
-"""  # as the first release created it (edge/outbox.py MIGRATIONS[1]), frozen here
+"""  # as the first release created it (edge/store/outbox.py MIGRATIONS[1]), frozen here
 
 
 def test_a_version_1_outbox_is_migrated_and_keeps_its_records(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edge.outbox import NewRecord, Outbox
+from edge.store.outbox import NewRecord, Outbox
 
 
 def test_sqlite_utils_shows_streams_and_pending_records(tmp_path: Path) -> None:

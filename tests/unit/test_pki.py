@@ -1,4 +1,5 @@
-"""The fleet CA (central.pki): what the certificates say (CN, SAN, EKU, key usage, validity), the CRL, file modes —
+"""The fleet CA (central.fleet.pki): what the certificates say (CN, SAN, EKU, key usage, validity), the CRL, file
+modes —
 and the TLS keys of the edge and central configs, with errors that name the file and the key."""
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from central import pki
 from central.config import load_settings, parse_settings
+from central.fleet import pki
 from edge.config import load_config, parse_config
 from floorgate_cli import main
 from sync.config_errors import ConfigError
@@ -235,7 +236,7 @@ def test_a_node_config_with_tls_resolves_the_files_next_to_it_and_defaults_to_po
     assert cfg.broker.tls is not None
     assert cfg.broker.tls.ca_file == tls_files / "ca.crt"
     assert cfg.broker.tls.key_file == tls_files / "tls.key"
-    from edge.mqtt import tls_context
+    from edge.uplink.mqtt import tls_context
 
     ctx = tls_context(cfg.broker)
     assert ctx is not None

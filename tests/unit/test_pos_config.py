@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import load_config, parse_config
-from edge.pos_config import PosConfig, load_or_create_token
+from edge.pos.config import PosConfig, load_or_create_token
 from sync.config_errors import ConfigError
 
 BASE = {"node_id": "shop-1", "broker": {"url": "mqtt://127.0.0.1:1883"}}

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from edge.probe import (
+from tools.probe import (
     ProbeRequest,
     Target,
     build_table,

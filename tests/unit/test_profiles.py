@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from edge.profiles import (
+from edge.devices.profiles import (
     DEFAULT_PROFILES_DIR,
     PROTOCOLS,
     SCHEMA_PATH,
@@ -24,7 +24,6 @@ from edge.profiles import (
     load_profiles,
     validate_profile_file,
 )
-from edge.profiles_cli import register
 from protocols.modbus_maps import (
     DATA_TYPES,
     POINT_KINDS,
@@ -41,6 +40,7 @@ from protocols.modbus_maps import (
 from protocols.sim.modbus_devices import SDM120_POINTS, silo_cable_points
 from protocols.sim.weighing_terminals import LAUMAS_TLU_POINTS, SIWAREX_WP_POINTS
 from sync.config_errors import ConfigError
+from tools.profiles_cli import register
 
 REFERENCE_PROFILES = [
     "eastron-sdm120",

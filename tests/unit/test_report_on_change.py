@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from edge.bus.connection import ModbusConnection, SerialParams
 from edge.devices.modbus import ModbusDriver, ModbusOptions
-from edge.outbox import NewRecord
+from edge.store.outbox import NewRecord
 from protocols.modbus_maps import Point
 
 

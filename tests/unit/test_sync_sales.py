@@ -1,5 +1,5 @@
-"""The shared sale rules (``sync.sales``), the node's receipt book (``edge.pos_receipts`` in the outbox) and the POS
-API's body limit (``edge.pos_http.BodyLimit``) without a network.
+"""The shared sale rules (``sync.sales``), the node's receipt book (``edge.store.receipts`` in the outbox) and the POS
+API's body limit (``edge.pos.api.BodyLimit``) without a network.
 
 Checked: receipt ids with NUL, control, format or separator characters and overlong ones are refused naming the
 field; amounts are ASCII decimal strings (non-ASCII digits, exponents, numbers refused); a total of 10**12 is refused;
@@ -23,9 +23,9 @@ import pytest
 
 from central.fiscal.records import BadTseRecord, tse_row
 from edge.errors import OutboxError
-from edge.outbox import NewRecord, Outbox
-from edge.pos_http import BearerAuth, BodyLimit
-from edge.pos_receipts import DAY_NS, OutboxReceipts, Receipt
+from edge.pos.api import BearerAuth, BodyLimit
+from edge.store.outbox import NewRecord, Outbox
+from edge.store.receipts import DAY_NS, OutboxReceipts, Receipt
 from protocols.tse.processdata import KINDS as PROCESS_KINDS
 from protocols.tse.processdata import PROCESS_TYPE as PROCESS_PROCESS_TYPE
 from sync.envelope import Record

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.tse_fiskaly import FiskalySettings, parse_fiskaly_settings
+from edge.pos.fiskaly import FiskalySettings, parse_fiskaly_settings
 from protocols.tse import crypto
 from protocols.tse.errors import ProcessDataError, TseInvalidArgument, TseUnavailable
 from protocols.tse.fiskaly import (

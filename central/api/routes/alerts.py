@@ -11,11 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from central.alerts.config import EmailChannel, Rule, WebhookChannel, rules_loader
-from central.api import values
 from central.api.deps import SessionDep, StateDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sorted_page
 from central.api.security import CanRead
+from central.db import values
 from central.db.models import Alert, Notification
 
 router = APIRouter(tags=["alerts"])

@@ -1,7 +1,7 @@
 """``/api/v1/nodes/{node_id}/alibi``: central's copy of a node's alibi mirror, and its re-check.
 
 Every weighing a node takes is an entry of a hash-chained log signed with the node's key (``sync.alibi``); central
-stores the entries as they arrive (``central.alibi``). The list shows them by number (``sort=alibi_no``, cursor
+stores the entries as they arrive (``central.tickets.alibi``). The list shows them by number (``sort=alibi_no``, cursor
 pages); ``…/verify`` walks the whole chain — signatures, hashes, links, numbering, and each entry against its
 weighing — and names every problem by entry number and kind. Permission ``fiscal:read`` (admin, operator, auditor).
 """
@@ -15,14 +15,14 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from central.alibi import AlibiVerifyError, verify_chain
 from central.api.deps import SessionDep, StateDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError, ErrorResponse
 from central.api.pagination import DEFAULT_LIMIT
 from central.api.routes.sites import NodeIdPath
 from central.api.security import CanReadFiscal
-from central.api.values import Cursor, Limit, page, sort_param, utc
 from central.db.models import AlibiEntry, Node
+from central.db.values import Cursor, Limit, page, sort_param, utc
+from central.tickets.alibi import AlibiVerifyError, verify_chain
 
 router = APIRouter(tags=["alibi mirror"])
 

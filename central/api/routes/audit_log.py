@@ -1,6 +1,6 @@
 """``GET /api/v1/audit-log``: every change made through the API — who, when, what, before and after. Read-only.
 
-Written by ``central.api.audit.record`` in the transaction of each change; this route only reads it (``audit:read``:
+Written by ``central.db.audit.record`` in the transaction of each change; this route only reads it (``audit:read``:
 admins and auditors). Newest first by default. For an update, ``before`` and ``after`` hold only the fields that
 changed; secrets (password and key hashes) are never in it.
 """
@@ -18,8 +18,8 @@ from central.api.deps import SessionDep
 from central.api.errors import ERROR_RESPONSES
 from central.api.pagination import DEFAULT_LIMIT
 from central.api.security import CanReadAudit
-from central.api.values import Cursor, Limit, Since, Until, page, sort_param, text_filter, utc, where_equal, where_time
 from central.db.models import AuditEntry
+from central.db.values import Cursor, Limit, Since, Until, page, sort_param, text_filter, utc, where_equal, where_time
 
 router = APIRouter(tags=["audit log"])
 

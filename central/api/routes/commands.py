@@ -1,7 +1,7 @@
 """``/api/v1/commands``: tare, zero, weigh now, poll now and reload sent to a node, tracked until it answers.
 
 ``POST`` only writes a ``queued`` row (API workers stay stateless); the dispatcher in the ingest process sends it and
-records the node's signed answer (``central.commands``). ``GET /api/v1/commands/{command_id}?wait_s=10`` waits
+records the node's signed answer (``central.fleet.commands``). ``GET /api/v1/commands/{command_id}?wait_s=10`` waits
 until the command is answered or timed out (at most ``MAX_WAIT_S``), so a caller can act on the weight at once.
 """
 
@@ -17,13 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from central.api import audit
 from central.api.deps import SessionDep, StateDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.security import CanRead, CanSendCommands
-from central.api.values import MAX_ID, Cursor, Limit, page, utc, utc_or_none
-from central.commands import OPEN
+from central.db import audit
 from central.db.models import Command, Device, Node
+from central.db.values import MAX_ID, Cursor, Limit, page, utc, utc_or_none
+from central.fleet.commands import OPEN
 from sync.commands import MAX_REFERENCE_CHARS, check_args, check_device
 from sync.errors import DecodeError
 

@@ -15,8 +15,8 @@ from central.api.deps import SessionDep, StateDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from central.api.security import CanRead
-from central.api.values import NO_NUL
 from central.db.models import Device
+from central.db.values import NO_NUL
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 

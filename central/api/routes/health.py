@@ -8,7 +8,7 @@
      "ingest": {"running": true, "connected": true, "lag_s": 0.05, "last_batch_age_s": 2.1, "batches": 120,
                 "records": 480, "duplicates": 3, "quarantined": 1, "conflicts": 0, "rejected": 0, "store_failures": 0}}
 
-``sync`` lists streams that are stuck (a node holds them acknowledged beyond central's mark, ``central.sync_health``)
+``sync`` lists streams that are stuck (a node holds them acknowledged beyond central's mark, ``central.ingest.health``)
 and the downlink messages nodes refused; a stuck stream makes ``status`` ``degraded`` but keeps HTTP 200.
 
 HTTP 200 when every dependency is ok, 503 otherwise (so a load balancer or Ansible ``uri`` check can use it). Each
@@ -33,7 +33,7 @@ from sqlalchemy import text
 
 from central import __version__
 from central.api.deps import AppState, StateDep
-from central.sync_health import downlink_refusals, stuck_streams
+from central.ingest.health import downlink_refusals, stuck_streams
 
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT_S = 5.0

@@ -9,13 +9,13 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from central.api import values
 from central.api.deps import SessionDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sort_values, sorted_page
 from central.api.security import CanRead, CanReadAudit
-from central.api.values import NO_NUL, IsoTime
+from central.db import values
 from central.db.models import QuarantineEntry, StreamMark
+from central.db.values import NO_NUL, IsoTime
 
 TextFilter = Annotated[str | None, Query(max_length=200, pattern=NO_NUL)]
 router = APIRouter(prefix="/api/v1/ingest", tags=["ingest"])

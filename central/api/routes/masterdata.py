@@ -23,7 +23,8 @@ from central.api.deps import SessionDep
 from central.api.errors import CONFLICT, ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT
 from central.api.security import CanRead, CanWriteMaster
-from central.api.values import (
+from central.db.models import Article, Lot, Partner
+from central.db.values import (
     CODE,
     MAX_ID,
     NO_NUL,
@@ -43,7 +44,6 @@ from central.api.values import (
     text_filter,
     utc,
 )
-from central.db.models import Article, Lot, Partner
 
 router = APIRouter()
 CURRENCY = r"^[A-Z]{3}$"

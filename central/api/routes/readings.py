@@ -30,7 +30,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from central.api.deps import StateDep
 from central.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
 from central.api.security import CanRead
-from central.api.values import IsoTime
+from central.db.values import IsoTime
 from central.metrics import MetricsStoreError
 from central.metrics.base import (
     MAX_BUCKETS,

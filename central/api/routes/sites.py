@@ -20,13 +20,14 @@ from fastapi import APIRouter, Path, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import and_, func, or_, select
 
-from central.api import audit
 from central.api.crud import code_name_query, code_name_sortable, get_or_404, insert_coded, update_coded
 from central.api.deps import SessionDep
 from central.api.errors import CONFLICT, ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT, decode_cursor, encode_cursor
 from central.api.security import CanRead, IsAdmin
-from central.api.values import (
+from central.db import audit
+from central.db.models import Node, Site
+from central.db.values import (
     CODE,
     MAX_ID,
     NO_NUL,
@@ -43,7 +44,6 @@ from central.api.values import (
     utc,
     utc_or_none,
 )
-from central.db.models import Node, Site
 
 router = APIRouter()
 NODE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # as sync.topics.NODE_ID_RE

@@ -20,8 +20,8 @@ from central.api.csvexport import csv_openapi
 from central.api.deps import SessionDep, StateDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.security import CanRead
-from central.api.values import NO_NUL, IdPath
 from central.db.models import Ticket
+from central.db.values import NO_NUL, IdPath
 from central.tickets import pdf
 from central.tickets.views import delivery_note_view, ticket_view
 

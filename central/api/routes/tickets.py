@@ -36,13 +36,14 @@ from sqlalchemy import Select, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from central.api import audit
 from central.api.csvexport import CsvResponse, RawCsv, csv_openapi, stream_csv
 from central.api.deps import SessionDep, StateDep
 from central.api.errors import CONFLICT, ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT
 from central.api.security import CanExport, CanRead, CanWriteTickets
-from central.api.values import (
+from central.db import audit
+from central.db.models import Article, Lot, Partner, Site, Ticket, Weighing
+from central.db.values import (
     MAX_ID,
     NO_NUL,
     NON_BLANK,
@@ -64,7 +65,6 @@ from central.api.values import (
     where_equal,
     where_time,
 )
-from central.db.models import Article, Lot, Partner, Site, Ticket, Weighing
 from central.tickets import rules
 from central.tickets.errors import NumberingBlocked, UnitMismatch
 

@@ -40,7 +40,8 @@ from central.api.deps import SessionDep, StateDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT
 from central.api.security import CanExport, CanReadFiscal
-from central.api.values import (
+from central.db.models import TseTransaction
+from central.db.values import (
     Cursor,
     IdPath,
     Limit,
@@ -55,7 +56,6 @@ from central.api.values import (
     where_equal,
     where_time,
 )
-from central.db.models import TseTransaction
 
 router = APIRouter(tags=["TSE transactions"])
 Verified = Literal["pending", "valid", "invalid", "tse_failed"]

@@ -26,14 +26,14 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from central.api import audit
 from central.api.csvexport import csv_openapi
 from central.api.deps import SessionDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError, ErrorResponse
 from central.api.pagination import DEFAULT_LIMIT
 from central.api.security import CanExport, CanReadFiscal, CanWriteTickets
-from central.api.values import NO_NUL, Cursor, IdPath, Limit, page, sort_param, text_filter, utc
+from central.db import audit
 from central.db.models import TseExport
+from central.db.values import NO_NUL, Cursor, IdPath, Limit, page, sort_param, text_filter, utc
 from central.fiscal.exports import MAX_EXPORT_BYTES, MAX_FILENAME, ExportRejected, store_export
 
 router = APIRouter(tags=["TSE exports"])

@@ -18,13 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from central.api import audit
 from central.api.deps import SessionDep
 from central.api.errors import CONFLICT, ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sort_values, sorted_page
 from central.api.security import IsAdmin, check_password_strength, hash_secret, new_api_key, owner_of
-from central.api.values import NO_NUL, IsoTime
+from central.db import audit
 from central.db.models import ApiKey, User
+from central.db.values import NO_NUL, IsoTime
 
 router = APIRouter(tags=["users"])
 Role = Literal["admin", "operator", "auditor", "viewer"]

@@ -10,13 +10,13 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import exists, or_, select
 
-from central.api import values
 from central.api.deps import SessionDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sort_values, sorted_page
 from central.api.security import CanRead
-from central.api.values import NO_NUL, IsoTime
+from central.db import values
 from central.db.models import Ticket, Weighing
+from central.db.values import NO_NUL, IsoTime
 
 router = APIRouter(prefix="/api/v1/weighings", tags=["weighings"])
 

@@ -16,8 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import serial
 
-from edge.aio import cancel_and_wait, wait_for
 from edge.errors import DeviceIOError
+from edge.runtime.aio import cancel_and_wait, wait_for
 from protocols.mtsics import LineFramer
 
 

@@ -60,7 +60,7 @@ from sync.config_limits import check_yaml_events, read_config_text
 
 def _default_profiles_dir() -> Path:
     """``firmware-config/profiles`` of a checkout; an installed wheel carries them in ``<prefix>/share/floorgate``."""
-    checkout = Path(__file__).resolve().parents[1] / "firmware-config" / "profiles"
+    checkout = Path(__file__).resolve().parents[2] / "firmware-config" / "profiles"
     installed = Path(sys.prefix) / "share" / "floorgate" / "profiles"
     return checkout if checkout.is_dir() or not installed.is_dir() else installed
 

@@ -8,7 +8,7 @@ are both on disk, or neither is, before the register gets the answer.
 
     pos_receipts (client_id, receipt_id, digest, answer, record_id, created_ns)  PRIMARY KEY (client_id, receipt_id)
 
-``digest`` is SHA-256 over client id, receipt id and the processData signed (``edge.pos.Sale.digest``): the same
+``digest`` is SHA-256 over client id, receipt id and the processData signed (``edge.pos.sales.Sale.digest``): the same
 receipt with other amounts, payments or kind is a 409, not a replay. ``answer`` is the JSON the register got.
 
 Retention: entries older than ``pos.receipt_retention_days`` (default 7) are pruned (at start and at most hourly);
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
-    from edge.outbox import NewRecord, Outbox
+    from edge.store.outbox import NewRecord, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,8 @@ def prune(db: sqlite3.Connection, before_ns: int) -> int:
 
 
 class ReceiptBook(Protocol):
-    """Where ``edge.pos.PosService`` keeps its answers: ``find`` the first answer of a receipt; ``store`` the sale's
+    """Where ``edge.pos.sales.PosService`` keeps its answers: ``find`` the first answer of a receipt;
+    ``store`` the sale's
     records and (if the sale has a receipt id) its answer together — durable before it returns, or raises
     ``OutboxError`` and stores neither."""
 

@@ -12,7 +12,8 @@ the node's Ed25519 key. A heartbeat with the backlog of every stream, the alarms
 every ``heartbeat_interval_s``; central answers a gap that stays open with a replay request, which moves the send
 cursor back.
 
-The same connection carries device commands: messages on ``…/cmd`` go to ``on_command`` (``edge.commands``), whose
+The same connection carries device commands: messages on ``…/cmd`` go to ``on_command``
+(``edge.uplink.commands``), whose
 results go out through ``publish``; ``on_connect`` runs after every (re)connect (results kept while the broker was
 away).
 
@@ -39,10 +40,10 @@ import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge import __version__
-from edge.aio import cancel_and_wait, raise_if_cancelled, wait_for
 from edge.config import NodeConfig
-from edge.mqtt import make_client
-from edge.outbox import Outbox, os_boot_id
+from edge.runtime.aio import cancel_and_wait, raise_if_cancelled, wait_for
+from edge.store.outbox import Outbox, os_boot_id
+from edge.uplink.mqtt import make_client
 from sync.config_errors import ConfigError
 from sync.downlink import DownlinkRejected, DownlinkVerifier, counts_json, load_trusted_keys, parse_trusted_keys
 from sync.envelope import (

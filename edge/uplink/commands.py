@@ -44,9 +44,9 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.aio import cancel_and_wait, wait_for
 from edge.bus.scheduler import ExchangeError
 from edge.config import ProfileDevice
+from edge.runtime.aio import cancel_and_wait, wait_for
 from sync.commands import (
     EXPIRED,
     Command,

@@ -1,6 +1,6 @@
 """The counter's sales on the node: sign each sale with the node's TSE and keep it as a business record.
 
-    register ──HTTP──> edge.pos_http ──> PosService.sale()
+    register ──HTTP──> edge.pos.api ──> PosService.sale()
                                            │ one sale at a time per TSE (asyncio lock)
                                            ├─ worker thread: StartTransaction + FinishTransaction (processData)
                                            ├─ outbox.append("business", tse_transaction)   durable (fsync)
@@ -30,10 +30,10 @@ Before anything is signed, the fields the register controls are checked with the
 (``sync.sales.check_sale_record``): a sale central would quarantine — a gap in the TSE's sequence — is a 422 here.
 
 Idempotency: a sale with a ``receipt_id`` is answered once. The answer is committed with the sale's record in one
-SQLite transaction (``edge.pos_receipts``, the agent's ``OutboxReceipts``); the same receipt sent again — also after
+SQLite transaction (``edge.store.receipts``, the agent's ``OutboxReceipts``); the same receipt sent again — also after
 the agent restarted — gets that answer with ``replayed: true`` and signs nothing, the same receipt with another
 processData (amounts, payments, kind) a 409. The crash window between the TSE's signature and the commit is
-described in ``edge.pos_receipts``.
+described in ``edge.store.receipts``.
 """
 
 from __future__ import annotations
@@ -51,9 +51,9 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from edge.errors import EdgeError, OutboxError
-from edge.outbox import NewRecord
-from edge.pos_config import TseConfig
-from edge.pos_receipts import MemoryReceipts, Receipt, ReceiptBook
+from edge.pos.config import TseConfig
+from edge.store.outbox import NewRecord
+from edge.store.receipts import MemoryReceipts, Receipt, ReceiptBook
 from protocols.tse.api import TransactionResult, TseDriver, TseInfo, ensure_ready
 from protocols.tse.errors import TseError, TseInvalidArgument, TseNotReady, TseUnknownTransaction
 from protocols.tse.processdata import PROCESS_TYPE, Kassenbeleg
@@ -168,7 +168,7 @@ def open_software_tse(cfg: TseConfig, data_dir: Path) -> TseDriver:
 
 
 def open_fiskaly_tse(cfg: TseConfig, data_dir: Path) -> TseDriver:
-    from edge.tse_fiskaly import FiskalyTse
+    from edge.pos.fiskaly import FiskalyTse
 
     assert cfg.fiskaly is not None  # the config checks it
     return FiskalyTse(cfg.fiskaly)  # type: ignore[return-value]

@@ -67,14 +67,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge import __version__
-from edge.pos import PosError, PosService, Sale
-from edge.pos_config import DEFAULT_MAX_BODY_BYTES
+from edge.pos.config import DEFAULT_MAX_BODY_BYTES
+from edge.pos.sales import PosError, PosService, Sale
 from protocols.tse.errors import ProcessDataError
 from protocols.tse.processdata import KINDS, Kassenbeleg, Payment
 from sync.sales import MAX_PAYMENTS, MAX_RECEIPT_ID, SaleError, check_receipt_id, parse_amount
 
 if TYPE_CHECKING:
-    from edge.pos_config import PosConfig
+    from edge.pos.config import PosConfig
 
 log = logging.getLogger(__name__)
 

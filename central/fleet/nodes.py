@@ -6,7 +6,7 @@ Two ways in:
 * ``floorgate central node register NODE --public-key ed25519:…`` — the key pair was made on the node (``floorgate
   edge enrol`` or the first ``floorgate edge run``); only the public key travels.
 * ``floorgate central node add NODE --out DIR`` — central makes everything the node needs and writes the bundle
-  (``central.pki``): an X.509 client certificate from the fleet CA with CN = NODE (the broker takes it as the user
+  (``central.fleet.pki``): an X.509 client certificate from the fleet CA with CN = NODE (the broker takes it as the user
   name and allows the node only its own topics) and the node's Ed25519 signing key, whose public half is registered
   here at once. Bundle layout (a fixed interface: the Ansible edge role copies it)::
 
@@ -37,8 +37,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from central import pki
 from central.db.models import Certificate, Node, Site
+from central.fleet import pki
 from sync.downlink import keys_file_text
 from sync.signing import fingerprint, generate_key, parse_public_key, public_key_text, save_private_key
 from sync.topics import check_node_id
@@ -194,7 +194,7 @@ def add_node(sessions: sessionmaker[Session], ca: pki.CertificateAuthority, node
     """Register ``node_id`` with a new Ed25519 signing key and a new certificate, and write its bundle to
     ``out_dir/node_id``. A node that is enrolled already (a valid certificate or a registered key) is refused unless
     ``reissue``, which revokes its old certificates (and rewrites the CRL) and replaces its key. ``central_keys``
-    (central's public signing keys, ``central.signing_key``) go to ``central.pub``."""
+    (central's public signing keys, ``central.fleet.signing_key``) go to ``central.pub``."""
     check_node_id(node_id)
     now = datetime.now(UTC)
     issued = pki.issue(ca, kind="node", common_name=node_id, days=days, now=now)

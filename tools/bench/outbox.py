@@ -4,9 +4,9 @@
                               business records (one fsync'd transaction each) and readings (batches)
     floorgate bench codec     sync.encode_batch/decode_batch (validated, maybe compressed) vs. plain json.dumps/loads
     floorgate bench bus       serial line efficiency at 19200 / 115200 baud; CPU and peak RSS polling N TCP devices
-                              × R registers at 1 s vs. a raw pymodbus loop (see edge/bench_bus.py)
+                              × R registers at 1 s vs. a raw pymodbus loop (see tools/bench/bus.py)
     floorgate bench sync      a backlog of readings / business records drained edge → mosquitto → central →
-                              InfluxDB / Postgres vs. a raw paho QoS 1 loop; bytes on the wire (floorgate_bench.py,
+                              InfluxDB / Postgres vs. a raw paho QoS 1 loop; bytes on the wire (tools/bench/sync.py,
                               wired in by the CLI root: it needs central too)
 
 A ratio of 0.8 means floorgate reaches 80 % of the raw baseline's rate. Absolute rates depend on the disk and the
@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edge.outbox import NewRecord, Outbox
+from edge.store.outbox import NewRecord, Outbox
 from sync.envelope import Batch, Record, decode_batch, encode_batch
 
 
@@ -154,7 +154,7 @@ def _run(args: argparse.Namespace) -> int:
 def _bench_bus(args: argparse.Namespace) -> None:
     import logging
 
-    from edge.bench_bus import bench_serial, bench_tcp
+    from tools.bench.bus import bench_serial, bench_tcp
 
     for name in ("edge", "protocols"):  # the figures, not the devices' comings and goings
         logging.getLogger(name).setLevel(logging.WARNING)

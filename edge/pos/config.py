@@ -29,7 +29,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edge.tse_fiskaly import FiskalySettings
+from edge.pos.fiskaly import FiskalySettings
 from protocols.tse.errors import TseInvalidArgument
 from protocols.tse.software import check_client_id
 from sync.config_errors import ConfigError
@@ -40,7 +40,7 @@ DEFAULT_POS_LISTEN: Final = "127.0.0.1:8282"
 DEFAULT_TOKEN_FILE: Final = "pos-token"  # noqa: S105 — a file name in data_dir, not a secret
 DEFAULT_TSE_DIR: Final = "tse"  # in data_dir
 DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024  # a sale with 100 payments is under 10 KiB
-DEFAULT_RECEIPT_RETENTION_DAYS: Final = 7  # = edge.pos_receipts.DEFAULT_RETENTION_DAYS
+DEFAULT_RECEIPT_RETENTION_DAYS: Final = 7  # = edge.store.receipts.DEFAULT_RETENTION_DAYS
 MIN_TOKEN_LENGTH: Final = 24
 TOKEN_BYTES: Final = 32  # a made token: 32 random bytes, URL-safe base64 (43 characters)
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -101,7 +101,7 @@ class TseConfig(_Model):
 
 
 class PosConfig(_Model):
-    """The counter's sales API on the node (``edge.pos_http``)."""
+    """The counter's sales API on the node (``edge.pos.api``)."""
 
     listen: str = Field(DEFAULT_POS_LISTEN, description="HOST:PORT the cash registers call")
     token_file: Path | None = Field(

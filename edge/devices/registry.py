@@ -14,11 +14,11 @@ from edge.bus.health import RecordSink
 from edge.bus.scheduler import BusScheduler, Driver
 from edge.config import BusConfig, ModbusDevice, NodeConfig, ProfileDevice, ScaleDevice
 from edge.devices.modbus import ModbusDriver, ModbusOptions
+from edge.devices.profiles import DEFAULT_PROFILES_DIR, Profile, load_profile
 from edge.devices.sartorius import SbiDriver
 from edge.devices.scale import MtSicsDriver
 from edge.devices.terminal import TERMINALS, WeighingTerminalDriver, is_weighing_terminal
 from edge.devices.toledo import ToledoDriver
-from edge.profiles import DEFAULT_PROFILES_DIR, Profile, load_profile
 from protocols.modbus_maps import DEVICE_MAPS
 from protocols.mtsics import LineFramer
 from protocols.toledo import ToledoFramer

@@ -29,8 +29,8 @@ expressions are evaluated (``Report.alerts``).
 description names an "alert rule `NAME`" must draw that rule's value; every rule of the file with a value
 (``reading`` above / below, ``node_backlog`` older_than_s, ``ingest_lag`` above_s) must be drawn somewhere.
 
-    python grafana/check.py                                    # offline
-    python grafana/check.py --postgres postgresql://grafana_reader@127.0.0.1/floorgate \\
+    python -m tools.grafana_check                                    # offline
+    python -m tools.grafana_check --postgres postgresql://grafana_reader@127.0.0.1/floorgate \\
         --influxdb http://127.0.0.1:8086 --influx-database floorgate --prometheus http://127.0.0.1:9090 \\
         --rules /etc/floorgate/alert-rules.yaml
 
@@ -56,7 +56,7 @@ import httpx
 import jsonschema
 import yaml
 
-GRAFANA_DIR = Path(__file__).resolve().parent
+GRAFANA_DIR = Path(__file__).resolve().parent.parent / "grafana"
 REPO = GRAFANA_DIR.parent
 DEFAULT_SCHEMAS = REPO / "tests" / "data" / "grafana-jsonschema"
 GRID_COLUMNS = 24
@@ -1458,7 +1458,7 @@ def _parse_at(text: str) -> datetime:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="grafana/check.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m tools.grafana_check", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Check floorgate's Grafana dashboards, provisioning and alert rules: against Grafana's JSON "
                     "Schemas and the grid offline, and — with connections — every query against the real "
                     "databases (variables and macros expanded as Grafana does; every query must return rows).",
@@ -1495,7 +1495,7 @@ def main(argv: list[str] | None = None) -> int:
                        at=_parse_at(args.at) if args.at else None, time_from=args.time_from, time_to=args.time_to,
                        rules_file=args.rules, max_data_points=args.max_data_points)
     except (Unusable, ValueError) as exc:
-        print(f"grafana/check.py: {exc}", file=sys.stderr)
+        print(f"grafana check: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps({"ok": report.ok, "problems": [str(p) for p in report.problems],

@@ -9,9 +9,9 @@ Schema (``PRAGMA user_version`` = ``SCHEMA_VERSION``; WAL journal; older version
     outbox  (stream, seq, record_id, kind, device, ts_ns, data, created_ns, mono_ns, start_no, from_seq, thinned)
             PRIMARY KEY (stream, seq)
     alibi   (alibi_no PRIMARY KEY, record_id, stream, seq, weighed_at_ns, body, hash, sig, created_ns)
-            the alibi mirror (``edge.alibi``): one entry per weighing, written in the transaction of its record
+            the alibi mirror (``edge.store.alibi``): one entry per weighing, written in the transaction of its record
     pos_receipts (client_id, receipt_id PRIMARY KEY, digest, answer, record_id, created_ns)
-            the POS API's answers (``edge.pos_receipts``), written in the transaction of the sale's record
+            the POS API's answers (``edge.store.receipts``), written in the transaction of the sale's record
 
 Business records (``sync.streams`` ``durable``) are committed with ``synchronous=FULL`` — on disk before
 ``append`` returns; readings and health use ``synchronous=NORMAL`` (WAL keeps them consistent, a power cut may
@@ -43,14 +43,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.alibi import SCHEMA as ALIBI_SCHEMA
-from edge.alibi import AlibiMirror
 from edge.errors import OutboxError, OutboxFull
-from edge.pos_receipts import SCHEMA as RECEIPTS_SCHEMA
-from edge.pos_receipts import Receipt
-from edge.pos_receipts import find as find_receipt
-from edge.pos_receipts import insert as insert_receipt
-from edge.pos_receipts import prune as prune_receipts
+from edge.store.alibi import SCHEMA as ALIBI_SCHEMA
+from edge.store.alibi import AlibiMirror
+from edge.store.receipts import SCHEMA as RECEIPTS_SCHEMA
+from edge.store.receipts import Receipt
+from edge.store.receipts import find as find_receipt
+from edge.store.receipts import insert as insert_receipt
+from edge.store.receipts import prune as prune_receipts
 from sync.envelope import Record
 from sync.streams import STREAMS
 
@@ -219,7 +219,7 @@ class Outbox:
     # -- writing --------------------------------------------------------------------------------------------------
     def append(self, stream: str, items: Sequence[NewRecord], *, receipt: Receipt | None = None) -> list[Record]:
         """Commit ``items`` to ``stream`` in one transaction and return them with their sequence numbers;
-        ``receipt`` (a POS answer, ``edge.pos_receipts``) is committed in the same transaction.
+        ``receipt`` (a POS answer, ``edge.store.receipts``) is committed in the same transaction.
 
         Raises ``OutboxFull`` for business records that cannot be stored (nothing of them is stored). Readings and
         health that cannot be stored even after giving up older ones are counted as lost and ``[]`` is returned."""
@@ -473,7 +473,7 @@ class Outbox:
         return released
 
     def find_receipt(self, client_id: str, receipt_id: str) -> Receipt | None:
-        """The answer the POS API gave for this receipt (``edge.pos_receipts``), if it is still kept."""
+        """The answer the POS API gave for this receipt (``edge.store.receipts``), if it is still kept."""
         try:
             return find_receipt(self._db, client_id, receipt_id)
         except sqlite3.Error as exc:

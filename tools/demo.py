@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 import yaml
 
-from edge.outbox import read_stats
+from edge.store.outbox import read_stats
 from protocols.sim.modbus_devices import Sdm630Model, ThProbeModel, start_modbus_tcp
 from protocols.sim.weighbridge import Weighbridge, serve_tcp
 from sync.signing import load_or_create_private_key, public_key_text

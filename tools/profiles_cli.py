@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from edge.profiles import DEFAULT_PROFILES_DIR, profile_problems
+from edge.devices.profiles import DEFAULT_PROFILES_DIR, profile_problems
 
 _DESCRIPTION = (
     "Validate device profiles (one YAML file per device model) against profile.schema.json and the rules the "

@@ -3,7 +3,7 @@ in the same run.
 
 1. **Durable outbox write**: ``Outbox.append("business", [one record])`` (``synchronous=FULL``) vs. plain
    ``sqlite3`` inserts of the same rows, WAL, ``synchronous=FULL``, one row per transaction
-   (``edge.bench.bench_outbox``; ``--records`` each way).
+   (``tools.bench.outbox.bench_outbox``; ``--records`` each way).
 2. **Readings drain**: a backlog of ``--readings`` N readings (3–5 points each, from 16 meters, climate probes
    and silo level sensors) waits in the outbox of a node that was offline. ``floorgate edge run`` (no devices)
    sends it through mosquitto to ``floorgate central ingest``, which writes the points to InfluxDB 1.x. The clock
@@ -19,16 +19,16 @@ subscriber has the last message. Publisher and subscriber are separate processes
 
 With ``--tls`` every party — the raw publisher and subscriber, the agents, central — connects over TLS to a second
 listener of the same broker (``require_certificate``, certificates from a throwaway fleet CA made with
-``central.pki``, each its own client certificate, EC P-256, TLS 1.3 as negotiated); only the bytes-on-the-wire
+``central.fleet.pki``, each its own client certificate, EC P-256, TLS 1.3 as negotiated); only the bytes-on-the-wire
 sniffer stays on the plain listener. Compare a run with and without it for the price of TLS.
 
-The servers are throwaway processes on 127.0.0.1 with random ports (``central.devservers``; PostgreSQL runs with
+The servers are throwaway processes on 127.0.0.1 with random ports (``tools.devservers``; PostgreSQL runs with
 ``fsync=off``, mosquitto without a queue limit so the raw subscriber loses nothing), removed at the end, also on
 Ctrl-C. Progress goes to stderr, the figures to stdout. A ratio of 0.25 means floorgate reaches a quarter of the
 raw baseline's rate — the price of the outbox, signing, exactly-once application and the stores' writes.
 
 Like ``floorgate_cli`` this is a root module: it imports both ``edge`` and ``central``. The raw publisher and
-subscriber run as ``python -m floorgate_bench`` with their job in ``FLOORGATE_BENCH_SYNC_WORKER``.
+subscriber run as ``python -m tools.bench.sync`` with their job in ``FLOORGATE_BENCH_SYNC_WORKER``.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def _items(stream: str, n: int) -> Iterator[tuple[str, str, int, dict[str, Any]]
 def fill_outbox(path: Path, node: str, stream: str, n: int) -> int:
     """Append ``n`` records to ``stream`` of a new outbox, ``FILL_CHUNK`` a transaction. Returns the points
     (values) of readings, else ``n``."""
-    from edge.outbox import NewRecord, Outbox
+    from edge.store.outbox import NewRecord, Outbox
 
     box = Outbox(path, node_id=node)
     points = 0
@@ -231,7 +231,7 @@ def _stop_group(popen: subprocess.Popen[Any] | None, timeout_s: float = 20.0) ->
 
 
 class _Worker:
-    """A raw-baseline process (``python -m floorgate_bench`` with a job in the environment); its stdout lines
+    """A raw-baseline process (``python -m tools.bench.sync`` with a job in the environment); its stdout lines
     arrive through a queue, so waiting for them can time out."""
 
     def __init__(self, name: str, job: dict[str, Any], log_dir: Path) -> None:
@@ -239,7 +239,7 @@ class _Worker:
         self.log_path = log_dir / f"{name}.log"
         with self.log_path.open("ab") as log:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "floorgate_bench"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                [sys.executable, "-m", "tools.bench.sync"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=log, text=True, start_new_session=True, env={**os.environ, WORKER_ENV: json.dumps(job)})
         self.lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -460,7 +460,7 @@ def drain(label: str, node: str, stream: str, n: int, config: Path, outbox: Path
           stack: contextlib.ExitStack) -> DrainResult:
     """Start the agent on the pre-filled outbox; wait until every record is acknowledged and central's store holds
     everything (``stored``: what, how many now, how many expected)."""
-    from edge.outbox import read_stats
+    from edge.store.outbox import read_stats
     from sync.topics import batch_topic
 
     sniffer = _Sniffer(host, port, batch_topic(node, stream))
@@ -542,12 +542,12 @@ def _run(args: argparse.Namespace) -> int:
 
     from central.db import migrate
     from central.db.engine import make_engine, make_session_factory
-    from central.devservers import LOCALHOST, InfluxServer, MosquittoServer, PostgresServer, free_port
-    from central.nodes import register_node
+    from central.fleet.nodes import register_node
     from edge.agent import OUTBOX_FILE
-    from edge.bench import bench_outbox
     from edge.config import UplinkConfig
     from sync.signing import generate_key, load_or_create_private_key, public_key_text, save_private_key
+    from tools.bench.outbox import bench_outbox
+    from tools.devservers import LOCALHOST, InfluxServer, MosquittoServer, PostgresServer, free_port
 
     n_read, n_bus = args.readings, args.business
     uplink = UplinkConfig()
@@ -658,7 +658,7 @@ def _run(args: argparse.Namespace) -> int:
 def make_pki(directory: Path, nodes: list[str]) -> dict[str, dict[str, str]]:
     """A throwaway fleet CA in ``directory`` and the TLS files of every party: the broker ("server", for
     127.0.0.1), each node (CN = node id), central and the raw publisher and subscriber (``floorgate:…``)."""
-    from central.pki import init_ca, issue, write_certificate, write_private_key
+    from central.fleet.pki import init_ca, issue, write_certificate, write_private_key
 
     ca = init_ca(directory)
     parties: list[tuple[str, str, str]] = [

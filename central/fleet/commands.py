@@ -11,7 +11,7 @@ The dispatcher runs inside every ingest process (``central run``, ``central inge
 ``SELECT … FOR UPDATE SKIP LOCKED`` and publishes them (QoS 1) *before* its transaction commits them as ``sent``:
 two processes never send one command at the same time, and a process that dies between publish and commit leaves
 the row queued — it is sent again and the node, which keeps every ``command_id`` it saw, answers it without
-executing it twice. Every command is signed with central's key (``central.signing_key``, ``sync.downlink``) and
+executing it twice. Every command is signed with central's key (``central.fleet.signing_key``, ``sync.downlink``) and
 carries a fresh nonce: a node executes nothing else. Results arrive on ``floorgate/v1/+/cmd/result`` (ingest
 subscribes): the result must be signed by the node's registered key, name the node of its topic, and match a
 command central sent to that node — otherwise it is quarantined like a forged batch. A result that comes after the

@@ -7,7 +7,7 @@ Files in ``pki.dir`` (central settings)::
     ca.crt    the CA's self-signed certificate (CA:true, pathlen 0, keyCertSign + cRLSign, 10 years)
     crl.pem   the certificate revocation list the broker checks clients against (``crlfile``)
 
-Every certificate issued is recorded in PostgreSQL (table ``certificates``, ``central.nodes``); the CRL is built
+Every certificate issued is recorded in PostgreSQL (table ``certificates``, ``central.fleet.nodes``); the CRL is built
 from the revoked rows. This module does no database work: it makes keys, certificates and CRLs and writes files.
 
 Leaf certificates: EC P-256, SHA-256, ``basicConstraints CA:false`` (critical), ``keyUsage digitalSignature``

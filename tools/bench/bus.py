@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 import yaml
 
-from edge.outbox import read_stats
+from edge.store.outbox import read_stats
 from protocols.modbus_maps import Point
 from protocols.sim.modbus_devices import start_modbus_tcp
 from sync.signing import generate_key, public_key_text
@@ -120,7 +120,7 @@ def bench_tcp(n_devices: int, registers: int, seconds: float, *, progress: bool 
             results.update(agent_points_s=records * registers / elapsed, agent_cpu=cpu, agent_rss_mb=peak / 2**20)
             if progress:
                 print(f"  raw pymodbus loop on the same devices for {seconds:.0f} s …", flush=True)
-            raw = subprocess.Popen([sys.executable, "-m", "edge.bench_bus"], stdout=subprocess.PIPE,
+            raw = subprocess.Popen([sys.executable, "-m", "tools.bench.bus"], stdout=subprocess.PIPE,
                                    env={**os.environ, RAW_WORKER_ENV: json.dumps({"ports": ports,
                                                                                   "registers": registers})})
             try:
