@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any
 
-from sync.config_errors import ConfigError
+from sync.runtime.config import ConfigError
 
 _STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 

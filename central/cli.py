@@ -432,7 +432,7 @@ def _node_list(args: argparse.Namespace) -> int:
 def _pki(config: str):  # type: ignore[no-untyped-def]
     """Settings (TLS files not required: these commands make them), the pki section, and the CA unless ``ca init``."""
     from central.config import load_settings
-    from sync.config_errors import ConfigError
+    from sync.runtime.config import ConfigError
 
     settings = load_settings(config, check_files=False)
     if settings.pki is None:

@@ -32,9 +32,9 @@ from pydantic import (
 from central.alerts.config import AlertSettings
 from central.metrics.config import MetricsSettings
 from central.tickets.config import TicketSettings
-from sync.broker import BrokerBase, BrokerTls
-from sync.config_errors import ConfigError, problems_from_pydantic, yaml_problem
-from sync.config_limits import check_yaml_events, read_config_text
+from sync.runtime.broker import BrokerBase, BrokerTls
+from sync.runtime.config import ConfigError, problems_from_pydantic, yaml_problem
+from sync.runtime.limits import check_yaml_events, read_config_text
 
 
 class _Model(BaseModel):
@@ -265,7 +265,7 @@ def load_settings(path: str | Path, *, environ: Mapping[str, str] | None = None,
     of ``broker.tls`` and ``pki.dir`` are relative to the file; ``check_files=False`` skips the check that the TLS
     files exist (the PKI commands, which make them)."""
     p = Path(path)
-    text = read_config_text(p)  # size and encoding bounded (sync.config_limits)
+    text = read_config_text(p)  # size and encoding bounded (sync.runtime.limits)
     try:
         check_yaml_events(yaml.parse(text, Loader=yaml.SafeLoader), source=str(p))  # depth, alias bombs
         data = yaml.safe_load(text)

@@ -50,7 +50,7 @@ from edge.store.receipts import OutboxReceipts, Receipt
 from edge.uplink.commands import COMMAND_DB, CommandLog, CommandRunner
 from edge.uplink.session import Uplink, trusted_central_keys
 from protocols.tse.api import TseDriver
-from sync.config_errors import ConfigError
+from sync.runtime.config import ConfigError
 from sync.signing import fingerprint, load_or_create_private_key, public_key_text
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 
-from sync.config_errors import ConfigError
+from sync.runtime.config import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

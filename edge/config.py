@@ -14,7 +14,7 @@ Example (see ``firmware-config/examples/node.yaml``)::
     tse: {id: tse-1, driver: software, clients: [KASSE-1]}      # edge.pos.config
     pos: {listen: "127.0.0.1:8282"}                             # the counter's sales API (edge.pos.api)
 
-Errors name the file, the key path and what was expected (``sync.config_errors``).
+Errors name the file, the key path and what was expected (``sync.runtime.config``).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from pydantic import (
 )
 
 from edge.pos.config import PosConfig, TseConfig
-from sync.broker import BrokerBase
-from sync.config_errors import ConfigError, problems_from_pydantic, yaml_problem
-from sync.config_limits import check_yaml_events, read_config_text
+from sync.runtime.broker import BrokerBase
+from sync.runtime.config import ConfigError, problems_from_pydantic, yaml_problem
+from sync.runtime.limits import check_yaml_events, read_config_text
 from sync.signing import SigningKeyError, parse_public_key
 from sync.topics import NODE_ID_RE
 
@@ -324,7 +324,7 @@ def parse_config(data: object, *, source: str, base_dir: Path | None = None) -> 
 def load_config(path: str | Path) -> NodeConfig:
     """Read and validate a node config; relative ``data_dir`` is taken relative to the file."""
     p = Path(path)
-    text = read_config_text(p)  # size and encoding bounded (sync.config_limits)
+    text = read_config_text(p)  # size and encoding bounded (sync.runtime.limits)
     try:
         check_yaml_events(yaml.parse(text, Loader=yaml.SafeLoader), source=str(p))  # depth, alias bombs
         data = yaml.safe_load(text)

@@ -4,7 +4,7 @@
     ├── DeviceIOError       a device did not answer, answered garbage or refused; ``device`` names it
     └── OutboxError         the outbox database cannot take a record (disk full, corrupt)
 
-Configuration problems raise ``sync.config_errors.ConfigError`` (file, key path, expected value).
+Configuration problems raise ``sync.runtime.config.ConfigError`` (file, key path, expected value).
 """
 
 from __future__ import annotations

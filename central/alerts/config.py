@@ -49,9 +49,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from central.metrics.base import check_tag_value
-from sync.config_errors import ConfigError, problems_from_pydantic, yaml_problem
-from sync.config_limits import check_yaml_events, read_config_text
-from sync.redact import mask_url
+from sync.runtime.config import ConfigError, problems_from_pydantic, yaml_problem
+from sync.runtime.limits import check_yaml_events, read_config_text
+from sync.runtime.redact import mask_url
 
 __all__ = [
     "AlertRules",
@@ -156,7 +156,8 @@ class WebhookChannel(_ChannelBase):
 
     @property
     def masked_url(self) -> str:
-        """``scheme://host[:port]/…?…`` (``sync.redact.mask_url``): webhook URLs carry a token in the user-info, the
+        """``scheme://host[:port]/…?…`` (``sync.runtime.redact.mask_url``): webhook URLs carry a token in the
+        user-info, the
         path or the query."""
         return mask_url(self.url)
 
@@ -491,7 +492,7 @@ def parse_rules(data: object, *, source: str) -> AlertRules:
 
 def load_rules(path: str | Path) -> AlertRules:
     p = Path(path)
-    text = read_config_text(p)  # size and encoding bounded (sync.config_limits)
+    text = read_config_text(p)  # size and encoding bounded (sync.runtime.limits)
     try:
         check_yaml_events(yaml.parse(text, Loader=yaml.SafeLoader), source=str(p))  # depth, alias bombs
         data = yaml.safe_load(text)

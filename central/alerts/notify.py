@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from central.alerts.config import EmailChannel, WebhookChannel
-from sync.redact import mask_urls_in
+from sync.runtime.redact import mask_urls_in
 
 __all__ = ["Notice", "NotifyError", "email_message", "send", "send_email", "send_webhook", "webhook_body"]
 

@@ -15,8 +15,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from central.config import BrokerSettings
-from sync.broker import tls_context
-from sync.mqttclient import fail_connect_on_close
+from sync.runtime.broker import tls_context
+from sync.runtime.mqtt import fail_connect_on_close
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
 

@@ -13,7 +13,7 @@ bus) and, for Modbus devices, its register map; for scales, the unit and how to 
     points:
       - {name: voltage_l1, register_type: input, address: 0x0000, data_type: float32, unit: V, poll_group: fast}
 
-Validation runs in two steps and reports every problem, one line each, in the shape of ``sync.config_errors``
+Validation runs in two steps and reports every problem, one line each, in the shape of ``sync.runtime.config``
 (``FILE: key.path: what was expected``):
 
 1. the JSON Schema ``profile.schema.json`` beside the profiles (Draft 2020-12; editors can use it too): keys,
@@ -54,8 +54,8 @@ from protocols.modbus import (
     wire_address,
 )
 from protocols.modbus.points import BIT_REGISTER_TYPES, MASKABLE_TYPES, NUMBER_TYPES, REGISTERS_OF_TYPE, VALUE_BITS
-from sync.config_errors import ConfigError, key_path, yaml_problem
-from sync.config_limits import check_yaml_events, read_config_text
+from sync.runtime.config import ConfigError, key_path, yaml_problem
+from sync.runtime.limits import check_yaml_events, read_config_text
 
 
 def _default_profiles_dir() -> Path:
@@ -522,7 +522,7 @@ def _build(data: dict[str, Any], source: Path) -> tuple[Profile | None, list[str
 def _check(path: Path) -> tuple[Profile | None, list[str]]:
     """The profile in ``path`` and no problems, or ``None`` and every problem (without the file prefix)."""
     try:
-        text = read_config_text(path)  # size and encoding bounded (sync.config_limits)
+        text = read_config_text(path)  # size and encoding bounded (sync.runtime.limits)
         check_yaml_events(yaml.parse(text, Loader=_ProfileLoader), source=str(path))  # depth, alias bombs
         data = yaml.load(text, Loader=_ProfileLoader)  # noqa: S506 - a SafeLoader subclass
     except ConfigError as exc:

@@ -22,7 +22,7 @@ from edge.devices.toledo import ToledoDriver
 from protocols.modbus_maps import DEVICE_MAPS
 from protocols.mtsics import LineFramer
 from protocols.toledo import ToledoFramer
-from sync.config_errors import ConfigError
+from sync.runtime.config import ConfigError
 
 
 def _serial(bus: BusConfig) -> SerialParams:

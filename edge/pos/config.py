@@ -15,7 +15,7 @@
 
 The register authenticates with ``Authorization: Bearer <token>``. :func:`load_or_create_token` reads the token
 (or makes a random one into a 0600 file); a token that is missing, empty or shorter than ``MIN_TOKEN_LENGTH`` is a
-:class:`~sync.config_errors.ConfigError` naming the key — a secret never has a working default.
+:class:`~sync.runtime.config.ConfigError` naming the key — a secret never has a working default.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from edge.pos.fiskaly import FiskalySettings
 from protocols.tse.errors import TseInvalidArgument
 from protocols.tse.software import check_client_id
-from sync.config_errors import ConfigError
+from sync.runtime.config import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -64,7 +64,7 @@ from protocols.tse.fiskaly import (
     tx_schema,
 )
 from protocols.tse.logmsg import FINISH
-from sync.config_errors import ConfigError, problems_from_pydantic
+from sync.runtime.config import ConfigError, problems_from_pydantic
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,2 @@
-"""edge.runtime."""
+"""Plumbing of the agent process: asyncio helpers, systemd notification, the local /health and /metrics server.
+"""

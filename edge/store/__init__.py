@@ -1,1 +1,3 @@
-"""edge.store."""
+"""The node's durable memory: the SQLite outbox (every record is committed here before anything is acknowledged),
+the alibi mirror of legal weighings, and the POS receipt answers (idempotency of the sales API).
+"""

@@ -56,9 +56,9 @@ from sync.commands import (
     peek_command,
     peek_signature,
 )
-from sync.config_errors import ConfigError
 from sync.downlink import DownlinkRejected, DownlinkVerifier
 from sync.errors import DecodeError
+from sync.runtime.config import ConfigError
 from sync.signing import sign
 from sync.topics import command_result_topic
 

@@ -11,8 +11,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.config import BrokerConfig
-from sync.broker import tls_context
-from sync.mqttclient import fail_connect_on_close
+from sync.runtime.broker import tls_context
+from sync.runtime.mqtt import fail_connect_on_close
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
 

@@ -44,7 +44,6 @@ from edge.config import NodeConfig
 from edge.runtime.aio import cancel_and_wait, raise_if_cancelled, wait_for
 from edge.store.outbox import Outbox, os_boot_id
 from edge.uplink.mqtt import make_client
-from sync.config_errors import ConfigError
 from sync.downlink import DownlinkRejected, DownlinkVerifier, counts_json, load_trusted_keys, parse_trusted_keys
 from sync.envelope import (
     Ack,
@@ -58,7 +57,8 @@ from sync.envelope import (
     encode_heartbeat,
 )
 from sync.errors import DecodeError
-from sync.mqttclient import abandon_connect
+from sync.runtime.config import ConfigError
+from sync.runtime.mqtt import abandon_connect
 from sync.signing import SigningKeyError, sign
 from sync.streams import STREAMS
 from sync.topics import ack_topic, batch_topic, command_topic, heartbeat_topic, replay_topic

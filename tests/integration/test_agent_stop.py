@@ -27,7 +27,7 @@ from edge.uplink.commands import COMMAND_DB, CommandLog
 from protocols.sim.modbus_devices import Sdm630Model, start_modbus_tcp
 from protocols.sim.weighbridge import Weighbridge, serve_tcp
 from sync.commands import Command, CommandResult, encode_result
-from sync.mqttclient import fail_connect_on_close
+from sync.runtime.mqtt import fail_connect_on_close
 from sync.signing import sign
 from sync.topics import command_topic
 from tests.downlink_support import TRUST, signed_command

@@ -21,7 +21,7 @@ from floorgate_cli import main
 from protocols.sim.modbus_devices import LaumasTluModel, Sdm630Model, SiloCableModel, ThProbeModel
 from protocols.sim.modbus_rtu import start_modbus_rtu
 from protocols.sim.ptylink import PtyLink
-from sync.config_errors import ConfigError
+from sync.runtime.config import ConfigError
 
 pytestmark = pytest.mark.integration
 

@@ -35,7 +35,7 @@ from central.config import load_settings, parse_settings
 from floorgate_cli import build_parser
 from protocols.sim.forced import ForcedValues
 from protocols.sim.modbus_devices import LaumasTluModel, SiloCableModel, WritableModel
-from sync.config_errors import ConfigError
+from sync.runtime.config import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "firmware-config" / "examples" / "alert-rules.yaml"
 HOOK = {"kind": "webhook", "url": "https://hooks.example.com/x"}

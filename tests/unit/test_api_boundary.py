@@ -10,7 +10,7 @@ import pytest
 from central.api.boundary import TrustedProxies, _content_length
 from central.api.throttle import ADDRESS, PAIR, USER, delay_after
 from central.config import AuthSettings, load_settings, parse_settings
-from sync.config_errors import ConfigError
+from sync.runtime.config import ConfigError
 
 
 def test_without_trusted_proxies_the_peer_is_the_client_whatever_the_header_says() -> None:

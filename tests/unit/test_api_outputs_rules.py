@@ -11,8 +11,8 @@ from sqlalchemy import BigInteger, Column, DateTime, MetaData, Numeric, String, 
 from central.api.csvexport import neutralise
 from central.api.errors import ApiError
 from central.api.pagination import cursor_value, decode_cursor
-from sync.config_errors import problems_from_pydantic, yaml_problem
-from sync.redact import mask_url, mask_urls_in
+from sync.runtime.config import problems_from_pydantic, yaml_problem
+from sync.runtime.redact import mask_url, mask_urls_in
 
 
 @pytest.mark.parametrize(("url", "shown"), [

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from central.config import load_settings
-from sync.config_errors import ConfigError
+from sync.runtime.config import ConfigError
 
 SECRET = "s3cr3t-" * 6
 

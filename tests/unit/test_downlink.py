@@ -16,7 +16,6 @@ from edge.config import parse_config
 from edge.store.outbox import NewRecord, Outbox
 from edge.uplink.session import Uplink, trusted_central_keys
 from sync.commands import Command, decode_command, encode_command
-from sync.config_errors import ConfigError
 from sync.downlink import (
     REASONS,
     DownlinkRejected,
@@ -37,6 +36,7 @@ from sync.envelope import (
     encode_replay,
 )
 from sync.errors import DecodeError
+from sync.runtime.config import ConfigError
 from sync.signing import SigningKeyError, generate_key, public_key_text
 
 NODE, EPOCH = "mill-01", "e" * 32

@@ -23,7 +23,7 @@ from edge.store.alibi import DAY_NS, AlibiMirror, check_local, read_entries
 from edge.store.outbox import NewRecord, Outbox
 from floorgate_cli import main
 from sync.alibi import ZERO_HASH, body_hash
-from sync.config_errors import ConfigError
+from sync.runtime.config import ConfigError
 from sync.signing import generate_key, load_private_key, verify
 from tests.downlink_support import TRUST
 

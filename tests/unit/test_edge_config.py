@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import load_config, parse_config
-from sync.config_errors import ConfigError
+from sync.runtime.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,7 +3,7 @@
 
 Property: any file — random bytes, random YAML, a real example mutated at text or value level — gives either a
 configuration or ``ConfigError`` naming the file, never another exception. Alias bombs, deep nesting, recursive
-aliases and oversized files are refused before YAML builds them (``sync.config_limits``); the shipped examples
+aliases and oversized files are refused before YAML builds them (``sync.runtime.limits``); the shipped examples
 load. Budget: the hypothesis profile (tests/conftest.py).
 """
 
@@ -24,8 +24,8 @@ from central.alerts.config import load_rules
 from central.config import load_settings
 from edge.config import load_config
 from edge.devices.profiles import load_profile
-from sync.config_errors import ConfigError
-from sync.config_limits import MAX_CONFIG_BYTES
+from sync.runtime.config import ConfigError
+from sync.runtime.limits import MAX_CONFIG_BYTES
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "firmware-config" / "examples"

@@ -20,7 +20,7 @@ from central.config import load_settings, parse_settings
 from central.fleet import pki
 from edge.config import load_config, parse_config
 from floorgate_cli import main
-from sync.config_errors import ConfigError
+from sync.runtime.config import ConfigError
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ import pytest
 
 from edge.config import load_config, parse_config
 from edge.pos.config import PosConfig, load_or_create_token
-from sync.config_errors import ConfigError
+from sync.runtime.config import ConfigError
 
 BASE = {"node_id": "shop-1", "broker": {"url": "mqtt://127.0.0.1:1883"}}
 TSE = {"id": "tse-1", "clients": ["KASSE-1"]}

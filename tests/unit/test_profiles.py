@@ -39,7 +39,7 @@ from protocols.modbus_maps import (
 )
 from protocols.sim.modbus_devices import SDM120_POINTS, silo_cable_points
 from protocols.sim.weighing_terminals import LAUMAS_TLU_POINTS, SIWAREX_WP_POINTS
-from sync.config_errors import ConfigError
+from sync.runtime.config import ConfigError
 from tools.profiles_cli import register
 
 REFERENCE_PROFILES = [

@@ -18,7 +18,7 @@ from central.tickets import pairing, rules
 from central.tickets.config import TicketSettings
 from central.tickets.errors import UnitMismatch
 from central.tickets.views import local_time, shown
-from sync.config_errors import ConfigError
+from sync.runtime.config import ConfigError
 
 T0 = datetime(2025, 3, 4, 7, 12, 9, tzinfo=UTC)
 

@@ -37,7 +37,7 @@ from protocols.tse.fiskaly import (
 from protocols.tse.logmsg import decode_log_message
 from protocols.tse.processdata import KINDS, Kassenbeleg, Payment
 from protocols.tse.qr import parse_receipt_qr
-from sync.config_errors import ConfigError
+from sync.runtime.config import ConfigError
 from tests.fake_fiskaly import beleg
 from tests.tse_support import P256_QR
 

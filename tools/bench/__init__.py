@@ -1,1 +1,2 @@
-"""tools.bench."""
+"""``floorgate bench``: throughput as ratios against a raw baseline measured in the same run.
+"""

@@ -130,7 +130,7 @@ class RateLimitOut(BaseModel):
 class WebhookChannelOut(BaseModel):
     name: str
     kind: Literal["webhook"]
-    url: str = Field(description="scheme, host and port only (`sync.redact.mask_url`): user-info, path and "
+    url: str = Field(description="scheme, host and port only (`sync.runtime.redact.mask_url`): user-info, path and "
                                  "query are shown as `…`, they may carry a token",
                      examples=["https://hooks.example.com/…"])
     headers: list[str] = Field(description="names of the extra headers (their values are secret)")

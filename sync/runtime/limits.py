@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
-from sync.config_errors import ConfigError
+from sync.runtime.config import ConfigError
 
 MAX_CONFIG_BYTES: Final = 1024 * 1024
 MAX_YAML_DEPTH: Final = 64

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sync.redact import shown_value
+from sync.runtime.redact import shown_value
 
 
 class ConfigError(Exception):
@@ -41,7 +41,7 @@ def key_path(loc: Iterable[Any], *, tags: frozenset[str] = frozenset()) -> str:
 def problems_from_pydantic(errors: Iterable[Mapping[str, Any]], *, tags: frozenset[str] = frozenset()) -> list[str]:
     """One line per error of ``pydantic.ValidationError.errors()``: key path, message, and the value given.
 
-    The value is never shown for a key that names a secret (``sync.redact.shown_value``: ``auth.jwt_secret``,
+    The value is never shown for a key that names a secret (``sync.runtime.redact.shown_value``: ``auth.jwt_secret``,
     passwords, tokens, header values; a URL that does not parse as one) — the line names the key and the rule only;
     a URL in any other value is masked (``mask_url``). The messages are our rules' texts and name no value."""
     lines = []
