@@ -6,7 +6,7 @@
 #   make demo    venv + `floorgate demo` (pass options with ARGS="...")
 #   make fuzz    the property-based fuzz tests (tests/*/test_fuzz_*.py) with the long "fuzz" hypothesis profile and
 #                statistics; FUZZ_ARGS="..." passes more pytest options (e.g. -k envelope)
-#   make lint    ruff on everything, mypy (strict per pyproject.toml) on protocols and sync
+#   make lint    ruff on everything, mypy (strict per pyproject.toml) on protocols, sync and edge/store
 #   make wheelhouse     ansible/wheelhouse: floorgate + its dependencies as wheels, what the Ansible roles install
 #   make test-ansible   only the Ansible tests (lint, and the roles converged onto booted systemd containers)
 #   make clean   caches and build leftovers (keeps .venv; `rm -rf .venv` for a fresh start)
@@ -50,7 +50,7 @@ test-ansible: venv
 lint: venv
 	test -x $(BIN)/ruff -a -x $(BIN)/mypy || $(BIN)/python -m pip install --quiet ruff mypy
 	$(BIN)/ruff check .
-	$(BIN)/mypy protocols sync
+	$(BIN)/mypy protocols sync edge/store
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -7,8 +7,7 @@
     floorgate profiles validate [PATH…]  device profiles against their JSON Schema (tools.profiles_cli)
     floorgate probe ADDRESS …            read a register range, decoded every way (tools.probe)
     floorgate tse verify|info|…          check receipt QR codes and TSE exports; the software TSE (protocols.tse.cli)
-    floorgate bench outbox|codec|bus|sync|all  throughput as ratios against a raw baseline (tools.bench.outbox;
-                                         sync: floorgate_bench)
+    floorgate bench outbox|codec|bus|sync|all  throughput as ratios against a raw baseline (tools.bench)
 
 This module is the composition root: the only place besides tests that imports both ``edge`` and ``central``.
 Logs are structured: ``--log-format json`` writes one JSON object per line (for journald / Loki), the default
@@ -68,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.cli import register as register_edge
     from protocols.cli import register as register_simulate
     from protocols.tse.cli import register as register_tse
-    from tools.bench.outbox import register as register_bench
+    from tools.bench import register as register_bench
     from tools.demo import register as register_demo
     from tools.probe import register as register_probe
     from tools.profiles_cli import register as register_profiles
@@ -87,14 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_profiles(sub)
     register_probe(sub)
     register_tse(sub)
-    register_bench(sub, sync=_bench_sync)
+    register_bench(sub)
     return parser
-
-
-def _bench_sync(args: argparse.Namespace) -> int:
-    from tools.bench.sync import run  # edge and central together: imported only when asked for
-
-    return run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

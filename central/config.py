@@ -17,28 +17,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from central.alerts.config import AlertSettings
 from central.metrics.config import MetricsSettings
 from central.tickets.config import TicketSettings
-from sync.runtime.broker import BrokerBase, BrokerTls
-from sync.runtime.config import ConfigError, problems_from_pydantic, yaml_problem
-from sync.runtime.limits import check_yaml_events, read_config_text
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from sync.runtime.broker import BrokerBase
+from sync.runtime.config import ConfigError, ConfigModel, parse_model
+from sync.runtime.limits import read_yaml
 
 
 class BrokerSettings(BrokerBase):
@@ -46,10 +32,7 @@ class BrokerSettings(BrokerBase):
     client_id: str = "floorgate-central"
 
 
-TlsSettings = BrokerTls  # central's broker.tls: the client certificate is central's (CN floorgate:…)
-
-
-class PkiSettings(_Model):
+class PkiSettings(ConfigModel):
     """The fleet CA (``central.fleet.pki``): ``central ca …`` and ``node add|revoke`` work in this directory."""
 
     dir: Path = Field(description="directory of ca.key (mode 0600), ca.crt and crl.pem; relative to the config file")
@@ -66,7 +49,7 @@ class PkiSettings(_Model):
         return Path(base) / v if base is not None and not v.is_absolute() else v
 
 
-class ApiSettings(_Model):
+class ApiSettings(ConfigModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     open_read_only: bool = Field(
@@ -101,7 +84,7 @@ class ApiSettings(_Model):
         return self
 
 
-class AuthSettings(_Model):
+class AuthSettings(ConfigModel):
     jwt_secret: SecretStr | None = Field(
         None, description="HMAC key for access tokens, the same for every API worker (at least 32 characters); "
                           "set it as FLOORGATE_AUTH__JWT_SECRET rather than in the file")
@@ -133,7 +116,7 @@ class AuthSettings(_Model):
         return self.jwt_secret.get_secret_value()
 
 
-class IngestSettings(_Model):
+class IngestSettings(ConfigModel):
     share_group: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
         description="MQTT 5 shared subscription group: several ingest workers with the same group split the load")
@@ -173,7 +156,7 @@ class IngestSettings(_Model):
         return v
 
 
-class CentralSettings(_Model):
+class CentralSettings(ConfigModel):
     database_url: str = Field(description="SQLAlchemy URL: postgresql+psycopg://… or sqlite:///path.db")
     broker: BrokerSettings = BrokerSettings()
     metrics: MetricsSettings = Field(description="where readings go: InfluxDB v1/v2, or an embedded SQLite store")
@@ -219,12 +202,8 @@ def parse_settings(data: object, *, source: str, base_dir: Path | None = None,
                    check_files: bool = True) -> CentralSettings:
     """Validate ``data``; relative TLS and PKI paths are taken relative to ``base_dir``; with ``check_files`` the
     broker's TLS files must exist."""
-    if not isinstance(data, dict):
-        raise ConfigError(source, ["(top level): expected a mapping (database_url, broker, metrics, api)"])
-    try:
-        return CentralSettings.model_validate(data, context={"base_dir": base_dir, "check_files": check_files})
-    except ValidationError as exc:
-        raise ConfigError(source, problems_from_pydantic(exc.errors())) from None
+    return parse_model(CentralSettings, data, source=source, expected="a mapping (database_url, broker, metrics, api)",
+                       context={"base_dir": base_dir, "check_files": check_files})
 
 
 ENV_PREFIX = "FLOORGATE_"
@@ -265,14 +244,7 @@ def load_settings(path: str | Path, *, environ: Mapping[str, str] | None = None,
     of ``broker.tls`` and ``pki.dir`` are relative to the file; ``check_files=False`` skips the check that the TLS
     files exist (the PKI commands, which make them)."""
     p = Path(path)
-    text = read_config_text(p)  # size and encoding bounded (sync.runtime.limits)
-    try:
-        check_yaml_events(yaml.parse(text, Loader=yaml.SafeLoader), source=str(p))  # depth, alias bombs
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(p), [f"not valid YAML: {yaml_problem(exc)}"]) from None
-    except (ValueError, OverflowError) as exc:  # a scalar YAML cannot build, e.g. the date 2024-02-30
-        raise ConfigError(str(p), [f"not valid YAML: {exc}"]) from None
+    data = read_yaml(p)  # bounded: size, nesting, aliases (sync.runtime.limits)
     over = env_overrides(os.environ if environ is None else environ)
     if over and isinstance(data, dict):
         names = ", ".join(sorted(k for k in (os.environ if environ is None else environ) if k.startswith(ENV_PREFIX)

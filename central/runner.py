@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -22,6 +23,16 @@ from central.metrics import MetricsStoreError, open_store
 from central.tickets.pairing import use_settings as use_ticket_settings
 from sync.downlink import DownlinkSigner
 from sync.signing import SigningKeyError, fingerprint, public_key_text
+
+
+class _SignalFreeServer(uvicorn.Server):
+    """The API inside ``central run``: the runner handles SIGINT / SIGTERM itself and stops the server with
+    ``should_exit``, so uvicorn takes no signals (its ``capture_signals`` hook, a no-op here)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +107,7 @@ class Central:
                 access_log=False, lifespan="off",
                 proxy_headers=False,  # X-Forwarded-For only from api.trusted_proxies (central.api.boundary)
             )
-            server = uvicorn.Server(config)
-            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            server = _SignalFreeServer(config)
             tasks.append(asyncio.create_task(server.serve(), name="api"))
             log.info("central API on http://%s:%d (docs at /docs)", self.settings.api.host, self.settings.api.port)
         try:

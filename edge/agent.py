@@ -1,9 +1,10 @@
 """The edge agent: one bus task per bus, the outbox, the uplink, a periodic health record and the local /health.
 
-Every record a poller produces goes through ``emit``. Business records are committed to the outbox at once (with
-fsync) before ``emit`` returns — the device, the operator or the cash register is told only then; readings and
-health records are collected and committed together every ``outbox.readings_commit_ms`` (one transaction for
-many). Only then is the uplink woken.
+Every record a driver, its health, the counter or the agent's health loop produces is emitted into ``sink``
+(``edge.bus.sink.OutboxSink``, over the outbox; drivers know only its ``emit``): business records are committed at
+once (with fsync) before ``emit`` returns — the device, the operator or the cash register is told only then; readings
+and health records are collected and committed together every ``outbox.readings_commit_ms`` (one transaction for
+many). Every commit wakes the uplink.
 
 A business record that cannot be stored (``OutboxFull``) stops the device that produced it and raises an alarm
 (log, local /health, heartbeat to central); the agent resumes it once the outbox has room again.
@@ -32,21 +33,21 @@ import logging
 import signal
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edge.bus.scheduler import BusScheduler, Driver
+from edge.bus.sink import OutboxSink
 from edge.config import NodeConfig, load_config
-from edge.devices.registry import build_buses
-from edge.errors import OutboxError
+from edge.devices.registry import build_buses, plan_buses
 from edge.pos.config import load_or_create_token
 from edge.pos.sales import PosService
 from edge.runtime.aio import cancel_and_wait, wait_for
 from edge.runtime.systemd import Notifier
 from edge.store.alibi import AlibiMirror
-from edge.store.outbox import NewRecord, Outbox
-from edge.store.receipts import OutboxReceipts, Receipt
+from edge.store.outbox import Outbox
+from edge.store.receipts import OutboxReceipts
 from edge.uplink.commands import COMMAND_DB, CommandLog, CommandRunner
 from edge.uplink.session import Uplink, trusted_central_keys
 from protocols.tse.api import TseDriver
@@ -56,7 +57,6 @@ from sync.signing import fingerprint, load_or_create_private_key, public_key_tex
 log = logging.getLogger(__name__)
 
 OUTBOX_FILE = "outbox.db"
-MAX_BUFFERED = 2000  # readings / health records collected before a commit is forced
 RESUME_CHECK_S = 5.0
 CLOCK_JUMP_S = 2.0  # a wall clock that moves this much against the monotonic clock is reported
 CLOCK_ALARM_S = 600.0  # … and stays an alarm this long
@@ -72,23 +72,23 @@ class Agent:
         """``tse_driver`` opens the TSE instead of ``tse.driver`` (tests: a TSE that fails on demand)."""
         self.cfg = cfg
         self.config_path = Path(config_path) if config_path is not None else None
-        self.buses: list[BusScheduler] = build_buses(cfg, self, source=source)  # config errors before any I/O
+        plans = plan_buses(cfg, source=source)  # config errors (profiles too) before any I/O
         central_keys = trusted_central_keys(cfg)  # no central key, no start: the node would act on anyone's word
-        self.outbox = Outbox(cfg.data_dir / OUTBOX_FILE, node_id=cfg.node_id, quota_bytes=cfg.outbox.quota_bytes)
         self.key, created = load_or_create_private_key(cfg.key_path)
-        # every weighing appended from now on gets its alibi entry, in the transaction of its outbox row
-        self.outbox.alibi = AlibiMirror(cfg.node_id, self.key, retention_days=cfg.alibi.retention_days)
+        # every weighing appended gets its alibi entry, in the transaction of its outbox row
+        self.outbox = Outbox(cfg.data_dir / OUTBOX_FILE, node_id=cfg.node_id, quota_bytes=cfg.outbox.quota_bytes,
+                             alibi=AlibiMirror(cfg.node_id, self.key, retention_days=cfg.alibi.retention_days))
         if created:
             log.warning(
                 "node %s: new signing key %s (fingerprint %s). Register it at central: "
                 "floorgate central node register %s --public-key %s",
                 cfg.node_id, cfg.key_path, fingerprint(self.key), cfg.node_id, public_key_text(self.key))
         self.uplink = Uplink(cfg, self.outbox, self.key, alarms=self.alarms, central_keys=central_keys)
-        self.store_failures = 0
+        # what drivers, device health, the counter and the health loop emit into; every commit wakes the uplink
+        self.sink = OutboxSink(self.outbox, commit_ms=cfg.outbox.readings_commit_ms, on_stored=self.uplink.wake.set)
+        self.buses: list[BusScheduler] = [plan.build(self.sink) for plan in plans]
         self.clock_jumps = 0
         self.started_at = time.time()
-        self._buffer: dict[str, list[NewRecord]] = {"health": [], "readings": []}
-        self._flush_now = asyncio.Event()
         self._alarms: dict[str, tuple[str, float]] = {}  # name → (text, shown until, monotonic)
         self.commands: CommandRunner | None = None  # while running
         self.reloads = 0
@@ -99,8 +99,8 @@ class Agent:
         self._pos_token: str | None = None
         if cfg.tse is not None and cfg.pos is not None:
             self._pos_token = load_or_create_token(cfg.pos, cfg.data_dir, source=source)
-            receipts = OutboxReceipts(self.outbox, self.emit, retention_days=cfg.pos.receipt_retention_days)
-            self.pos = PosService(cfg.tse, data_dir=cfg.data_dir, emit=self.emit, has_room=self.outbox.has_room,
+            receipts = OutboxReceipts(self.outbox, self.sink.emit, retention_days=cfg.pos.receipt_retention_days)
+            self.pos = PosService(cfg.tse, data_dir=cfg.data_dir, emit=self.sink.emit, has_room=self.outbox.has_room,
                                   set_alarm=lambda text: self.set_alarm("tse", text), open_driver=tse_driver,
                                   receipts=receipts)  # fmt: skip
 
@@ -120,42 +120,6 @@ class Agent:
         else:
             self._alarms[name] = (text, float("inf"))
 
-    def emit(self, stream: str, records: Sequence[NewRecord], *, receipt: Receipt | None = None) -> None:
-        """Business: commit now (raises ``OutboxFull`` / ``OutboxError`` if it cannot be stored), with ``receipt``
-        (a POS answer) in the same transaction. Others: collect for the next grouped commit."""
-        if receipt is None and stream in self._buffer and self.cfg.outbox.readings_commit_ms > 0:
-            buf = self._buffer[stream]
-            buf.extend(records)
-            if len(buf) >= MAX_BUFFERED:
-                self._flush_now.set()
-            return
-        self._store(stream, records, receipt=receipt)
-
-    def _store(self, stream: str, records: Sequence[NewRecord], *, receipt: Receipt | None = None) -> None:
-        try:
-            self.outbox.append(stream, records, receipt=receipt)
-        except OutboxError:
-            self.store_failures += 1
-            log.exception("cannot store %d %s record(s)", len(records), stream)
-            raise
-        self.uplink.wake.set()
-
-    def flush(self) -> None:
-        """Commit the collected readings and health records (one transaction per stream)."""
-        for stream, buf in self._buffer.items():
-            if buf:
-                records, self._buffer[stream] = buf, []
-                with contextlib.suppress(OutboxError):  # logged and counted in _store; never worth stopping for
-                    self._store(stream, records)
-
-    async def _flush_loop(self) -> None:
-        interval = self.cfg.outbox.readings_commit_ms / 1000
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await wait_for(self._flush_now.wait(), interval)
-            self._flush_now.clear()
-            self.flush()
-
     async def _health_loop(self) -> None:
         last_health = time.monotonic()
         offset = time.time_ns() - time.monotonic_ns()
@@ -174,8 +138,8 @@ class Agent:
                 last_health = time.monotonic()
                 drivers = self.drivers
                 if drivers:
-                    self.emit("health", [d.health.health_record() for d in drivers])
-                    self.emit("readings", [d.health.health_reading() for d in drivers])
+                    self.sink.emit("health", [d.health.health_record() for d in drivers])
+                    self.sink.emit("readings", [d.health.health_reading() for d in drivers])
 
     def _resume_stopped(self) -> None:
         stopped = [d for d in self.drivers if d.health.stopped]
@@ -214,7 +178,7 @@ class Agent:
             if changed:
                 raise ConfigError(str(path), [f"{name}: changed; this takes a restart of the agent, not a reload"
                                               for name in changed])
-            buses = build_buses(new, self, source=str(path))  # profiles are resolved here: errors before any I/O
+            buses = build_buses(new, self.sink, source=str(path))  # profiles are resolved here: errors before any I/O
             old_devices = {d.id: d for d in self.cfg.devices}
             new_devices = {d.id: d for d in new.devices}
             summary = {
@@ -253,7 +217,8 @@ class Agent:
         command_log: CommandLog | None = None
         try:
             command_log = CommandLog(self.cfg.data_dir / COMMAND_DB)
-            self.commands = CommandRunner(self, command_log, self.key, self.uplink.publish)
+            self.commands = CommandRunner(self, command_log, self.key, self.uplink.publish,
+                                          verifier=self.uplink.downlink)
         except (sqlite3.Error, OSError) as exc:  # polling and syncing matter more: run without commands, say so
             if command_log is not None:
                 command_log.close()
@@ -268,7 +233,7 @@ class Agent:
         tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
         tasks.append(asyncio.create_task(self._health_loop(), name="health"))
         if self.cfg.outbox.readings_commit_ms > 0:
-            tasks.append(asyncio.create_task(self._flush_loop(), name="flush"))
+            tasks.append(asyncio.create_task(self.sink.run(), name="flush"))
         http_task: asyncio.Task[None] | None = None
         if self.cfg.http.listen:
             http_task = asyncio.create_task(serve_http(self), name="http")
@@ -298,7 +263,7 @@ class Agent:
                     self.commands = None
                     if command_log is not None:
                         command_log.close()
-                    self.flush()
+                    self.sink.flush()
                     self.outbox.close()
                     self.systemd.close()
                     log.info("edge agent %s stopped", self.cfg.node_id)

@@ -24,30 +24,17 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
+from edge.devices.profiles import DEFAULT_PROFILES_DIR, PROFILE_SUFFIX
 from edge.pos.config import PosConfig, TseConfig
 from sync.runtime.broker import BrokerBase
-from sync.runtime.config import ConfigError, problems_from_pydantic, yaml_problem
-from sync.runtime.limits import check_yaml_events, read_config_text
+from sync.runtime.config import ConfigModel, parse_model
+from sync.runtime.limits import read_yaml
 from sync.signing import SigningKeyError, parse_public_key
 from sync.topics import NODE_ID_RE
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _check_address(value: str, schemes: tuple[str, ...]) -> str:
@@ -66,7 +53,7 @@ class BrokerConfig(BrokerBase):
     keepalive_s: int = Field(30, gt=0)
 
 
-class UplinkConfig(_Model):
+class UplinkConfig(ConfigModel):
     batch_max_records: int = Field(200, gt=0, le=10_000)
     ack_timeout_s: float = Field(10.0, gt=0)
     max_in_flight: int = Field(4, gt=0, description="unacknowledged batches per stream")
@@ -74,7 +61,7 @@ class UplinkConfig(_Model):
     retry_max_s: float = Field(30.0, gt=0)
 
 
-class OutboxConfig(_Model):
+class OutboxConfig(ConfigModel):
     quota_mb: float | None = Field(
         None, gt=0, description="disk quota of the outbox; when reached, readings are thinned, then the oldest "
         "dropped (counted as loss); business records are never dropped (default: no quota)")
@@ -86,7 +73,7 @@ class OutboxConfig(_Model):
         return None if self.quota_mb is None else int(self.quota_mb * 1024 * 1024)
 
 
-class AlibiConfig(_Model):
+class AlibiConfig(ConfigModel):
     """The alibi mirror (edge.store.alibi): a hash-chained, signed log of every weighing, kept on the node."""
 
     retention_days: int = Field(
@@ -101,7 +88,7 @@ class AlibiConfig(_Model):
         return v
 
 
-class HttpConfig(_Model):
+class HttpConfig(ConfigModel):
     listen: str | None = Field(
         "127.0.0.1:8181", description="HOST:PORT of the node's local /health and /metrics (null: off)")
 
@@ -124,7 +111,7 @@ class HttpConfig(_Model):
         return int((self.listen or ":0").rpartition(":")[2])
 
 
-class WeighingConfig(_Model):
+class WeighingConfig(ConfigModel):
     auto: bool = Field(True, description="take weighings by themselves (stable above the threshold after motion); "
                        "false: only when a weigh command asks (a weighbridge run by the ERP)")
     threshold: Decimal = Field(Decimal(200), ge=0, description="stable weight above this after motion = weighing")
@@ -133,7 +120,7 @@ class WeighingConfig(_Model):
     )
 
 
-class BusConfig(_Model):
+class BusConfig(ConfigModel):
     """One physical bus: an RS-485 / serial line or one TCP endpoint. One scheduler each."""
 
     id: Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
@@ -157,15 +144,48 @@ class BusConfig(_Model):
         return self
 
 
-class _DeviceBase(_Model):
+class ProfileDevice(ConfigModel):
+    """A device described by a profile in firmware-config/profiles, on one of the node's buses."""
+
+    id: Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
+    profile: str = Field(description="profile name (file name without .yaml) or a path to a profile file")
+    bus: str = Field(description="id of one of the node's buses")
+    unit_id: int = Field(1, ge=0, le=247)
+    poll_groups: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="poll group → interval_s, overriding the profile's")
+    weighing: WeighingConfig = WeighingConfig()
+    report_every_s: float = Field(
+        300.0, ge=0, description="report every point at least this often (0: every point on every poll)")
+
+    def placement(self, buses: dict[str, BusConfig]) -> tuple[ProfileDevice, BusConfig]:
+        """The device and the bus it is on (``buses``: the node's buses by id)."""
+        return self, buses[self.bus]
+
+
+# Device types: ``{id: …, type: T, address: …, interval_s: …}`` is the shipped profile DEVICE_TYPE_PROFILES[T] (from
+# firmware-config/profiles, whatever the node's ``profiles_dir``) on a bus of its own, named after the device, polled
+# every ``interval_s`` (the poll group ``default``, the only one of these profiles). The short form of the first
+# releases, kept so that their node configs work unchanged.
+DEVICE_TYPE_PROFILES: dict[str, str] = {
+    "mtsics-scale": "mettler-toledo-mtsics",
+    "sdm630": "sdm630",
+    "th-probe": "th-probe",
+}
+
+
+def _shipped_profile(device_type: str) -> str:
+    return str(DEFAULT_PROFILES_DIR / f"{DEVICE_TYPE_PROFILES[device_type]}{PROFILE_SUFFIX}")
+
+
+class _TypedDevice(ConfigModel):
     id: Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
     address: str
     interval_s: float = Field(gt=0)
     timeout_s: float = Field(2.0, gt=0)
 
 
-class ScaleDevice(_DeviceBase):
-    """Built-in MT-SICS scale on a line of its own (``address``)."""
+class ScaleDevice(_TypedDevice):
+    """``type: mtsics-scale``: the profile mettler-toledo-mtsics on a line of its own (``address``)."""
 
     type: Literal["mtsics-scale"]
     baudrate: int = Field(9600, gt=0)
@@ -177,9 +197,17 @@ class ScaleDevice(_DeviceBase):
     def _addr(cls, v: str) -> str:
         return _check_address(v, ("tcp", "serial"))
 
+    def placement(self, buses: dict[str, BusConfig]) -> tuple[ProfileDevice, BusConfig]:
+        """The scale as its profile on a line of its own, named after it."""
+        device = ProfileDevice(id=self.id, profile=_shipped_profile(self.type), bus=self.id,
+                               poll_groups={"default": self.interval_s}, weighing=self.weighing)
+        return device, BusConfig(id=self.id, kind="line", address=self.address, baudrate=self.baudrate,
+                                 timeout_s=self.timeout_s)
 
-class ModbusDevice(_DeviceBase):
-    """Built-in Modbus TCP device with a TCP endpoint of its own (``address``)."""
+
+class ModbusDevice(_TypedDevice):
+    """``type: sdm630`` / ``th-probe``: the profile of that name on a Modbus TCP endpoint of its own (``address``);
+    every poll reports every point (no deadband), as these types always did."""
 
     type: Literal["sdm630", "th-probe"]
     unit_id: int = Field(1, ge=0, le=247)
@@ -189,18 +217,11 @@ class ModbusDevice(_DeviceBase):
     def _addr(cls, v: str) -> str:
         return _check_address(v, ("tcp",))
 
-
-class ProfileDevice(_Model):
-    """A device described by a profile in firmware-config/profiles, on one of the node's buses."""
-
-    id: Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
-    profile: str = Field(description="profile name (file name without .yaml) or a path to a profile file")
-    bus: str = Field(description="id of one of the node's buses")
-    unit_id: int = Field(1, ge=0, le=247)
-    poll_groups: dict[str, Annotated[float, Field(gt=0)]] = Field(
-        default_factory=dict, description="poll group → interval_s, overriding the profile's")
-    weighing: WeighingConfig = WeighingConfig()
-    report_every_s: float = Field(300.0, gt=0, description="report every point at least this often")
+    def placement(self, buses: dict[str, BusConfig]) -> tuple[ProfileDevice, BusConfig]:
+        """The device as its profile on a TCP endpoint of its own, named after it."""
+        device = ProfileDevice(id=self.id, profile=_shipped_profile(self.type), bus=self.id, unit_id=self.unit_id,
+                               poll_groups={"default": self.interval_s}, report_every_s=0.0)
+        return device, BusConfig(id=self.id, kind="tcp", address=self.address, timeout_s=self.timeout_s)
 
 
 def _device_tag(v: object) -> str:
@@ -214,13 +235,13 @@ DeviceConfig = Annotated[
     | Annotated[ModbusDevice, Tag("sdm630")] | Annotated[ModbusDevice, Tag("th-probe")],
     Discriminator(_device_tag),
 ]
-DEVICE_TYPES = frozenset({"mtsics-scale", "sdm630", "th-probe", "profile"})
+DEVICE_TYPES = frozenset({*DEVICE_TYPE_PROFILES, "profile"})
 
 
 AnyDevice = ProfileDevice | ScaleDevice | ModbusDevice
 
 
-class NodeConfig(_Model):
+class NodeConfig(ConfigModel):
     node_id: str
     data_dir: Path = Path("./var/edge")
     broker: BrokerConfig
@@ -313,37 +334,25 @@ class NodeConfig(_Model):
 def parse_config(data: object, *, source: str, base_dir: Path | None = None) -> NodeConfig:
     """Validate ``data``; relative ``broker.tls`` paths are taken relative to ``base_dir`` (the config file's
     directory) and must exist."""
-    if not isinstance(data, dict):
-        raise ConfigError(source, ["(top level): expected a mapping of keys (node_id, broker, devices, …)"])
-    try:
-        return NodeConfig.model_validate(data, context={"base_dir": base_dir})
-    except ValidationError as exc:
-        raise ConfigError(source, problems_from_pydantic(exc.errors(), tags=DEVICE_TYPES)) from None
+    return parse_model(NodeConfig, data, source=source, expected="a mapping of keys (node_id, broker, devices, …)",
+                       context={"base_dir": base_dir}, tags=DEVICE_TYPES)
 
 
 def load_config(path: str | Path) -> NodeConfig:
-    """Read and validate a node config; relative ``data_dir`` is taken relative to the file."""
+    """Read (``sync.runtime.limits.read_yaml``) and validate a node config; its relative paths (``data_dir``,
+    ``key_file``, ``central_keys_file``, ``profiles_dir``, ``tse.dir``, ``pos.token_file``, ``broker.tls``) are
+    taken relative to the file."""
     p = Path(path)
-    text = read_config_text(p)  # size and encoding bounded (sync.runtime.limits)
-    try:
-        check_yaml_events(yaml.parse(text, Loader=yaml.SafeLoader), source=str(p))  # depth, alias bombs
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(p), [f"not valid YAML: {yaml_problem(exc)}"]) from None
-    except (ValueError, OverflowError) as exc:  # a scalar YAML cannot build, e.g. the date 2024-02-30
-        raise ConfigError(str(p), [f"not valid YAML: {exc}"]) from None
-    cfg = parse_config(data, source=str(p), base_dir=p.resolve().parent)
-    if not cfg.data_dir.is_absolute():
-        cfg = cfg.model_copy(update={"data_dir": (p.parent / cfg.data_dir).resolve()})
-    if cfg.key_file is not None and not cfg.key_file.is_absolute():
-        cfg = cfg.model_copy(update={"key_file": (p.parent / cfg.key_file).resolve()})
-    if cfg.central_keys_file is not None and not cfg.central_keys_file.is_absolute():
-        cfg = cfg.model_copy(update={"central_keys_file": (p.parent / cfg.central_keys_file).resolve()})
-    if cfg.profiles_dir is not None and not cfg.profiles_dir.is_absolute():
-        cfg = cfg.model_copy(update={"profiles_dir": (p.parent / cfg.profiles_dir).resolve()})
-    if cfg.tse is not None and cfg.tse.dir is not None and not cfg.tse.dir.is_absolute():
-        cfg = cfg.model_copy(update={"tse": cfg.tse.model_copy(update={"dir": (p.parent / cfg.tse.dir).resolve()})})
-    if cfg.pos is not None and cfg.pos.token_file is not None and not cfg.pos.token_file.is_absolute():
-        token_file = (p.parent / cfg.pos.token_file).resolve()
-        cfg = cfg.model_copy(update={"pos": cfg.pos.model_copy(update={"token_file": token_file})})
-    return cfg
+    cfg = parse_config(read_yaml(p), source=str(p), base_dir=p.resolve().parent)
+
+    def beside_file(v: Path) -> Path:
+        return v if v.is_absolute() else (p.parent / v).resolve()
+
+    paths = {"data_dir": cfg.data_dir, "key_file": cfg.key_file, "central_keys_file": cfg.central_keys_file,
+             "profiles_dir": cfg.profiles_dir}
+    update: dict[str, object] = {name: beside_file(v) for name, v in paths.items() if v is not None}
+    if cfg.tse is not None and cfg.tse.dir is not None:
+        update["tse"] = cfg.tse.model_copy(update={"dir": beside_file(cfg.tse.dir)})
+    if cfg.pos is not None and cfg.pos.token_file is not None:
+        update["pos"] = cfg.pos.model_copy(update={"token_file": beside_file(cfg.pos.token_file)})
+    return cfg.model_copy(update=update)

@@ -1,7 +1,9 @@
-"""The wire contract between edge and central: topics, envelope, encoding and acknowledgements.
+"""The wire contract between edge and central: topics, envelope, encoding and acknowledgements, record kinds.
 
-Pure code (stdlib only): both sides import it, neither side's runtime lives here.
-See ``sync.envelope`` for the message layouts and ``sync.topics`` for the topic tree.
+Pure code (stdlib and ``cryptography`` only): both sides import it, neither side's runtime lives here — what both
+sides run (MQTT client, broker/TLS settings, the configuration base) is the separate ``sync.runtime``.
+See ``sync.envelope`` for the message layouts, ``sync.records`` for what each kind of record holds and
+``sync.topics`` for the topic tree.
 """
 
 from sync.envelope import (

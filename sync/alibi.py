@@ -20,7 +20,7 @@ weighing a node takes is appended to a hash-chained log signed with the node's E
 ``alibi_no`` counts 1, 2, 3 … per node without gaps; the first entry's ``prev_hash`` is 64 zeros. Legal values are
 the strings the instrument delivered (never recomputed); a field the record does not have is ``null``. The entry
 travels inside its weighing record as ``data.alibi = {"no", "body", "hash", "sig"}``, ``body`` being the exact
-text that was hashed and signed.
+text that was hashed and signed; the weighing's fields it signs are ``sync.records.weighing.LEGAL_FIELDS``.
 
 ``check_chain`` re-checks a stored chain and names every problem by entry number and kind: ``altered`` (a body that
 does not match its hash, or whose signature fails where the node's entry stood), ``removed`` (a number missing:
@@ -41,11 +41,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from sync import bounded as bounded_json
 from sync.errors import DecodeError, SyncError
+from sync.records.weighing import LEGAL_FIELDS
 from sync.signing import canonical_json, sign, verify
 
 ALIBI_VERSION = 1
 ZERO_HASH = "0" * 64
-LEGAL_FIELDS = ("gross", "tare", "tare_preset", "net", "unit", "scale_serial", "instrument_alibi")
 MAX_BODY_CHARS = 16_384
 MAX_ALIBI_NO = 2**63 - 1
 # an entry is one flat object: nesting, sizes and integers are bounded before the body is parsed (``sync.bounded``)
@@ -361,7 +361,6 @@ def check_chain(stored: Iterable[StoredEntry], key: Ed25519PublicKey, *, node: s
 __all__ = [
     "ALIBI_VERSION",
     "KINDS",
-    "LEGAL_FIELDS",
     "ZERO_HASH",
     "AlibiError",
     "AlibiPart",

@@ -21,7 +21,7 @@ logged and counted, never answered and never executed.
 node). ``args`` is an object of strings, each optional:
 
     weigh   reference, vehicle, partner, article, lot, delivery_note   1-64 printable characters each (not blank),
-                                                                       copied into the weighing record
+            (``sync.records.weighing.CODES``)                          copied into the weighing record
     tare    preset_tare   a non-negative decimal as the scale shows it ("14960", "2.486"; at most 10 characters):
                           the scale's tare memory is set to it (MT-SICS ``TA <value> <unit>``) instead of taring
 
@@ -61,6 +61,7 @@ from sync.envelope import (
     decode_downlink_stamp,
 )
 from sync.errors import DecodeError
+from sync.records.weighing import CODES, TEXT_LIMITS
 from sync.signing import canonical_json
 from sync.topics import NODE_ID_RE, check_node_id
 
@@ -70,11 +71,9 @@ RESULT_STATUSES: Final = ("succeeded", "failed", "rejected")
 MAX_REFERENCE_CHARS: Final = 64  # every text argument (reference, vehicle, partner, article, lot, delivery_note)
 MAX_DECIMAL_CHARS: Final = 10  # a decimal argument fits the 10-character weight field of MT-SICS
 MAX_ERROR_CHARS: Final = 2000
-# the codes a weigh command carries into its weighing record
-WEIGH_ARGS: Final = ("reference", "vehicle", "partner", "article", "lot", "delivery_note")
 # the arguments each command takes: name → kind ("text": 1-64 printable characters; "decimal": see _DECIMAL_RE)
 COMMAND_ARGS: Final[dict[str, dict[str, str]]] = {
-    "weigh": dict.fromkeys(WEIGH_ARGS, "text"),
+    "weigh": dict.fromkeys(CODES, "text"),  # the codes it carries into its weighing record
     "tare": {"preset_tare": "decimal"},
 }
 _DECIMAL_RE: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
@@ -166,13 +165,16 @@ def check_args(command: str, args: object, *, field_name: str = "args") -> dict[
             raise DecodeError(f"{command} takes no argument {str(key)[:40]!r} (its arguments: {known})", field=path)
         if not isinstance(value, str):
             raise DecodeError(f"expected a string, got {type(value).__name__}", field=path)
-        out[key] = _check_decimal(value, path) if allowed[key] == "decimal" else _check_text(value, path)
+        if allowed[key] == "decimal":
+            out[key] = _check_decimal(value, path)
+        else:  # a code that becomes a column of central's weighings is held to that column's width (vehicle: 32)
+            out[key] = _check_text(value, path, TEXT_LIMITS.get(key) or MAX_REFERENCE_CHARS)
     return out
 
 
-def _check_text(value: str, path: str) -> str:
-    if not 1 <= len(value) <= MAX_REFERENCE_CHARS:
-        raise DecodeError(f"expected 1 to {MAX_REFERENCE_CHARS} characters, got {len(value)}", field=path)
+def _check_text(value: str, path: str, limit: int = MAX_REFERENCE_CHARS) -> str:
+    if not 1 <= len(value) <= limit:
+        raise DecodeError(f"expected 1 to {limit} characters, got {len(value)}", field=path)
     if not value.isprintable():
         raise DecodeError("control characters and other non-printable characters are not allowed", field=path)
     if not value.strip():
@@ -302,7 +304,6 @@ __all__ = [
     "EXPIRED",
     "MAX_REFERENCE_CHARS",
     "RESULT_STATUSES",
-    "WEIGH_ARGS",
     "Command",
     "CommandResult",
     "check_args",

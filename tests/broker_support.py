@@ -27,7 +27,8 @@ import jinja2
 import paho.mqtt.client as mqtt
 import yaml
 
-from tools.devservers import LOCALHOST, MosquittoServer
+from tools.devservers import LOCALHOST
+from tools.devservers.mosquitto import MosquittoServer
 
 ROLE = Path(__file__).resolve().parents[1] / "ansible" / "roles" / "broker"
 DYNSEC_GLOB = "/usr/lib/*/mosquitto_dynamic_security.so"

@@ -7,7 +7,10 @@ Existing imports such as ``from tests.services import PostgresServer`` keep work
 
 from __future__ import annotations
 
-from tools.devservers import InfluxServer, MosquittoServer, PostgresServer, free_port, require_binary
+from tools.devservers import free_port, require_binary
+from tools.devservers.influx import InfluxServer
+from tools.devservers.mosquitto import MosquittoServer
+from tools.devservers.postgres import PostgresServer
 
 __all__ = [
     "InfluxServer",

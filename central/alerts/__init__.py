@@ -1,7 +1,10 @@
 """Alert rules: conditions evaluated continuously, alert history in the database, notifications by webhook and e-mail.
 
+    rules.py       what a rule is: its kinds, thresholds, subject globs and message template
     config.py      AlertSettings (``alerts:`` in central.yaml), the rules file (channels + rules), its loader
-    conditions.py  what each rule kind observes per subject: beyond its threshold, back within it, or unknown
+    observation.py Observation: what a rule sees of one subject (beyond its threshold, back within it, unknown)
+    conditions.py  what each rule kind observes per subject (``observe``)
+    tse.py         what the rule kind ``tse`` observes in the TSE transactions ``central.fiscal`` verified
     engine.py      AlertEvaluator: every ``evaluate_every_s`` fire / resolve alert instances and notify;
                    ``firing_counts`` for Prometheus
     notify.py      the channels: webhook (JSON over HTTP) and e-mail (SMTP), secrets never logged

@@ -12,7 +12,7 @@ node_backlog    node/stream              the oldest record the node still holds 
 node_silent     node                     no heartbeat for ``after_s`` (seconds since the last one, or the enrolment)
 ingest_lag      central                  central's ingest lag above ``above_s`` (seconds)
 tse             node/serial/tx/n, …      a TSE transaction fails verification, a gap in a TSE's numbers stays open
-                                         for ``gap_after_s``, sales without signature (``central.fiscal.alerts``)
+                                         for ``gap_after_s``, sales without signature (``central.alerts.tse``)
 =============== ======================== =============================================================================
 
 Readings are a step function, as the edge reports on change (a value holds until the next point; an unchanged one
@@ -34,14 +34,14 @@ counts time the record waited on the node).
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from central.alerts.config import (
+from central.alerts.observation import SUBJECT_MAX, Observation
+from central.alerts.rules import (
     AnyRule,
     DeviceOfflineRule,
     IngestLagRule,
@@ -52,28 +52,12 @@ from central.alerts.config import (
     is_glob,
     matches,
 )
+from central.alerts.tse import observe_tse
 from central.db.models import Device, InboxEntry, Node, StreamMark
 from central.metrics import MetricsStore
 
 if TYPE_CHECKING:
     from central.ingest.service import IngestCounters
-
-SUBJECT_MAX = 200  # alerts.subject
-
-
-@dataclass(frozen=True)
-class Observation:
-    subject: str
-    beyond: bool | None  # None: no data, the alert stays as it is
-    value: float | None
-    since: datetime | None = None  # when the condition began (beyond only)
-    context: dict[str, str] = field(default_factory=dict)  # node / device / point / stream / unit for messages
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-def aware(dt: datetime | None) -> datetime | None:
-    """SQLite gives naive datetimes back; everything central stores is UTC."""
-    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
 
 
 def _subject(*parts: str) -> str:
@@ -96,8 +80,6 @@ def observe(
         if isinstance(rule, NodeSilentRule):
             return _nodes_silent(rule, session, now)
         if isinstance(rule, TseRule):
-            from central.fiscal.alerts import observe_tse  # it builds on Observation: imported here, not above
-
             return observe_tse(rule, session, now, firing)
         assert isinstance(rule, IngestLagRule)
         return _ingest_lag(rule, session, now, ingest)
@@ -177,9 +159,9 @@ def _devices_offline(rule: DeviceOfflineRule, session: Session, now: datetime) -
     for dev in session.execute(q).scalars():
         if not (matches(rule.node, dev.node_id) and matches(rule.device, dev.device_id)):
             continue
-        last_seen = aware(dev.last_seen)
+        last_seen = dev.last_seen
         if dev.status == "offline":
-            since, why = aware(dev.status_changed_at) or last_seen, f"reported offline: {dev.status_reason or '?'}"
+            since, why = dev.status_changed_at or last_seen, f"reported offline: {dev.status_reason or '?'}"
         else:
             since, why = last_seen, "not heard of"
         context = {"node": dev.node_id, "device": dev.device_id}
@@ -203,7 +185,7 @@ def _nodes(session: Session, pattern: str) -> list[Node]:
 def _node_backlog(rule: NodeBacklogRule, session: Session, now: datetime) -> list[Observation]:
     out = []
     for node in _nodes(session, rule.node):
-        hb_at = aware(node.last_heartbeat_at)
+        hb_at = node.last_heartbeat_at
         streams = (node.heartbeat or {}).get("streams") if isinstance(node.heartbeat, dict) else None
         if hb_at is None or not isinstance(streams, dict):
             continue
@@ -226,8 +208,8 @@ def _node_backlog(rule: NodeBacklogRule, session: Session, now: datetime) -> lis
 def _nodes_silent(rule: NodeSilentRule, session: Session, now: datetime) -> list[Observation]:
     out = []
     for node in _nodes(session, rule.node):
-        last = aware(node.last_heartbeat_at)
-        since = last or aware(node.enrolled_at) or aware(node.first_seen)
+        last = node.last_heartbeat_at
+        since = last or node.enrolled_at or node.first_seen
         context = {"node": node.node_id}
         if since is None:
             out.append(Observation(_subject(node.node_id), None, None, context=context))
@@ -253,7 +235,7 @@ def _ingest_lag(rule: IngestLagRule, session: Session, now: datetime, ingest: In
         row = session.get(InboxEntry, (mark.node_id, mark.epoch, mark.stream, mark.acked_seq))
         if row is None or row.device_time is None:
             continue
-        lags.append(((aware(row.received_at) - aware(row.device_time)).total_seconds(),  # type: ignore[operator]
+        lags.append(((row.received_at - row.device_time).total_seconds(),
                      f"{mark.node_id}/{mark.stream}"))
     if not lags:
         return [Observation("central", None, None, details={"source": "database", "no_data": "no batch in window"})]

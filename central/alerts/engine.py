@@ -44,17 +44,11 @@ from sqlalchemy import Connection, and_, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from central.alerts.conditions import Observation, aware, observe
-from central.alerts.config import (
-    AlertRules,
-    AlertSettings,
-    AnyRule,
-    EmailChannel,
-    WebhookChannel,
-    load_rules,
-    rules_loader,
-)
+from central.alerts.conditions import observe
+from central.alerts.config import AlertRules, AlertSettings, EmailChannel, WebhookChannel, load_rules, rules_loader
 from central.alerts.notify import Notice, NotifyError, send
+from central.alerts.observation import Observation
+from central.alerts.rules import AnyRule
 from central.db.models import Alert, Notification
 from central.metrics import MetricsStore, MetricsStoreError
 
@@ -75,7 +69,7 @@ DEFAULT_MESSAGES = {
                     "(limit {threshold:g} s)",
     "node_silent": "node {node}: no heartbeat for {value:.0f} s (limit {threshold:g} s)",
     "ingest_lag": "central's ingest lag is {value:.1f} s (limit {threshold:g} s)",
-    "tse": "{detail}",  # central.fiscal.alerts words each finding
+    "tse": "{detail}",  # central.alerts.tse words each finding
 }
 
 
@@ -413,8 +407,7 @@ class AlertEvaluator:
         return Notice(
             alert_id=alert.id, rule=alert.rule, subject=alert.subject, severity=alert.severity, state=event,
             message=message, value=value if isinstance(value, int | float) else None,
-            started_at=aware(alert.started_at),  # type: ignore[arg-type]
-            resolved_at=aware(alert.resolved_at) if event == "resolved" else None,
+            started_at=alert.started_at, resolved_at=alert.resolved_at if event == "resolved" else None,
         )
 
     # -- fault logging (once at error level, then debug while it lasts) -------------------------------------------

@@ -57,7 +57,7 @@ def insert_coded(session: Session, principal: Principal, row: Any, resource: str
     except IntegrityError:
         session.rollback()
         raise _taken(noun, row.code) from None
-    audit.record(session, principal, "create", resource, row.id, after=audit.snapshot(row))
+    audit.record(session, principal.actor, "create", resource, row.id, after=audit.snapshot(row))
     session.commit()
 
 
@@ -78,7 +78,7 @@ def update_coded(session: Session, principal: Principal, row: Any, changes: dict
     except IntegrityError:
         session.rollback()
         raise _taken(noun, changes.get("code")) from None
-    audit.record(session, principal, "update", resource, row.id, before=before, after=audit.snapshot(row))
+    audit.record(session, principal.actor, "update", resource, row.id, before=before, after=audit.snapshot(row))
     session.commit()
 
 

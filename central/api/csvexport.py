@@ -21,6 +21,7 @@ import csv
 import io
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Query
@@ -34,6 +35,11 @@ BATCH = 500
 FLUSH_BYTES = 64 * 1024
 
 Renderer = Callable[[Session, list[Any]], Iterable[Sequence[object]]]
+
+
+def iso(dt: datetime | None) -> str:
+    """A stored time (aware UTC) as an ISO 8601 cell with ``Z``; empty for none."""
+    return "" if dt is None else dt.isoformat().replace("+00:00", "Z")
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"^[+-]?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$")

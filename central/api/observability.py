@@ -46,7 +46,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from central.api.deps import AppState
 from central.db.models import Alert, Certificate, QuarantineEntry
-from central.db.values import utc
 from central.fleet.pki import CRL_FILE, crl_next_update
 from central.ingest.health import stuck_streams
 
@@ -183,7 +182,7 @@ class StateCollector(Collector):
             "Unix time the certificate expires: the latest not revoked one per kind and common name",
             labels=["kind", "common_name"])
         for kind, common_name, not_after in certificates:
-            expiry.add_metric([kind, common_name], utc(not_after).timestamp())
+            expiry.add_metric([kind, common_name], not_after.timestamp())
         yield expiry
 
     def _crl(self) -> Iterator[Metric]:

@@ -164,17 +164,13 @@ def _from_api_key(session: Session, key: str) -> Principal:
     now = datetime.now(UTC)
     if row.revoked_at is not None:
         raise _unauthorized(f"API key {prefix} was revoked")
-    if row.expires_at is not None and _aware(row.expires_at) <= now:
+    if row.expires_at is not None and row.expires_at <= now:
         raise _unauthorized(f"API key {prefix} has expired")
-    last = _aware(row.last_used_at) if row.last_used_at else None
+    last = row.last_used_at
     if last is None or (now - last).total_seconds() > 60:  # at most one write a minute per key
         row.last_used_at = now
         session.commit()
     return Principal("apikey", prefix, row.role)
-
-
-def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def authenticate(

@@ -95,10 +95,6 @@ def delay_after(settings: AuthSettings, kind: str, failures: int) -> float:
     return min(settings.login_max_delay_s, settings.login_delay_s * 2.0 ** min(failures - free, 40))
 
 
-def _aware(dt: datetime | None) -> datetime | None:
-    return dt if dt is None or dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
 def _where(key: Key):  # type: ignore[no-untyped-def]
     kind, username, client = key
     return and_(LoginThrottle.kind == kind, LoginThrottle.username == username, LoginThrottle.client == client)
@@ -138,7 +134,7 @@ def _take(session: Session, settings: AuthSettings, key: Key, now: datetime) -> 
         if row is None:
             _create(session, key, now, settings.login_window_s)
             continue
-        next_at, last_at = _aware(row.next_at), _aware(row.last_at)
+        next_at, last_at = row.next_at, row.last_at
         if next_at is not None and next_at > now:
             session.rollback()
             return Refused(key[0], (next_at - now).total_seconds())
@@ -175,7 +171,7 @@ def reserve(session: Session, settings: AuthSettings, *, username: str, client: 
     keys: list[Key] = [pair] if known_good else [pair, (USER, name, "")]
     keys.append((ADDRESS, "", address))
     blocked = [Refused(key[0], (next_at - now).total_seconds()) for key in keys
-               if key in rows and (next_at := _aware(rows[key].next_at)) is not None and next_at > now]
+               if key in rows and (next_at := rows[key].next_at) is not None and next_at > now]
     if blocked:
         return max(blocked, key=lambda r: r.wait_s)
     for key in keys:

@@ -1,19 +1,18 @@
-"""The audit log: every change made through the API — who, when, what, before and after — in the same transaction
-as the change itself (a change without its audit entry cannot be committed, and the other way round)."""
+"""The audit log: every change made through the API or by central itself (ticket pairing, the CLI) — who, when,
+what, before and after — in the same transaction as the change itself (a change without its audit entry cannot be
+committed, and the other way round)."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import inspect
 from sqlalchemy.orm import Session
 
 from central.db.models import AuditEntry
-
-if TYPE_CHECKING:  # not at run time: ticket pairing (imported by ingest, imported by the API) writes here too
-    from central.api.security import Principal
+from central.db.types import as_utc
 
 SECRET_COLUMNS = frozenset({"password_hash", "secret_hash"})
 
@@ -22,7 +21,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+        return as_utc(value).isoformat()
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, bytes):
@@ -38,17 +37,16 @@ def snapshot(obj: object | None) -> dict[str, Any] | None:
     return {c.key: _plain(getattr(obj, c.key)) for c in mapper.column_attrs if c.key not in SECRET_COLUMNS}
 
 
-def record(session: Session, principal: Principal | str, action: str, resource: str, resource_id: object,
+def record(session: Session, actor: str, action: str, resource: str, resource_id: object,
            *, before: dict[str, Any] | None = None, after: dict[str, Any] | None = None) -> AuditEntry:
-    """Add an audit entry to ``session`` (committed with the change); ``principal`` is a caller of the API or an
-    actor such as ``"system:pairing"``. Only the fields that changed are kept in before / after for an update."""
+    """Add an audit entry to ``session`` (committed with the change); ``actor`` names who made it: a caller of the
+    API (``Principal.actor``: ``user:anna``, ``apikey:1a2b3c4d``) or a part of central (``system:pairing``,
+    ``cli:create-admin``). Only the fields that changed are kept in before / after for an update."""
     if before is not None and after is not None:
         changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
         before = {k: before.get(k) for k in sorted(changed)}
         after = {k: after.get(k) for k in sorted(changed)}
-    entry = AuditEntry(
-        at=datetime.now(UTC), actor=principal if isinstance(principal, str) else principal.actor,
-        action=action, resource=resource, resource_id=str(resource_id), before=before, after=after,
-    )
+    entry = AuditEntry(at=datetime.now(UTC), actor=actor, action=action, resource=resource,
+                       resource_id=str(resource_id), before=before, after=after)
     session.add(entry)
     return entry

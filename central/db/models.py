@@ -15,23 +15,21 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
     MetaData,
-    Numeric,
     String,
     Text,
     UniqueConstraint,
     event,
     func,
 )
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
-from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from central.db.types import ExactDecimal, UtcDateTime
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -44,26 +42,6 @@ NAMING = {
 # BigInteger autoincrement does not work on SQLite; INTEGER PRIMARY KEY is its rowid (64 bit anyway)
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 Json = JSON()
-
-
-class ExactDecimal(TypeDecorator[Decimal]):
-    """NUMERIC(18, 6) on Postgres; text on SQLite, which has no exact decimal type (never a float)."""
-
-    impl = Numeric(18, 6)
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if dialect.name == "sqlite":
-            return dialect.type_descriptor(String(40))
-        return dialect.type_descriptor(Numeric(18, 6, asdecimal=True))
-
-    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        return str(value) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
-        return None if value is None else Decimal(str(value))
 
 
 class Base(DeclarativeBase):
@@ -79,20 +57,20 @@ class Node(Base):
     name: Mapped[str | None] = mapped_column(String(128))
     cert_fingerprint: Mapped[str | None] = mapped_column(String(95))  # SHA-256 of its X.509 certificate (hex)
     epoch: Mapped[str | None] = mapped_column(String(64))
-    first_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_seen: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_seen: Mapped[datetime | None] = mapped_column(UtcDateTime())
     public_key: Mapped[str | None] = mapped_column(String(128))  # "ed25519:<base64>"
     key_fingerprint: Mapped[str | None] = mapped_column(String(32))
-    enrolled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    enrolled_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     software_version: Mapped[str | None] = mapped_column(String(32))
     boot_id: Mapped[str | None] = mapped_column(String(64))
-    last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     heartbeat: Mapped[dict[str, Any] | None] = mapped_column(Json)  # streams backlog + alarms as last reported
     last_hb_bno: Mapped[int | None] = mapped_column(BigInteger)
     clock_skew_s: Mapped[float | None] = mapped_column(Float)  # central receive time − node send time
     wall_mono_offset_ns: Mapped[int | None] = mapped_column(BigInteger)  # wall − monotonic, within boot_id
     clock_flag: Mapped[str | None] = mapped_column(Text)  # the last clock problem seen (jump back, far off)
-    clock_flag_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    clock_flag_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class Device(Base):
@@ -105,8 +83,8 @@ class Device(Base):
     name: Mapped[str | None] = mapped_column(String(128))
     status: Mapped[str | None] = mapped_column(String(16))
     status_reason: Mapped[str | None] = mapped_column(Text)
-    status_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status_changed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_seen: Mapped[datetime | None] = mapped_column(UtcDateTime())
     counters: Mapped[dict[str, Any] | None] = mapped_column(Json)
 
 
@@ -127,8 +105,8 @@ class Weighing(Base):
     unit: Mapped[str] = mapped_column(String(8))
     scale_serial: Mapped[str | None] = mapped_column(String(64))
     raw: Mapped[str | None] = mapped_column(Text)
-    weighed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    weighed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
     # legal-for-trade (devices.md §4): tare with the preset flag, net, as the instrument delivered them
     tare: Mapped[Decimal | None] = mapped_column(ExactDecimal())
     tare_preset: Mapped[bool | None] = mapped_column(Boolean)
@@ -167,9 +145,9 @@ class InboxEntry(Base):
     record_id: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(32))
     digest: Mapped[str] = mapped_column(String(64))
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # central's clock
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())  # central's clock
     first_seq: Mapped[int | None] = mapped_column(BigInteger)  # set when the record stands for first_seq..seq
-    device_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the node's wall clock
+    device_time: Mapped[datetime | None] = mapped_column(UtcDateTime())  # the node's wall clock
     mono_ns: Mapped[int | None] = mapped_column(BigInteger)  # the node's monotonic clock …
     boot_id: Mapped[str | None] = mapped_column(String(64))  # … within this OS boot
 
@@ -184,7 +162,7 @@ class StreamMark(Base):
     acked_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     records: Mapped[int] = mapped_column(BigInteger, default=0)
     duplicates: Mapped[int] = mapped_column(BigInteger, default=0)
-    last_batch_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_batch_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     lost: Mapped[int] = mapped_column(BigInteger, default=0)  # seqs the node gave up to its disk quota
     last_bno: Mapped[int] = mapped_column(BigInteger, default=0)  # newest batch number applied (replay check)
     replays_requested: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -196,7 +174,7 @@ class QuarantineEntry(Base):
     __tablename__ = "ingest_quarantine"
     __table_args__ = (Index("ix_ingest_quarantine_received_at", "received_at"),)  # the retention prune
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
     topic: Mapped[str] = mapped_column(Text)
     node_id: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(Text)
@@ -234,8 +212,8 @@ class Site(Base):
     code: Mapped[str] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(String(128))
     timezone: Mapped[str] = mapped_column(String(64), default="Europe/Berlin")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Article(Base):
@@ -250,8 +228,8 @@ class Article(Base):
     currency: Mapped[str | None] = mapped_column(String(3))  # ISO 4217, with price
     vat_rate: Mapped[Decimal | None] = mapped_column(ExactDecimal())  # percent: 7, 19, 10.7 (§24 UStG)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Partner(Base):
@@ -265,8 +243,8 @@ class Partner(Base):
     address: Mapped[str | None] = mapped_column(Text)
     vat_id: Mapped[str | None] = mapped_column(String(32))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Lot(Base):
@@ -278,8 +256,8 @@ class Lot(Base):
     article_id: Mapped[int] = mapped_column(ForeignKey("articles.id"), index=True)
     partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"), index=True)
     notes: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class AlibiEntry(Base):
@@ -296,8 +274,8 @@ class AlibiEntry(Base):
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
     sig: Mapped[str] = mapped_column(String(128))
-    weighed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    weighed_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Ticket(Base):
@@ -324,8 +302,8 @@ class Ticket(Base):
     unit: Mapped[str] = mapped_column(String(8), default="kg")
     cancel_reason: Mapped[str | None] = mapped_column(Text)
     notes: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class TseTransaction(Base):
@@ -352,8 +330,8 @@ class TseTransaction(Base):
     signature_counter: Mapped[int | None] = mapped_column(BigInteger)  # of the FinishTransaction
     process_type: Mapped[str] = mapped_column(String(64))  # Kassenbeleg-V1, …
     process_data: Mapped[str] = mapped_column(Text)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime] = mapped_column(UtcDateTime())
     signature: Mapped[str | None] = mapped_column(Text)  # base64
     algorithm: Mapped[str | None] = mapped_column(String(64))
     time_format: Mapped[str] = mapped_column(String(32), default="unixTime")
@@ -364,7 +342,7 @@ class TseTransaction(Base):
     verified: Mapped[str] = mapped_column(String(16), default="pending", index=True)  # pending / valid / invalid /
     # tse_failed
     verify_error: Mapped[str | None] = mapped_column(Text)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
     # migration 0005: what central needs to verify a row on its own, and the node's side of a failure
     device_id: Mapped[str | None] = mapped_column(String(64))  # the TSE's id on the node
     start_counter: Mapped[int | None] = mapped_column(BigInteger)  # signature counter of the StartTransaction
@@ -373,7 +351,7 @@ class TseTransaction(Base):
     receipt_id: Mapped[str | None] = mapped_column(String(64))  # the register's receipt number (DSFinV-K BON_ID)
     tse_error: Mapped[str | None] = mapped_column(Text)  # why the TSE failed, as the node said
     gap_before: Mapped[int | None] = mapped_column(BigInteger, index=True)
-    gap_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    gap_since: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # tx_number for sorting and keyset pages, which need a value in every row: -1 for a failed sale without one
     tx_order: Mapped[int] = column_property(func.coalesce(tx_number, -1))
 
@@ -395,7 +373,7 @@ class TseExport(Base):
     first_tx: Mapped[int | None] = mapped_column(BigInteger)
     last_tx: Mapped[int | None] = mapped_column(BigInteger)
     report: Mapped[dict[str, Any]] = mapped_column(Json)  # the verification, summed up
-    uploaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    uploaded_at: Mapped[datetime] = mapped_column(UtcDateTime())
     uploaded_by: Mapped[str] = mapped_column(String(80))
 
 
@@ -410,9 +388,9 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))  # admin / operator / auditor / viewer
     full_name: Mapped[str | None] = mapped_column(String(128))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_login_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # raised on a password change and when the user is disabled: access tokens carry the version they were
     # issued with (claim ``ver``) and one with another version is refused
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -428,10 +406,10 @@ class ApiKey(Base):
     secret_hash: Mapped[str] = mapped_column(String(256))
     role: Mapped[str] = mapped_column(String(16))
     created_by: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # the person behind the key (its creator, or the creator of the key that created it): disabling them ends it
     owner_user_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id"), index=True)
 
@@ -443,7 +421,7 @@ class LoginAttempt(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     username: Mapped[str] = mapped_column(String(64), index=True)
     client: Mapped[str | None] = mapped_column(String(64), index=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
 
 
 class LoginThrottle(Base):
@@ -459,9 +437,9 @@ class LoginThrottle(Base):
     username: Mapped[str] = mapped_column(String(64))  # "" for kind address
     client: Mapped[str] = mapped_column(String(64))  # "" for kind user
     failures: Mapped[int] = mapped_column(Integer, default=0)  # attempts since the last success or reset
-    next_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    last_success_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class AuditEntry(Base):
@@ -469,7 +447,7 @@ class AuditEntry(Base):
 
     __tablename__ = "audit_log"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     actor: Mapped[str] = mapped_column(String(80))  # user:<name> / apikey:<prefix> / system
     action: Mapped[str] = mapped_column(String(16))  # create / update / delete / cancel / revoke / command / login
     resource: Mapped[str] = mapped_column(String(32), index=True)
@@ -496,9 +474,9 @@ class Command(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(Json)
     error: Mapped[str | None] = mapped_column(Text)
     requested_by: Mapped[str] = mapped_column(String(80))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    answered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     timeout_s: Mapped[float] = mapped_column(Float, default=30.0)
 
 
@@ -514,10 +492,10 @@ class Alert(Base):
     state: Mapped[str] = mapped_column(String(16))  # firing / resolved
     message: Mapped[str] = mapped_column(Text)
     value: Mapped[float | None] = mapped_column(Float)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    notified_firing_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    notified_resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    notified_firing_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    notified_resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     details: Mapped[dict[str, Any] | None] = mapped_column(Json)
 
 
@@ -531,7 +509,7 @@ class Notification(Base):
     event: Mapped[str] = mapped_column(String(16))  # firing / resolved
     status: Mapped[str] = mapped_column(String(16))  # sent / failed / suppressed
     error: Mapped[str | None] = mapped_column(Text)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Certificate(Base):
@@ -545,8 +523,8 @@ class Certificate(Base):
     kind: Mapped[str] = mapped_column(String(8))  # node / server / client
     node_id: Mapped[str | None] = mapped_column(String(64), index=True)  # kind node: the node (= common_name)
     fingerprint: Mapped[str] = mapped_column(String(95))  # SHA-256 of the DER, "AB:CD:…" as openssl prints it
-    not_before: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    not_after: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    not_before: Mapped[datetime] = mapped_column(UtcDateTime())
+    not_after: Mapped[datetime] = mapped_column(UtcDateTime())
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     revoke_reason: Mapped[str | None] = mapped_column(String(200))

@@ -68,12 +68,8 @@ INVALID: Final = "invalid"
 TSE_FAILED: Final = "tse_failed"
 
 
-def _aware(dt: datetime) -> datetime:
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt  # SQLite hands back naive UTC
-
-
 def _iso(dt: datetime) -> str:
-    return _aware(dt).isoformat().replace("+00:00", "Z")
+    return dt.isoformat().replace("+00:00", "Z")
 
 
 def _b64(text: str | None) -> bytes | None:
@@ -95,7 +91,7 @@ def finish_message(row: TseTransaction, serial: bytes) -> LogMessage:
         raise ValueError("unknown algorithm or time format")
     if row.tx_number is None or row.signature_counter is None:
         raise ValueError("no transaction number or signature counter")
-    finished = _aware(row.finished_at)
+    finished = row.finished_at
     log_time = row.log_time if row.log_time is not None else int(finished.timestamp())
     time_format = next(f for f in TIME_FORMATS if f == row.time_format)
     data = TransactionData(operation_type=FINISH, client_id=row.client_id, process_data=row.process_data.encode(),
@@ -156,7 +152,7 @@ def _signature_check(row: TseTransaction, key: Any, algorithm: crypto.SignatureA
 
 
 def _times_check(row: TseTransaction, node_ahead_s: float) -> Check:
-    started, finished, received = _aware(row.started_at), _aware(row.finished_at), _aware(row.received_at)
+    started, finished, received = row.started_at, row.finished_at, row.received_at
     latest = received + timedelta(seconds=TIME_TOLERANCE_S + max(0.0, node_ahead_s))
     problems = []
     if started > finished:
@@ -185,7 +181,7 @@ def _qr_checks(row: TseTransaction) -> list[Check]:
         qr_start, qr_end = parse_iso_time(qr.start, field="start"), parse_iso_time(qr.end, field="end")
     except ReceiptQrError as exc:  # parse_receipt_qr checked them already
         return [Check("qr", False, str(exc))]
-    started, finished = _aware(row.started_at), _aware(row.finished_at)
+    started, finished = row.started_at, row.finished_at
     pairs = (
         ("clientId", qr.client_id, row.client_id), ("processType", qr.process_type, row.process_type),
         ("processData", qr.process_data, row.process_data), ("transactionNumber", qr.transaction_number, row.tx_number),
@@ -236,7 +232,7 @@ _SEQ_COLUMNS = (TseTransaction.id, TseTransaction.tx_number, TseTransaction.star
 
 
 def _seq(row: Any) -> SeqRow:
-    return SeqRow(row.id, row.tx_number, row.start_counter, row.signature_counter, _aware(row.started_at))
+    return SeqRow(row.id, row.tx_number, row.start_counter, row.signature_counter, row.started_at)
 
 
 def sequence_checks(row: SeqRow, previous: SeqRow | None, following: SeqRow | None,

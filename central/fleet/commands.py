@@ -60,18 +60,14 @@ class ResultRejected(Exception):
     """A command result central cannot use (unknown command, another node's, mismatched); goes to quarantine."""
 
 
-def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)  # SQLite hands back naive datetimes; we store UTC only
-
-
 def expires_at(row: Command) -> datetime:
-    return _aware(row.created_at) + timedelta(seconds=row.timeout_s)
+    return row.created_at + timedelta(seconds=row.timeout_s)
 
 
 def wire_command(row: Command, signer: DownlinkSigner | None = None) -> WireCommand:
     """The message for the node: issued when the API took it, expiring when central stops waiting for it; with
     ``signer`` it carries a fresh nonce and central's key id (``encode_command(…, signer=signer)`` signs it)."""
-    issued = int(_aware(row.created_at).timestamp() * 1e9)
+    issued = int(row.created_at.timestamp() * 1e9)
     stamp = signer.stamp() if signer is not None else {}
     return WireCommand(command_id=row.command_id, node=row.node_id, command=row.command, device=row.device_id,
                        args=dict(row.args or {}), issued_at_ns=issued,
@@ -247,7 +243,7 @@ class CommandDispatcher:
                         res.status, f": {error}" if error else "")
                 return "applied"
             if row.status == "timeout" and row.answered_at is None:
-                late_s = (now - _aware(row.created_at)).total_seconds()
+                late_s = (now - row.created_at).total_seconds()
                 row.result = result
                 row.answered_at = now
                 row.error = (f"{row.error}; the node answered {late_s:.1f} s after the command was created, after "

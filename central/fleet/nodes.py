@@ -74,14 +74,10 @@ def list_nodes(sessions: sessionmaker[Session]) -> list[Node]:
 
 
 # -- certificates ----------------------------------------------------------------------------------------------------
-def _aware(t: datetime | None) -> datetime | None:
-    return t if t is None or t.tzinfo is not None else t.replace(tzinfo=UTC)  # SQLite drops the zone
-
-
 def _valid_node_certs(session: Session, node_id: str, now: datetime) -> list[Certificate]:
     rows = session.execute(select(Certificate).where(
         Certificate.node_id == node_id, Certificate.kind == "node", Certificate.revoked_at.is_(None))).scalars()
-    return [r for r in rows if (_aware(r.not_after) or now) > now]
+    return [r for r in rows if (r.not_after or now) > now]
 
 
 def record_certificate(session: Session, issued: pki.Issued, *, node_id: str | None = None,
@@ -98,7 +94,7 @@ def revocations(sessions: sessionmaker[Session]) -> list[pki.Revocation]:
     with sessions() as session:
         rows = session.execute(select(Certificate).where(Certificate.revoked_at.is_not(None))
                                .order_by(Certificate.revoked_at)).scalars()
-        return [pki.Revocation(serial=int(r.serial, 16), revoked_at=_aware(r.revoked_at) or datetime.now(UTC),
+        return [pki.Revocation(serial=int(r.serial, 16), revoked_at=r.revoked_at or datetime.now(UTC),
                                reason=r.revoke_reason) for r in rows]
 
 
@@ -221,7 +217,7 @@ def add_node(sessions: sessionmaker[Session], ca: pki.CertificateAuthority, node
                 c = valid[0]
                 raise pki.PkiError(
                     f"node {node_id} has a valid certificate already (serial {c.serial}, until "
-                    f"{_aware(c.not_after):%Y-%m-%d}); --reissue revokes it and issues a new bundle")
+                    f"{c.not_after:%Y-%m-%d}); --reissue revokes it and issues a new bundle")
             if not reissue and node is not None and node.public_key:
                 raise pki.PkiError(
                     f"node {node_id} is enrolled already with signing key {node.key_fingerprint}; --reissue "
@@ -319,7 +315,7 @@ def identities(sessions: sessionmaker[Session], nodes: Sequence[Node]) -> dict[s
     out = {}
     for n in nodes:
         certs = by_node.get(n.node_id, [])
-        valid = [c for c in certs if c.revoked_at is None and (_aware(c.not_after) or now) > now]
+        valid = [c for c in certs if c.revoked_at is None and (c.not_after or now) > now]
         if n.public_key:
             status = "enrolled"
         elif any(c.revoked_at is not None for c in certs) and not valid:
@@ -328,5 +324,5 @@ def identities(sessions: sessionmaker[Session], nodes: Sequence[Node]) -> dict[s
             status = "not enrolled"
         newest = valid[-1] if valid else None
         out[n.node_id] = NodeIdentity(status=status, cert_serial=newest.serial if newest else None,
-                                      cert_not_after=_aware(newest.not_after) if newest else None)
+                                      cert_not_after=newest.not_after if newest else None)
     return out

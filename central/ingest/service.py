@@ -33,7 +33,6 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -43,7 +42,6 @@ from central.config import BrokerSettings, IngestSettings
 from central.db.models import Certificate, Node, StreamMark
 from central.fleet.commands import CommandDispatcher, ResultRejected
 from central.ingest.apply import BatchReplayed, apply_batch
-from central.ingest.mqtt import make_client
 from central.ingest.quarantine import Quarantine
 from central.metrics import MetricsStore, MetricsStoreError, Point
 from sync.downlink import DownlinkSigner
@@ -59,6 +57,7 @@ from sync.envelope import (
     encode_replay,
 )
 from sync.errors import DecodeError
+from sync.runtime.mqtt import MqttClient, MqttError, make_client
 from sync.signing import SigningKeyError, generate_key, parse_public_key, verify
 from sync.streams import STREAMS
 from sync.topics import (
@@ -123,7 +122,7 @@ class IngestService:
         self.counters = IngestCounters()
         self.connected = False
         self._queues: dict[str, asyncio.Queue[Batch]] = {}
-        self._client: aiomqtt.Client | None = None
+        self._client: MqttClient | None = None
         self._keys: dict[str, tuple[Ed25519PublicKey | None, float]] = {}
         self._revoked: dict[str, bool] = {}  # node → no key because its certificates were revoked
         self._gaps: dict[tuple[str, str, str], tuple[int, float]] = {}
@@ -163,7 +162,8 @@ class IngestService:
             hb_sub = f"$share/{group}/{hb_sub}"
         while True:
             try:
-                async with make_client(self.broker, client_id=self.client_id, durable=not group) as client:
+                async with make_client(self.broker, client_id=self.client_id, durable=not group,
+                                       max_queued_incoming=10_000) as client:
                     self._client = client
                     self.connected = True
                     delay = 0.5
@@ -185,14 +185,14 @@ class IngestService:
                                     await self._on_command_result(topic, payload)
                                 else:
                                     await self._dispatch(topic, payload)
-                            except aiomqtt.MqttError:
+                            except MqttError:
                                 raise  # the connection, not the message: reconnect below
                             except Exception as exc:  # the last net: no message stops the ingest
                                 await self._unexpected(topic, payload, "message", exc)
                     except asyncio.CancelledError:
                         await self._finish_in_hand()
                         raise
-            except aiomqtt.MqttError as exc:
+            except MqttError as exc:
                 log.warning("ingest: broker %s unavailable: %s", self.broker.url, exc)
             finally:
                 self.connected = False
@@ -232,7 +232,7 @@ class IngestService:
         if client is None or not self.connected:
             raise ConnectionError(f"ingest is not connected to {self.broker.url}")
         t0 = time.perf_counter()
-        await client.publish(PING_TOPIC, b"", qos=1, timeout=timeout_s)
+        await client.publish(PING_TOPIC, b"", qos=1, timeout_s=timeout_s)
         return time.perf_counter() - t0
 
     # -- authenticity ---------------------------------------------------------------------------------------------
@@ -401,8 +401,8 @@ class IngestService:
         if client is None:
             return  # the node resends; the inbox makes that harmless
         try:
-            await client.publish(topic, payload, qos=1, timeout=10)
-        except aiomqtt.MqttError as exc:
+            await client.publish(topic, payload, qos=1, timeout_s=10)
+        except MqttError as exc:
             log.warning("ingest: %s not sent (%s); the node will resend", what, exc)
 
     # -- device commands (central.fleet.commands) ----------------------------------------------------------------------
@@ -410,7 +410,7 @@ class IngestService:
         client = self._client
         if client is None or not self.connected:
             raise ConnectionError(f"ingest is not connected to {self.broker.url}")
-        await client.publish(topic, payload, qos=1, timeout=10)
+        await client.publish(topic, payload, qos=1, timeout_s=10)
 
     async def _on_command_result(self, topic: str, payload: bytes) -> None:
         try:

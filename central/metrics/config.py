@@ -17,9 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from central.metrics.base import MetricsStore
+from sync.runtime.config import ConfigModel
 
 __all__ = ["MetricsKind", "MetricsSettings", "open_store"]
 
@@ -39,10 +40,8 @@ _OPTIONAL: dict[str, tuple[str, ...]] = {
 }
 
 
-class MetricsSettings(BaseModel):
+class MetricsSettings(ConfigModel):
     """Where central keeps time series; which fields are needed depends on ``kind``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: MetricsKind
     url: str | None = None

@@ -31,9 +31,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.db.models import AlibiEntry, Node, Weighing
-from sync.alibi import LEGAL_FIELDS, AlibiError, CheckedEntry, Problem, StoredEntry, check_chain, parse_part
+from sync.alibi import AlibiError, CheckedEntry, Problem, StoredEntry, check_chain, parse_part
 from sync.envelope import Record
 from sync.errors import SyncError
+from sync.records.weighing import LEGAL_FIELDS
 from sync.signing import parse_public_key, verify
 
 RETENTION_DAYS = 730  # central keeps at least this long; it deletes nothing today

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from sync.runtime.config import ConfigModel
 
 DEFAULT_PAIRING_WINDOW_H = 24.0
 DEFAULT_TIMEZONE = "Europe/Berlin"
 
 
-class TicketSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class TicketSettings(ConfigModel):
+    """``tickets:`` in central.yaml."""
 
     pairing_window_h: float = Field(
         DEFAULT_PAIRING_WINDOW_H, gt=0, le=24 * 31,

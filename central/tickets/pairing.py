@@ -1,6 +1,6 @@
 """Pairing: every new weighing central stores is placed on a weighbridge ticket, in the same transaction.
 
-``central.ingest.apply`` calls ``on_weighing`` right after it adds a ``Weighing`` row; a resent record never gets
+``ingest.handlers.weighing`` calls ``on_weighing`` right after it adds a ``Weighing`` row; a resent record never gets
 here (apply skips it), and a weighing already on a ticket that is not cancelled is never placed again. The rules,
 checked in this order:
 
@@ -158,7 +158,7 @@ def _open_by_reference(session: Session, reference: str) -> Ticket | None:
 
 
 def _open_by_plate(session: Session, plate: str, w: Weighing, window: timedelta) -> Ticket | None:
-    at = rules.utc(w.weighed_at)
+    at = w.weighed_at
     rows = session.execute(
         select(Ticket, Weighing)
         .join(Weighing, Weighing.id == func.coalesce(Ticket.first_weighing_id, Ticket.second_weighing_id))
@@ -167,7 +167,7 @@ def _open_by_plate(session: Session, plate: str, w: Weighing, window: timedelta)
                Weighing.weighed_at >= at - window, Weighing.weighed_at <= at + window)
     ).all()
     key = plate_key(plate)
-    found = [(abs(rules.utc(other.weighed_at) - at), ticket.id, ticket) for ticket, other in rows
+    found = [(abs(other.weighed_at - at), ticket.id, ticket) for ticket, other in rows
              if ticket.vehicle is not None and plate_key(ticket.vehicle) == key]
     if not found:
         return None

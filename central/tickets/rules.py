@@ -13,7 +13,7 @@ Warenausgang). Two equal weighings count as ``in`` (net 0).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
@@ -59,12 +59,7 @@ def chronological(a: Weighing, b: Weighing) -> tuple[Weighing, Weighing]:
 
 
 def _key(w: Weighing) -> tuple[datetime, int]:
-    return (utc(w.weighed_at), w.id)
-
-
-def utc(dt: datetime) -> datetime:
-    """A stored time as UTC with time zone (SQLite hands back naive datetimes, which are UTC)."""
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    return (w.weighed_at, w.id)
 
 
 def direction(first: Weighing, second: Weighing) -> Direction:

@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session
 
 from central.db.models import Article, Lot, Partner, Site, Ticket, Weighing
 from central.db.values import plain
-from central.tickets.rules import utc
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,7 @@ def shown(value: Decimal | None, decimals: int) -> str | None:
 
 
 def local_time(dt: datetime, zone: ZoneInfo) -> str:
-    local = utc(dt).astimezone(zone)
+    local = dt.astimezone(zone)
     offset = local.strftime("%z")
     return f"{local:%d.%m.%Y %H:%M:%S} {local.tzname()} (UTC{offset[:3]}:{offset[3:]})"
 

@@ -21,19 +21,26 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from edge.bus.sink import RecordSink
 from edge.errors import OutboxError
 from edge.store.outbox import NewRecord
+from sync.records import (
+    DEVICE_HEALTH,
+    DEVICE_STATUS,
+    READING,
+    DeviceHealthPayload,
+    DeviceStatusPayload,
+    ReadingPayload,
+)
+from sync.records.device_status import STOPPED
+from sync.records.reading import SERIES_DEVICE_HEALTH
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OFFLINE_AFTER = 3
 RTT_SMOOTHING = 0.2  # weight of the newest sample in the moving average
-
-
-class RecordSink(Protocol):
-    def emit(self, stream: str, records: Sequence[NewRecord]) -> None: ...
 
 
 @dataclass
@@ -93,9 +100,8 @@ class DeviceHealth:
             log.critical("ALARM device %s stopped: %s", self.device_id, reason, extra={"device": self.device_id})
         self.stopped = reason
         with contextlib.suppress(OutboxError):  # the health stream may still have room to tell central
-            self.sink.emit("health", [NewRecord(kind="device_status", device=self.device_id,
-                                                data={"status": "stopped", "reason": reason,
-                                                      "device_kind": self.kind})])
+            self.sink.emit("health", [NewRecord(kind=DEVICE_STATUS, device=self.device_id, data=DeviceStatusPayload(
+                status=STOPPED, reason=reason, device_kind=self.kind).to_payload())])
 
     def resume(self) -> None:
         if self.stopped is None:
@@ -125,8 +131,8 @@ class DeviceHealth:
         status = "online" if online else "offline"
         log.info("device %s is %s%s", self.device_id, status, f": {reason}" if reason else "",
                  extra={"device": self.device_id})
-        self.sink.emit("health", [NewRecord(kind="device_status", device=self.device_id,
-                                            data={"status": status, "reason": reason, "device_kind": self.kind})])
+        self.sink.emit("health", [NewRecord(kind=DEVICE_STATUS, device=self.device_id, data=DeviceStatusPayload(
+            status=status, reason=reason, device_kind=self.kind).to_payload())])
 
     def counters(self) -> dict[str, Any]:
         return {"polls": self.polls, "ok": self.ok, "errors": dict(self.errors),
@@ -137,10 +143,9 @@ class DeviceHealth:
                 "skip_episodes": self.skip_episodes, "events": dict(self.events)}
 
     def health_record(self) -> NewRecord:
-        return NewRecord(kind="device_health", device=self.device_id, data={
-            "device_kind": self.kind, "online": self.online, "last_ok_ns": self.last_ok_ns,
-            "last_error": self.last_error, "rtt_ms_last": self.rtt_ms_last, "rtt_ms_avg": self.rtt_ms_avg,
-            "counters": self.counters()})
+        return NewRecord(kind=DEVICE_HEALTH, device=self.device_id, data=DeviceHealthPayload(
+            device_kind=self.kind, online=self.online, last_ok_ns=self.last_ok_ns, last_error=self.last_error,
+            rtt_ms_last=self.rtt_ms_last, rtt_ms_avg=self.rtt_ms_avg, counters=self.counters()).to_payload())
 
     def health_reading(self) -> NewRecord:
         """The counters as numbers, for the time series (errors by kind, round-trip time)."""
@@ -152,5 +157,5 @@ class DeviceHealth:
             values[f"errors_{kind}"] = n
         for kind, n in self.events.items():
             values[f"events_{kind}"] = n
-        return NewRecord(kind="reading", device=self.device_id,
-                         data={"values": values, "units": {"rtt_ms": "ms"}, "series": "device_health"})
+        return NewRecord(kind=READING, device=self.device_id, data=ReadingPayload(
+            values=values, units={"rtt_ms": "ms"}, series=SERIES_DEVICE_HEALTH).to_payload())

@@ -21,12 +21,14 @@ from typing import Any
 from pymodbus.exceptions import ConnectionException, ModbusException
 
 from edge.bus.connection import ModbusConnection
-from edge.bus.health import DeviceHealth, RecordSink
+from edge.bus.health import DeviceHealth
 from edge.bus.scheduler import Driver, ExchangeError
+from edge.bus.sink import RecordSink
 from edge.errors import DeviceIOError
 from edge.store.outbox import NewRecord
 from protocols.errors import FrameError
-from protocols.modbus_maps import Point, ReadBlock, decode_block, plan_reads, write_request
+from protocols.modbus import Point, ReadBlock, decode_block, plan_reads, write_request
+from sync.records import POINT_EVENT, READING, PointEventPayload, ReadingPayload
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +145,8 @@ class ModbusDriver(Driver):
             last = self._last_value.get(name)
             if getattr(point, "kind", "metric") == "event" or isinstance(value, str):
                 if last is None or value != last:
-                    events.append(NewRecord(kind="point_event", device=self.device_id,
-                                            data={"point": name, "value": value, "previous": last,
-                                                  "device_kind": self.kind}))
+                    events.append(NewRecord(kind=POINT_EVENT, device=self.device_id, data=PointEventPayload(
+                        point=name, value=value, previous=last, device_kind=self.kind).to_payload()))
                 self._last_value[name] = value
                 continue
             deadband = getattr(point, "deadband", None)
@@ -158,8 +159,8 @@ class ModbusDriver(Driver):
                 self._last_report[name] = now
         if metrics:
             units = {n: self.points[n].unit for n in metrics if self.points[n].unit}
-            self.sink.emit("readings", [NewRecord(kind="reading", device=self.device_id,
-                                                  data={"values": metrics, "units": units})])
+            self.sink.emit("readings", [NewRecord(kind=READING, device=self.device_id,
+                                                  data=ReadingPayload(values=metrics, units=units).to_payload())])
         if events:
             self.sink.emit("health", events)
 

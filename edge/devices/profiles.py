@@ -23,8 +23,9 @@ Validation runs in two steps and reports every problem, one line each, in the sh
    are unique, poll groups exist, ``bit`` / ``length`` / ``mask`` fit the data type, addresses are not below the
    address base and their registers end by 65535, a point fits ``max_registers``.
 
-Then the profile becomes frozen dataclasses; ``Profile.modbus_points()`` gives ``protocols.modbus.Point`` records
-with wire addresses (the address base applied) and the profile's default word order filled in.
+Then the profile becomes the frozen dataclasses of ``edge.devices.profile_model``; ``Profile.modbus_points()`` gives
+``protocols.modbus.Point`` records with wire addresses (the address base applied) and the profile's default word
+order filled in.
 """
 
 from __future__ import annotations
@@ -34,28 +35,33 @@ import json
 import re
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, get_args
 
 import yaml
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from jsonschema.exceptions import ValidationError  # type: ignore[import-untyped]
 
-from protocols.modbus import (
-    DEFAULT_MAX_GAP,
-    MAX_ADDRESS,
-    AddressBase,
-    Point,
-    ReadBlock,
-    WordOrder,
-    plan_reads,
-    wire_address,
+from edge.devices.profile_model import (
+    DEFAULT_POLL_GROUP,
+    DEFAULT_SBI_FORM,
+    POLL_COMMANDS,
+    PROTOCOLS,
+    SCALE_PROTOCOLS,
+    TRANSPORTS_OF_PROTOCOL,
+    ModbusOptions,
+    PollGroup,
+    Profile,
+    ProfilePoint,
+    ScaleOptions,
+    TransportDefaults,
+    TransportKind,
 )
+from protocols.modbus import MAX_ADDRESS, AddressBase, Point, wire_address
 from protocols.modbus.points import BIT_REGISTER_TYPES, MASKABLE_TYPES, NUMBER_TYPES, REGISTERS_OF_TYPE, VALUE_BITS
-from sync.runtime.config import ConfigError, key_path, yaml_problem
-from sync.runtime.limits import check_yaml_events, read_config_text
+from sync.runtime.config import ConfigError, key_path
+from sync.runtime.limits import read_yaml
 
 
 def _default_profiles_dir() -> Path:
@@ -68,140 +74,6 @@ def _default_profiles_dir() -> Path:
 DEFAULT_PROFILES_DIR: Final = _default_profiles_dir()
 SCHEMA_PATH: Final = DEFAULT_PROFILES_DIR / "profile.schema.json"
 PROFILE_SUFFIX: Final = ".yaml"
-
-ProtocolName = Literal["modbus", "mtsics", "sartorius-sbi", "toledo-continuous"]
-TransportKind = Literal["rtu", "tcp", "rtu-over-tcp", "serial"]
-Access = Literal["read", "write", "read-write"]
-
-PROTOCOLS: Final[tuple[str, ...]] = get_args(ProtocolName)
-SCALE_PROTOCOLS: Final = ("mtsics", "sartorius-sbi", "toledo-continuous")
-TRANSPORTS_OF_PROTOCOL: Final[dict[str, tuple[str, ...]]] = {
-    "modbus": ("rtu", "tcp", "rtu-over-tcp"),
-    "mtsics": ("serial", "tcp"),
-    "sartorius-sbi": ("serial", "tcp"),
-    "toledo-continuous": ("serial", "tcp"),
-}
-POLL_COMMANDS: Final[dict[str, tuple[str, ...]]] = {
-    "mtsics": ("SI", "S"),
-    "sartorius-sbi": ("print",),
-    "toledo-continuous": ("stream",),
-}
-DEFAULT_POLL_GROUP: Final = "default"
-DEFAULT_SBI_FORM: Final = 16
-
-
-# ---------------------------------------------------------------------------------------------- the model
-@dataclass(frozen=True)
-class TransportDefaults:
-    """How to reach the device unless the node config says otherwise (serial settings are ignored on TCP)."""
-
-    kind: TransportKind
-    baudrate: int = 9600
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
-    timeout_s: float = 1.0
-    retries: int = 1
-
-
-@dataclass(frozen=True)
-class ModbusOptions:
-    """Register numbering, defaults for points, read planning, and workarounds for awkward devices."""
-
-    address_base: AddressBase = 0
-    word_order: WordOrder = "ABCD"
-    max_gap: int = DEFAULT_MAX_GAP
-    max_registers: int = 100
-    close_after_poll: bool = False  # some gateways only answer on a fresh connection
-    pause_between_requests_s: float = 0.0  # slow devices
-    one_request_per_point: bool = False  # devices that refuse multi-register reads
-
-
-@dataclass(frozen=True)
-class PollGroup:
-    name: str
-    interval_s: float
-
-
-@dataclass(frozen=True)
-class ScaleOptions:
-    """Scale protocols: the unit the scale is set to, how it is polled, and (SBI) the line form."""
-
-    unit: str
-    poll_command: Literal["SI", "S", "print", "stream"]
-    form: Literal[16, 22] | None = None  # sartorius-sbi only (default 16)
-
-
-@dataclass(frozen=True)
-class ProfilePoint:
-    """A point as the profile gives it: the codec ``Point`` (wire address), the address as written, access."""
-
-    point: Point
-    address_as_written: int
-    access: Access = "read"
-    description: str = ""
-
-    @property
-    def readable(self) -> bool:
-        return self.access != "write"
-
-    @property
-    def writable(self) -> bool:
-        return self.access != "read"
-
-
-@dataclass(frozen=True)
-class Profile:
-    """One device model, validated. ``modbus`` and ``points`` only for protocol modbus, ``scale`` only for scales."""
-
-    profile: str
-    vendor: str
-    model: str
-    protocol: ProtocolName
-    transport: TransportDefaults
-    poll_groups: tuple[PollGroup, ...]
-    description: str = ""
-    modbus: ModbusOptions | None = None
-    points: tuple[ProfilePoint, ...] = ()
-    scale: ScaleOptions | None = None
-    source: Path | None = field(default=None, compare=False)
-
-    @property
-    def name(self) -> str:
-        return self.profile
-
-    def poll_group(self, name: str) -> PollGroup:
-        """The poll group called ``name``; ``KeyError`` naming the defined ones if there is none."""
-        for group in self.poll_groups:
-            if group.name == name:
-                return group
-        raise KeyError(f"profile {self.profile}: no poll group {name!r} (defined: {self._group_names()})")
-
-    def _group_names(self) -> str:
-        return ", ".join(g.name for g in self.poll_groups)
-
-    def modbus_points(self, *, writable: bool = False) -> tuple[Point, ...]:
-        """The register map as codec points: wire addresses, the profile's word order filled in.
-
-        By default the points to poll (access ``read`` / ``read-write``); ``writable=True``: the points that may be
-        written (``write`` / ``read-write``), e.g. a scale terminal's command register. Empty for scale protocols.
-        """
-        return tuple(p.point for p in self.points if (p.writable if writable else p.readable))
-
-    def read_plan(self, poll_group: str | None = None) -> list[ReadBlock]:
-        """The reads of one poll (of ``poll_group``, or of every polled point), planned with the profile's options."""
-        if self.modbus is None:
-            raise ValueError(f"profile {self.profile}: protocol {self.protocol} has no register map")
-        if poll_group is not None:
-            self.poll_group(poll_group)
-        points = [p for p in self.modbus_points() if poll_group is None or p.poll_group == poll_group]
-        return plan_reads(
-            points,
-            max_gap=self.modbus.max_gap,
-            max_count=self.modbus.max_registers,
-            one_request_per_point=self.modbus.one_request_per_point,
-        )
-
 
 # ---------------------------------------------------------------------------------------------- YAML
 class _ProfileLoader(yaml.SafeLoader):
@@ -522,15 +394,9 @@ def _build(data: dict[str, Any], source: Path) -> tuple[Profile | None, list[str
 def _check(path: Path) -> tuple[Profile | None, list[str]]:
     """The profile in ``path`` and no problems, or ``None`` and every problem (without the file prefix)."""
     try:
-        text = read_config_text(path)  # size and encoding bounded (sync.runtime.limits)
-        check_yaml_events(yaml.parse(text, Loader=_ProfileLoader), source=str(path))  # depth, alias bombs
-        data = yaml.load(text, Loader=_ProfileLoader)  # noqa: S506 - a SafeLoader subclass
+        data = read_yaml(path, loader=_ProfileLoader)  # bounded: size, encoding, depth, alias bombs
     except ConfigError as exc:
         return None, exc.problems
-    except yaml.YAMLError as exc:
-        return None, [f"not valid YAML: {yaml_problem(exc)}"]
-    except (ValueError, OverflowError) as exc:  # a scalar YAML cannot build, e.g. the date 2024-02-30
-        return None, [f"not valid YAML: {exc}"]
     if not isinstance(data, dict):
         return None, ["(top level): expected a mapping of keys (profile, vendor, model, protocol, transport, …)"]
     errors = sorted(_validator(_schema_for(path)).iter_errors(data), key=_path_key)
@@ -631,14 +497,8 @@ def profile_problems(paths: Sequence[str | Path]) -> dict[Path, list[str]]:
 
 __all__ = [
     "DEFAULT_PROFILES_DIR",
-    "PROTOCOLS",
+    "PROFILE_SUFFIX",
     "SCHEMA_PATH",
-    "ModbusOptions",
-    "PollGroup",
-    "Profile",
-    "ProfilePoint",
-    "ScaleOptions",
-    "TransportDefaults",
     "load_profile",
     "load_profiles",
     "profile_paths",

@@ -26,8 +26,8 @@ from typing import Any
 
 from edge.bus.scheduler import ExchangeError
 from edge.devices.scale import MtSicsDriver
-from edge.devices.weighing import TRIGGER_AUTO, TRIGGER_COMMAND, WeighingValues
 from protocols import sartorius
+from sync.records.weighing import TRIGGER_AUTO, TRIGGER_COMMAND, WeighingValues
 
 LINE_BITS = 24 * 10  # one 22-character line with CR LF, 10 bits a character (start, 7 or 8 data, parity, stop)
 

@@ -41,11 +41,13 @@ from decimal import Decimal
 from typing import Any
 
 from edge.bus.connection import LineConnection
-from edge.bus.health import DeviceHealth, RecordSink
+from edge.bus.health import DeviceHealth
 from edge.bus.scheduler import Driver, ExchangeError
-from edge.devices.weighing import TRIGGER_AUTO, TRIGGER_COMMAND, WeighingDetector, WeighingValues, weighing_record
+from edge.bus.sink import RecordSink
+from edge.devices.weighing import WeighingDetector, weighing_record
 from protocols import mtsics
 from protocols.errors import DeviceErrorResponse
+from sync.records.weighing import TRIGGER_AUTO, TRIGGER_COMMAND, WeighingValues
 
 log = logging.getLogger(__name__)
 

@@ -38,21 +38,15 @@ from typing import Any, Final
 from pymodbus.exceptions import ConnectionException, ModbusException
 
 from edge.bus.connection import ModbusConnection
-from edge.bus.health import RecordSink
 from edge.bus.scheduler import ExchangeError
+from edge.bus.sink import RecordSink
 from edge.devices.modbus import ModbusDriver, ModbusOptions
-from edge.devices.weighing import (
-    TRIGGER_AUTO,
-    TRIGGER_COMMAND,
-    Phase,
-    WeighingDetector,
-    WeighingValues,
-    weighing_record,
-)
+from edge.devices.weighing import Phase, WeighingDetector, weighing_record
 from edge.errors import DeviceIOError
 from protocols import siwarex
 from protocols.errors import FrameError
-from protocols.modbus_maps import Point, ReadBlock, decode_block, plan_reads
+from protocols.modbus import Point, ReadBlock, decode_block, plan_reads
+from sync.records.weighing import TRIGGER_AUTO, TRIGGER_COMMAND, WeighingValues
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from decimal import Decimal
 from typing import Any
 
 from edge.bus.connection import LineConnection
-from edge.bus.health import RecordSink
 from edge.bus.scheduler import ExchangeError
+from edge.bus.sink import RecordSink
 from edge.devices.scale import MtSicsDriver
-from edge.devices.weighing import TRIGGER_AUTO, TRIGGER_COMMAND, WeighingValues
 from protocols import toledo
+from sync.records.weighing import TRIGGER_AUTO, TRIGGER_COMMAND, WeighingValues
 
 _COMMANDS = {"print": b"P", "tare": b"T", "zero": b"Z", "clear": b"C"}
 

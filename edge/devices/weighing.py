@@ -1,18 +1,7 @@
 """Weighings: the detector that turns a stream of scale answers into completed weighings (automatic mode), and the
-``weighing`` business record every scale driver emits, in automatic mode and for a ``weigh`` command alike.
-
-The record (``weighing_record``; central and the alibi mirror read it)::
-
-    {"gross": "24560", "unit": "kg", "stable": true,                 legal values: strings exactly as the
-     "net": "10500", "tare": "14960", "tare_preset": true,            instrument delivered them (never
-     "scale_serial": "0123456789", "instrument_alibi": "4711",        recomputed, never re-rounded)
-     "raw": "S S      10500 kg | TA A      14960 kg", "trigger": "auto" | "command",
-     "reference": "T-000123", "vehicle": "B-AB 1234", "partner": …, "article": …, "lot": …, "delivery_note": …}
-
-A value the instrument did not deliver is left out, not computed: an untared weighing has ``gross`` only; a tared
-one has ``net`` and ``tare`` (with ``tare_preset`` when the driver knows how the tare was set) and ``gross`` only when
-the instrument sends it too (Sartorius 22-character prints, Laumas registers). The codes after ``trigger`` come with
-a ``weigh`` command (``sync.commands.WEIGH_ARGS``).
+``weighing`` business record every scale driver emits, in automatic mode and for a ``weigh`` command alike
+(``weighing_record``: the payload is ``sync.records.weighing.WeighingPayload``, the contract with central; a driver
+hands in the instrument's ``WeighingValues`` and the codes of the weigh command).
 
 A weighing is taken once per vehicle: the load must first be seen moving (or changing), then a **stable**
 value at or above ``threshold`` is taken — never a moving one. The bridge must drop below ``empty_below``
@@ -38,10 +27,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from edge.store.outbox import NewRecord
-from sync.commands import WEIGH_ARGS
-
-TRIGGER_AUTO: Final = "auto"  # the detector took it: stable above the threshold after motion
-TRIGGER_COMMAND: Final = "command"  # a weigh command from the API (operator or ERP)
+from sync.records.weighing import CODES, WEIGHING, WeighingPayload, WeighingValues
 
 
 class Phase(enum.Enum):
@@ -104,42 +90,9 @@ class WeighingDetector:
             self.phase = Phase.MOVING
 
 
-@dataclass(frozen=True)
-class WeighingValues:
-    """One weighing's values, each a string exactly as the instrument delivered it; None: not delivered."""
-
-    unit: str
-    raw: str  # the frame(s) the values come from, as text
-    gross: str | None = None
-    net: str | None = None
-    tare: str | None = None
-    tare_preset: bool | None = None  # None: the tare's origin is not known (or there is no tare)
-    instrument_alibi: str | None = None  # the instrument's own alibi id / checksum, when it has one
-
-    def __post_init__(self) -> None:
-        if self.gross is None and self.net is None:
-            raise ValueError("a weighing needs a gross or a net value")
-
-    def as_dict(self) -> dict[str, Any]:
-        """The legal values that were delivered (``unit`` always, ``stable`` always true)."""
-        out: dict[str, Any] = {"gross": self.gross, "net": self.net, "tare": self.tare,
-                               "tare_preset": self.tare_preset, "unit": self.unit}
-        out = {k: v for k, v in out.items() if v is not None}
-        out["stable"] = True
-        return out
-
-
 def weighing_record(device_id: str, values: WeighingValues, *, scale_serial: str | None, trigger: str,
                     args: Mapping[str, Any] | None = None) -> NewRecord:
-    """The ``weighing`` business record (see the module docstring); ``args`` of a weigh command are copied."""
-    data = values.as_dict()
-    data["scale_serial"] = scale_serial
-    if values.instrument_alibi is not None:
-        data["instrument_alibi"] = values.instrument_alibi
-    data["raw"] = values.raw
-    data["trigger"] = trigger
-    for name in WEIGH_ARGS:
-        value = (args or {}).get(name)
-        if value:
-            data[name] = value
-    return NewRecord(kind="weighing", device=device_id, data=data)
+    """The ``weighing`` business record; the codes among ``args`` of a weigh command are copied (``CODES``)."""
+    codes = {name: value for name in CODES if (value := (args or {}).get(name))}
+    payload = WeighingPayload(values=values, scale_serial=scale_serial, trigger=trigger, **codes)
+    return NewRecord(kind=WEIGHING, device=device_id, data=payload.to_payload())

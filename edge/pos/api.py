@@ -69,6 +69,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edge import __version__
 from edge.pos.config import DEFAULT_MAX_BODY_BYTES
 from edge.pos.sales import PosError, PosService, Sale
+from edge.runtime.http import SignalFreeServer
 from protocols.tse.errors import ProcessDataError
 from protocols.tse.processdata import KINDS, Kassenbeleg, Payment
 from sync.sales import MAX_PAYMENTS, MAX_RECEIPT_ID, SaleError, check_receipt_id, parse_amount
@@ -357,9 +358,7 @@ async def serve_pos(service: PosService, cfg: PosConfig, token: str, *,
     app = make_pos_app(service, token, max_body_bytes=cfg.max_body_bytes)
     config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=GRACEFUL_STOP_S)
-    server = uvicorn.Server(config)
-    # the agent's SIGTERM handler cancels it: this server must not take the signal for itself
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    server = SignalFreeServer(config)  # the agent's SIGTERM handler cancels it
 
     async def run_server() -> bool:
         try:

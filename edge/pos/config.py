@@ -27,12 +27,12 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edge.pos.fiskaly import FiskalySettings
 from protocols.tse.errors import TseInvalidArgument
 from protocols.tse.software import check_client_id
-from sync.runtime.config import ConfigError
+from sync.runtime.config import ConfigError, ConfigModel
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,6 @@ _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TSE_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a device id (edge.config.DEVICE_ID_PATTERN)
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def check_listen(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
@@ -58,7 +54,7 @@ def check_listen(value: str) -> str:
     return value
 
 
-class TseConfig(_Model):
+class TseConfig(ConfigModel):
     """The node's TSE. One per node: the registers of the node share it, one signature at a time."""
 
     id: Annotated[str, Field(pattern=TSE_ID_PATTERN, description="device id of the TSE (its records carry it)")]
@@ -100,7 +96,7 @@ class TseConfig(_Model):
         return self.dir if self.dir is not None else data_dir / DEFAULT_TSE_DIR
 
 
-class PosConfig(_Model):
+class PosConfig(ConfigModel):
     """The counter's sales API on the node (``edge.pos.api``)."""
 
     listen: str = Field(DEFAULT_POS_LISTEN, description="HOST:PORT the cash registers call")

@@ -12,7 +12,8 @@
     finish_transaction       PUT  …?tx_revision=n+1  {state: FINISHED, client_id, schema: {standard_v1: {receipt}}}
     export(…)                PUT  /tss/{tss_id}/export/{uuid}?filters {}, GET … until COMPLETED, GET …/file (TAR)
 
-Request bodies, reply parsing and the error mapping are the pure ``protocols.tse.fiskaly``; this module does the I/O:
+Request bodies and the error mapping are the pure ``protocols.tse.fiskaly``, reply parsing ``…fiskaly_replies``; this
+module does the I/O:
 ``POST /auth`` with api_key / api_secret, the bearer token renewed before it runs out and, on a 401, once with the
 refresh token (or the key again); a timeout per request (``timeout_s``); retries of network errors, timeouts, 5xx,
 429 and 499 with an exponential delay from ``backoff_min_s`` doubling to ``backoff_max_s`` (``Retry-After``
@@ -39,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from protocols.tse.api import TseInfo
 from protocols.tse.errors import TseClientNotRegistered, TseInvalidArgument, TseUnavailable, TseUnknownTransaction
@@ -48,23 +49,25 @@ from protocols.tse.fiskaly import (
     DEFAULT_BASE_URL,
     RETRYABLE_STATUS,
     FiskalyError,
-    FiskalyTransactionResult,
     FiskalyUnavailable,
-    Tokens,
-    TssReply,
     check_client_serial,
     client_uuid,
     error_from_reply,
+    tx_body,
+    tx_schema,
+)
+from protocols.tse.fiskaly_replies import (
+    FiskalyTransactionResult,
+    Tokens,
+    TssReply,
     parse_auth,
     parse_tss,
     parse_tx,
     transaction_result,
     tse_info,
-    tx_body,
-    tx_schema,
 )
 from protocols.tse.logmsg import FINISH
-from sync.runtime.config import ConfigError, problems_from_pydantic
+from sync.runtime.config import ConfigModel, parse_model
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +81,8 @@ TOKEN_MARGIN_S: Final = 60.0  # renew the access token this long before it expir
 _LOCAL_HOSTS: Final = ("127.0.0.1", "localhost", "::1")  # where plain http is allowed (tests)
 
 
-class FiskalySettings(BaseModel):
-    """How to reach one fiskaly TSS. Secrets have no defaults and never show in ``repr``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class FiskalySettings(ConfigModel):
+    """How to reach one fiskaly TSS. Secrets have no defaults and never show in ``repr`` or in errors."""
 
     base_url: str = Field(DEFAULT_BASE_URL, description="the SIGN DE API v2 (the middleware URL serves everything)")
     api_key: SecretStr = Field(description="API key of the (managed) organization, from the fiskaly HUB")
@@ -147,17 +148,9 @@ def _uuid(value: str) -> str:
 
 
 def parse_fiskaly_settings(data: object, *, source: str) -> FiskalySettings:
-    """Validate the driver's configuration; :class:`ConfigError` naming the source, the key and the problem."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(source, ["(top level): expected a mapping (api_key, api_secret, tss_id, …)"])
-    try:
-        return FiskalySettings.model_validate(dict(data))
-    except ValidationError as exc:
-        errors = exc.errors()
-        for err in errors:  # a secret that fails validation must not be echoed
-            if (err.get("loc") or ("",))[0] in ("api_key", "api_secret", "admin_pin"):
-                err["input"] = "***"
-        raise ConfigError(source, problems_from_pydantic(errors)) from None
+    """Validate the driver's configuration; :class:`~sync.runtime.config.ConfigError` naming the source, the key and
+    the problem (a secret given wrongly is not echoed: ``sync.runtime.config.secret_fields``)."""
+    return parse_model(FiskalySettings, data, source=source, expected="a mapping (api_key, api_secret, tss_id, …)")
 
 
 @dataclass

@@ -58,11 +58,11 @@ from protocols.tse.api import TransactionResult, TseDriver, TseInfo, ensure_read
 from protocols.tse.errors import TseError, TseInvalidArgument, TseNotReady, TseUnknownTransaction
 from protocols.tse.processdata import PROCESS_TYPE, Kassenbeleg
 from protocols.tse.qr import ReceiptQr, iso_time
+from sync.records import TSE_TRANSACTION, TseTransactionPayload
 from sync.sales import SaleError, check_sale_record, clean_text, format_total
 
 log = logging.getLogger(__name__)
 
-RECORD_KIND: Final = "tse_transaction"
 TSE_FAILED: Final = "TSE ausgefallen"
 READY_CHECK_S: Final = 60.0  # self test / time update are checked this often (and whenever the TSE asks)
 DRAIN_TIMEOUT_S: Final = 10.0  # on stop, sales in progress get this long to be signed and recorded
@@ -471,23 +471,23 @@ class PosService:
             ).build()  # fmt: skip
         failed = finish is None
         total = format_total(sale.beleg.total)  # checked in _check_sale
-        data: dict[str, Any] = {
-            "tse_serial": info.serial_hex if info else None,
-            "public_key": _b64(info.public_key) if info else None,
-            "algorithm": info.algorithm if info else None,
-            "time_format": info.time_format if info else None,
-            "client_id": sale.client_id,
-            "tx_number": start.transaction_number if start is not None else None,
-            "signature_counter": finish.signature_counter if finish is not None else None,
-            "start_counter": start.signature_counter if start is not None else None,
-            "started_at": started_at, "finished_at": finished_at,
-            "log_time": finish.log_time if finish is not None else None,
-            "process_type": PROCESS_TYPE, "process_data": process_data,
-            "signature": signature, "qr": qr,
-            "total": total, "currency": "EUR", "receipt_id": sale.receipt_id,
-            "tse_failed": failed, "error": clean_text(signed.error or "?") if failed else None,
-        }  # fmt: skip
-        record = NewRecord(kind=RECORD_KIND, device=self.cfg.id, data=data)
+        data = TseTransactionPayload(
+            tse_serial=info.serial_hex if info else None,
+            public_key=_b64(info.public_key) if info else None,
+            algorithm=info.algorithm if info else None,
+            time_format=info.time_format if info else None,
+            client_id=sale.client_id,
+            tx_number=start.transaction_number if start is not None else None,
+            signature_counter=finish.signature_counter if finish is not None else None,
+            start_counter=start.signature_counter if start is not None else None,
+            started_at=started_at, finished_at=finished_at,
+            log_time=finish.log_time if finish is not None else None,
+            process_type=PROCESS_TYPE, process_data=process_data,
+            signature=signature, qr=qr,
+            total=total, currency="EUR", receipt_id=sale.receipt_id,
+            tse_failed=failed, error=clean_text(signed.error or "?") if failed else None,
+        ).to_payload()  # fmt: skip
+        record = NewRecord(kind=TSE_TRANSACTION, device=self.cfg.id, data=data)
         answer = SaleAnswer(
             record_id=record.record_id, client_id=sale.client_id, receipt_id=sale.receipt_id,
             tx_number=data["tx_number"], start_counter=data["start_counter"],
@@ -549,4 +549,4 @@ def _close(tse: TseDriver) -> None:
         close()
 
 
-__all__ = ["RECORD_KIND", "TSE_FAILED", "PosError", "PosService", "Sale", "SaleAnswer", "StartAnswer"]
+__all__ = ["TSE_FAILED", "PosError", "PosService", "Sale", "SaleAnswer", "StartAnswer"]

@@ -7,8 +7,8 @@ same loop iteration as the cancellation, it returns the result and drops the can
 ``while True`` around it then runs for ever. Hence:
 
 * ``wait_for`` here is ``asyncio.timeout`` underneath: the agent's own code uses it, never ``asyncio.wait_for``.
-* ``raise_if_cancelled`` re-raises a cancellation that a library lost (aiomqtt calls ``asyncio.wait_for`` for
-  every connect, subscribe, publish and disconnect; pymodbus for every request): call it after such a call and at
+* ``raise_if_cancelled`` re-raises a cancellation that a library lost (pymodbus calls ``asyncio.wait_for`` for
+  every request; the uplink calls it too, a cheap guard at every turn of its loops): call it after such a call and at
   the top of every loop. A task that was cancelled and did not ``uncancel()`` it (``asyncio.timeout`` does) is
   still ``cancelling()``.
 * ``cancel_and_wait`` ends child tasks before their parent ends: no task of the agent outlives it.

@@ -13,14 +13,18 @@
 ``degraded`` while the broker is unreachable (the node keeps everything and catches up later), ``alarm`` when a
 device is stopped or the clock jumped; HTTP 503 for ``alarm``, 200 otherwise. A port that cannot be bound is
 logged and the agent goes on without these endpoints — collecting data matters more.
+
+What they show is read from a ``NodeView`` (the agent, which starts ``serve_http``): its config, outbox, uplink,
+drivers, POS service and alarms.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psutil
 import uvicorn
@@ -33,13 +37,41 @@ from prometheus_client.registry import Collector
 from edge import __version__
 
 if TYPE_CHECKING:
-    from edge.agent import Agent
+    from edge.bus.scheduler import Driver
+    from edge.config import NodeConfig
+    from edge.pos.sales import PosService
+    from edge.store.outbox import Outbox
+    from edge.uplink.session import Uplink
 
 log = logging.getLogger(__name__)
 _PROC = psutil.Process()
 
 
-def health(agent: Agent) -> tuple[int, dict[str, Any]]:
+class NodeView(Protocol):
+    """What the local endpoints read (the agent): read on every request, nothing is changed."""
+
+    @property
+    def cfg(self) -> NodeConfig: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def uplink(self) -> Uplink: ...
+
+    @property
+    def drivers(self) -> Sequence[Driver]: ...
+
+    @property
+    def pos(self) -> PosService | None: ...
+
+    @property
+    def started_at(self) -> float: ...
+
+    def alarms(self) -> list[str]: ...
+
+
+def health(agent: NodeView) -> tuple[int, dict[str, Any]]:
     now_ns = time.time_ns()
     stats = agent.outbox.stats()
     up = agent.uplink
@@ -78,7 +110,7 @@ def health(agent: Agent) -> tuple[int, dict[str, Any]]:
 
 
 class _AgentCollector(Collector):
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: NodeView) -> None:
         self.agent = agent
 
     def collect(self) -> Iterator[Metric]:
@@ -132,7 +164,7 @@ class _AgentCollector(Collector):
         yield from (online, rtt)
 
 
-def make_app(agent: Agent) -> FastAPI:
+def make_app(agent: NodeView) -> FastAPI:
     app = FastAPI(title=f"floorgate node {agent.cfg.node_id}", version=__version__)
     registry = CollectorRegistry()
     registry.register(_AgentCollector(agent))
@@ -150,12 +182,20 @@ def make_app(agent: Agent) -> FastAPI:
     return app
 
 
-async def serve_http(agent: Agent) -> None:
+class SignalFreeServer(uvicorn.Server):
+    """A uvicorn server inside the agent: the agent handles SIGINT / SIGTERM itself (``edge.agent.run_until_signal``)
+    and cancels its servers, so uvicorn takes no signals (its public ``capture_signals`` hook, a no-op here)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve_http(agent: NodeView) -> None:
     http = agent.cfg.http
     config = uvicorn.Config(make_app(agent), host=http.host, port=http.port, log_level="warning", access_log=False,
                             lifespan="off")
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server = SignalFreeServer(config)
     try:
         await server.serve()
     except SystemExit:  # uvicorn exits when it cannot bind

@@ -2,7 +2,7 @@
 (entry format and chain check: ``sync.alibi``), committed in the **same SQLite transaction** as its outbox row —
 a weighing and its entry are stored together or not at all.
 
-The table lives in the outbox database (outbox schema version 3)::
+The table lives in the outbox database (outbox schema version 3, ``edge.store.schema``)::
 
     alibi (alibi_no PRIMARY KEY, record_id, stream, seq, weighed_at_ns, body, hash, sig, created_ns)
            alibi_no = 1, 2, 3 … without gaps; stream/seq = the weighing record's place in the outbox
@@ -30,28 +30,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from sync.alibi import ZERO_HASH, ChainCheck, StoredEntry, check_chain, make_entry
 from sync.envelope import Record
+from sync.records import WEIGHING
 
 log = logging.getLogger(__name__)
 
-WEIGHING_KIND = "weighing"
 DEFAULT_RETENTION_DAYS = 90
 PRUNE_EVERY_S = 600.0  # after an acknowledgement, prune at most this often
 DAY_NS = 86_400 * 1_000_000_000
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alibi (
-    alibi_no INTEGER PRIMARY KEY,
-    record_id TEXT NOT NULL,
-    stream TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    weighed_at_ns INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    sig TEXT NOT NULL,
-    created_ns INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS alibi_weighed_at ON alibi(weighed_at_ns)
-"""
 
 
 class AlibiMirror:
@@ -68,7 +53,7 @@ class AlibiMirror:
     def stamp(self, db: sqlite3.Connection, stream: str, records: Sequence[Record]) -> list[Record]:
         """Append an entry for every weighing among ``records`` (seq already assigned). Must run inside the
         caller's open transaction; returns the records, weighings with ``data["alibi"]``."""
-        if not any(r.kind == WEIGHING_KIND for r in records):
+        if not any(r.kind == WEIGHING for r in records):
             return list(records)
         if not db.in_transaction:
             raise RuntimeError("alibi entries are written only inside the outbox's transaction")
@@ -77,7 +62,7 @@ class AlibiMirror:
         now = time.time_ns()
         out: list[Record] = []
         for r in records:
-            if r.kind != WEIGHING_KIND:
+            if r.kind != WEIGHING:
                 out.append(r)
                 continue
             no += 1
@@ -141,4 +126,4 @@ def check_local(entries: Sequence[StoredEntry], key: Ed25519PublicKey, node_id: 
     return check_chain(entries, key, node=node_id, pruned=True, holder="this node")
 
 
-__all__ = ["DEFAULT_RETENTION_DAYS", "SCHEMA", "AlibiMirror", "check_local", "read_entries"]
+__all__ = ["DEFAULT_RETENTION_DAYS", "AlibiMirror", "check_local", "read_entries"]

@@ -1,17 +1,10 @@
 """The SQLite outbox: every record is committed here, with the next sequence number of its stream, before
 anything else happens to it; it stays until central acknowledges it.
 
-Schema (``PRAGMA user_version`` = ``SCHEMA_VERSION``; WAL journal; older versions are migrated on open)::
-
-    meta    (key PRIMARY KEY, value)                          epoch, node_id, created_ns
-    streams (stream PRIMARY KEY, next_seq, acked_seq, lost)    one row per stream; lost = given up to the quota
-    starts  (start_no PRIMARY KEY, boot_id, started_ns)        one row per agent start (boot_id = the OS boot)
-    outbox  (stream, seq, record_id, kind, device, ts_ns, data, created_ns, mono_ns, start_no, from_seq, thinned)
-            PRIMARY KEY (stream, seq)
-    alibi   (alibi_no PRIMARY KEY, record_id, stream, seq, weighed_at_ns, body, hash, sig, created_ns)
-            the alibi mirror (``edge.store.alibi``): one entry per weighing, written in the transaction of its record
-    pos_receipts (client_id, receipt_id PRIMARY KEY, digest, answer, record_id, created_ns)
-            the POS API's answers (``edge.store.receipts``), written in the transaction of the sale's record
+The schema (tables ``meta``, ``streams``, ``starts``, ``outbox``; ``PRAGMA user_version``; WAL journal) and its
+migration from older files: ``edge.store.schema``. The alibi mirror (``edge.store.alibi``, given to the outbox when
+it is made) and the POS receipt book (``edge.store.receipts``) keep their tables in the same database, written in
+the transaction of their record.
 
 Business records (``sync.streams`` ``durable``) are committed with ``synchronous=FULL`` — on disk before
 ``append`` returns; readings and health use ``synchronous=NORMAL`` (WAL keeps them consistent, a power cut may
@@ -38,59 +31,24 @@ import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from edge.errors import OutboxError, OutboxFull
-from edge.store.alibi import SCHEMA as ALIBI_SCHEMA
 from edge.store.alibi import AlibiMirror
-from edge.store.receipts import SCHEMA as RECEIPTS_SCHEMA
-from edge.store.receipts import Receipt
-from edge.store.receipts import find as find_receipt
-from edge.store.receipts import insert as insert_receipt
-from edge.store.receipts import prune as prune_receipts
+from edge.store.schema import migrate
 from sync.envelope import Record
+from sync.records import LOSS, LossPayload
 from sync.streams import STREAMS
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
 QUOTA_LOW_WATER = 0.85  # when the quota is reached, space is freed down to this fraction of it
 THIN_CHUNK = 5000  # rows looked at per thinning step
-LOSS_KIND = "loss"
 
-_SCHEMA_V1 = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS streams (
-    stream TEXT PRIMARY KEY,
-    next_seq INTEGER NOT NULL,
-    acked_seq INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    stream TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    record_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    device TEXT NOT NULL,
-    ts_ns INTEGER NOT NULL,
-    data TEXT NOT NULL,
-    created_ns INTEGER NOT NULL,
-    PRIMARY KEY (stream, seq)
-) WITHOUT ROWID
-"""
-
-_MIGRATE_V1_V2 = """
-ALTER TABLE streams ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE outbox ADD COLUMN mono_ns INTEGER;
-ALTER TABLE outbox ADD COLUMN start_no INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE outbox ADD COLUMN from_seq INTEGER;
-ALTER TABLE outbox ADD COLUMN thinned INTEGER NOT NULL DEFAULT 0;
-CREATE TABLE IF NOT EXISTS starts (start_no INTEGER PRIMARY KEY, boot_id TEXT NOT NULL, started_ns INTEGER NOT NULL)
-"""
-
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _MIGRATE_V1_V2, 3: ALIBI_SCHEMA, 4: RECEIPTS_SCHEMA}
+T = TypeVar("T")
 
 
 def os_boot_id() -> str:
@@ -131,6 +89,13 @@ class StreamStats:
         return max(0.0, ((now_ns or time.time_ns()) - self.oldest_pending_ns) / 1e9)
 
 
+class WrittenWithRecords(Protocol):
+    """A row of another table in the outbox database that ``Outbox.append`` writes in the transaction of the
+    records it goes with (``edge.store.receipts.Receipt``: the POS API's answer to a sale)."""
+
+    def write(self, db: sqlite3.Connection) -> None: ...
+
+
 @dataclass
 class PendingRun:
     """Contiguous pending records of one stream taken during one OS boot (one batch's worth)."""
@@ -140,13 +105,16 @@ class PendingRun:
 
 
 class Outbox:
-    """Durable, ordered, per-stream record store. Not thread-safe: one agent owns it."""
+    """Durable, ordered, per-stream record store. Not thread-safe: one agent owns it.
+
+    ``alibi``: the node's alibi mirror — every weighing appended gets its entry, in the transaction of its record.
+    It is given here, when the outbox is made, and stays for the outbox's life: no weighing is stored without it."""
 
     def __init__(self, path: str | Path, *, node_id: str, quota_bytes: int | None = None,
                  boot_id: str | None = None, alibi: AlibiMirror | None = None) -> None:
         self.path = Path(path)
         self.quota_bytes = quota_bytes
-        self.alibi = alibi  # the agent sets it: every weighing appended then gets its alibi entry
+        self._alibi = alibi
         self.lost_unstored: dict[str, int] = {}  # records that could not even be written (disk full), this run
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -154,7 +122,7 @@ class Outbox:
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA journal_size_limit=4194304")
-            self._migrate(node_id)
+            migrate(self._db, node_id=node_id, where=self.path)
             self.start_no = self._register_start(boot_id or os_boot_id())
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox {self.path}: cannot open: {exc}") from exc
@@ -164,44 +132,12 @@ class Outbox:
         self._boots: dict[int, str] = dict(self._db.execute("SELECT start_no, boot_id FROM starts"))
         self.page_size: int = self._db.execute("PRAGMA page_size").fetchone()[0]
 
-    # -- schema ---------------------------------------------------------------------------------------------------
-    def _migrate(self, node_id: str) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise OutboxError(
-                f"outbox {self.path}: schema version {version} is newer than this agent ({SCHEMA_VERSION})"
-            )
-        if version >= 1:
-            stored = self._db.execute("SELECT value FROM meta WHERE key='node_id'").fetchone()
-            if stored and stored[0] != node_id:
-                raise OutboxError(
-                    f"outbox {self.path} belongs to node {stored[0]!r}, not {node_id!r}: "
-                    "use another data_dir or move the file away"
-                )
-        if version == SCHEMA_VERSION:
-            return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            for v in range(version + 1, SCHEMA_VERSION + 1):
-                for stmt in filter(None, (s.strip() for s in MIGRATIONS[v].split(";"))):
-                    self._db.execute(stmt)
-                if v == 1:
-                    self._db.execute(
-                        "INSERT OR IGNORE INTO meta(key, value) VALUES ('epoch', ?), ('node_id', ?), ('created_ns', ?)",
-                        (secrets.token_hex(8), node_id, str(time.time_ns())),
-                    )
-                    for name in STREAMS:
-                        self._db.execute(
-                            "INSERT OR IGNORE INTO streams(stream, next_seq, acked_seq) VALUES (?, 1, 0)", (name,))
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
-        if version:
-            log.info("outbox %s: schema migrated from version %d to %d", self.path, version, SCHEMA_VERSION)
+    @property
+    def alibi(self) -> AlibiMirror | None:
+        """The alibi mirror given when the outbox was made (None: weighings get no alibi entry)."""
+        return self._alibi
 
+    # -- starts ---------------------------------------------------------------------------------------------------
     def _register_start(self, boot_id: str) -> int:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("BEGIN IMMEDIATE")
@@ -217,9 +153,10 @@ class Outbox:
             self._sync_mode = mode
 
     # -- writing --------------------------------------------------------------------------------------------------
-    def append(self, stream: str, items: Sequence[NewRecord], *, receipt: Receipt | None = None) -> list[Record]:
+    def append(self, stream: str, items: Sequence[NewRecord], *,
+               receipt: WrittenWithRecords | None = None) -> list[Record]:
         """Commit ``items`` to ``stream`` in one transaction and return them with their sequence numbers;
-        ``receipt`` (a POS answer, ``edge.store.receipts``) is committed in the same transaction.
+        ``receipt`` (a POS answer, ``edge.store.receipts.Receipt``) is written in the same transaction.
 
         Raises ``OutboxFull`` for business records that cannot be stored (nothing of them is stored). Readings and
         health that cannot be stored even after giving up older ones are counted as lost and ``[]`` is returned."""
@@ -261,7 +198,7 @@ class Outbox:
         raise AssertionError("unreachable")
 
     def _insert(self, stream: str, items: Sequence[NewRecord], durable: bool,
-                receipt: Receipt | None = None) -> list[Record]:
+                receipt: WrittenWithRecords | None = None) -> list[Record]:
         self._set_sync("FULL" if durable else "NORMAL")
         now = time.time_ns()
         self._db.execute("BEGIN IMMEDIATE")
@@ -272,8 +209,8 @@ class Outbox:
                        data=dict(it.data), mono_ns=it.mono_ns)
                 for i, it in enumerate(items)
             ]
-            if self.alibi is not None:  # in this transaction: the weighing and its entry, or neither
-                records = self.alibi.stamp(self._db, stream, records)
+            if self._alibi is not None:  # in this transaction: the weighing and its entry, or neither
+                records = self._alibi.stamp(self._db, stream, records)
             self._db.executemany(
                 "INSERT INTO outbox(stream, seq, record_id, kind, device, ts_ns, data, created_ns, mono_ns, start_no)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -285,7 +222,7 @@ class Outbox:
             )
             self._db.execute("UPDATE streams SET next_seq=? WHERE stream=?", (next_seq + len(records), stream))
             if receipt is not None:  # in this transaction: the sale's record and its answer, or neither
-                insert_receipt(self._db, receipt)
+                receipt.write(self._db)
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
@@ -341,7 +278,7 @@ class Outbox:
         rows = self._db.execute(
             "SELECT seq, device, COALESCE(from_seq, seq), record_id, kind, ts_ns, data, created_ns, mono_ns, start_no"
             " FROM outbox WHERE stream=? AND thinned=0 AND kind!=? ORDER BY seq LIMIT ?",
-            (stream, LOSS_KIND, THIN_CHUNK)).fetchall()
+            (stream, LOSS, THIN_CHUNK)).fetchall()
         if len(rows) < 2:
             return 0
         # split into runs of contiguous sequence numbers: a kept record may only stand for numbers right before it
@@ -395,7 +332,7 @@ class Outbox:
             (stream, n)).fetchall()
         first = rows[0][1]
         last = rows[-1][0]
-        given_up = sum(1 for _, _, kind in rows if kind != LOSS_KIND)
+        given_up = sum(1 for _, _, kind in rows if kind != LOSS)
         self._set_sync("NORMAL")
         self._db.execute("BEGIN IMMEDIATE")
         try:
@@ -403,8 +340,8 @@ class Outbox:
             self._db.execute(
                 "INSERT INTO outbox(stream, seq, record_id, kind, device, ts_ns, data, created_ns, mono_ns, start_no,"
                 " from_seq, thinned) VALUES (?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?, 1)",
-                (stream, last, str(uuid.uuid4()), LOSS_KIND, time.time_ns(),
-                 json.dumps({"reason": "disk quota", "records": given_up}), time.time_ns(), time.monotonic_ns(),
+                (stream, last, str(uuid.uuid4()), LOSS, time.time_ns(),
+                 json.dumps(LossPayload(records=given_up).to_payload()), time.time_ns(), time.monotonic_ns(),
                  self.start_no, first if first < last else None))
             self._db.execute("UPDATE streams SET lost=lost+? WHERE stream=?", (given_up, stream))
             self._db.execute("COMMIT")
@@ -468,30 +405,25 @@ class Outbox:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
-        if released and self.alibi is not None:
-            self.alibi.maybe_prune(self._db)
+        if released and self._alibi is not None:
+            self._alibi.maybe_prune(self._db)
         return released
 
-    def find_receipt(self, client_id: str, receipt_id: str) -> Receipt | None:
-        """The answer the POS API gave for this receipt (``edge.store.receipts``), if it is still kept."""
+    def use(self, what: str, step: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``step`` on the outbox's connection, for a table kept beside the records (``edge.store.receipts``);
+        ``step`` begins and ends its own transaction (with ``synchronous=NORMAL``). An SQLite error is raised as
+        ``OutboxError``: "outbox <path>: cannot <what>: …"."""
         try:
-            return find_receipt(self._db, client_id, receipt_id)
+            self._set_sync("NORMAL")
+            return step(self._db)
         except sqlite3.Error as exc:
-            raise OutboxError(f"outbox {self.path}: cannot read the receipt book: {exc}") from exc
-
-    def prune_receipts(self, before_ns: int) -> int:
-        """Forget POS answers given before ``before_ns`` (their retention is over); returns how many."""
-        self._set_sync("NORMAL")
-        try:
-            return prune_receipts(self._db, before_ns)
-        except sqlite3.Error as exc:
-            raise OutboxError(f"outbox {self.path}: cannot prune the receipt book: {exc}") from exc
+            raise OutboxError(f"outbox {self.path}: cannot {what}: {exc}") from exc
 
     def prune_alibi(self, *, now_ns: int | None = None) -> int:
         """Give up alibi entries past their retention that central acknowledged (``AlibiMirror.prune``)."""
-        if self.alibi is None:
+        if self._alibi is None:
             return 0
-        return self.alibi.prune(self._db, now_ns=now_ns)
+        return self._alibi.prune(self._db, now_ns=now_ns)
 
     def stats(self) -> dict[str, StreamStats]:
         return _query_stats(self._db)

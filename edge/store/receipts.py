@@ -2,9 +2,9 @@
 
 A register that sends a ``receipt_id`` may send the same sale again (a timeout, its own restart, the node's restart)
 and must get the first answer — the same transaction number and signature — never a second signature. So the answer
-is kept in the outbox database (table ``pos_receipts``, outbox schema version 4) and written **in the same SQLite
-transaction** as the sale's ``tse_transaction`` record (``Outbox.append(…, receipt=…)``): the record and its answer
-are both on disk, or neither is, before the register gets the answer.
+is kept in the outbox database (table ``pos_receipts``, outbox schema version 4, ``edge.store.schema``) and written
+**in the same SQLite transaction** as the sale's ``tse_transaction`` record (``Outbox.append(…, receipt=…)`` calls
+``Receipt.write``): the record and its answer are both on disk, or neither is, before the register gets the answer.
 
     pos_receipts (client_id, receipt_id, digest, answer, record_id, created_ns)  PRIMARY KEY (client_id, receipt_id)
 
@@ -32,25 +32,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
-if TYPE_CHECKING:
-    from edge.store.outbox import NewRecord, Outbox
+from edge.store.outbox import NewRecord, Outbox
 
 log = logging.getLogger(__name__)
-
-SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS pos_receipts (
-    client_id TEXT NOT NULL,
-    receipt_id TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    answer TEXT NOT NULL,
-    record_id TEXT NOT NULL,
-    created_ns INTEGER NOT NULL,
-    PRIMARY KEY (client_id, receipt_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS pos_receipts_by_age ON pos_receipts (created_ns)
-"""
 
 DEFAULT_RETENTION_DAYS: Final = 7
 PRUNE_EVERY_S: Final = 3600.0
@@ -68,6 +54,10 @@ class Receipt:
     answer: Mapping[str, Any]
     record_id: str
     created_ns: int = field(default_factory=time.time_ns)
+
+    def write(self, db: sqlite3.Connection) -> None:
+        """Store it in the caller's transaction (``Outbox.append``, with the sale's record): ``insert``."""
+        insert(db, self)
 
 
 def insert(db: sqlite3.Connection, receipt: Receipt) -> None:
@@ -131,7 +121,9 @@ class OutboxReceipts:
         self.prune_due()
 
     def find(self, client_id: str, receipt_id: str) -> Receipt | None:
-        return self.outbox.find_receipt(client_id, receipt_id)
+        """The answer the POS API gave for this receipt, if it is still kept (``OutboxError`` if it cannot be
+        read)."""
+        return self.outbox.use("read the receipt book", lambda db: find(db, client_id, receipt_id))
 
     def store(self, stream: str, records: Sequence[NewRecord], receipt: Receipt | None) -> None:
         self.emit(stream, records, receipt=receipt)
@@ -144,7 +136,8 @@ class OutboxReceipts:
             return 0
         self._pruned_at = now
         try:
-            n = self.outbox.prune_receipts((now_ns or time.time_ns()) - self.retention_ns)
+            before_ns = (now_ns or time.time_ns()) - self.retention_ns
+            n = self.outbox.use("prune the receipt book", lambda db: prune(db, before_ns))
         except Exception as exc:  # an answer book that cannot be pruned is no reason to refuse a sale
             log.error("POS receipts: cannot prune the receipt book: %s", exc)
             return 0
@@ -172,5 +165,5 @@ class MemoryReceipts:
                 self._answers.popitem(last=False)
 
 
-__all__ = ["DEFAULT_RETENTION_DAYS", "PRUNE_EVERY_S", "SCHEMA", "MemoryReceipts", "OutboxReceipts", "Receipt",
+__all__ = ["DEFAULT_RETENTION_DAYS", "PRUNE_EVERY_S", "MemoryReceipts", "OutboxReceipts", "Receipt",
            "ReceiptBook", "find", "insert", "prune"]

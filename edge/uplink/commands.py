@@ -36,16 +36,16 @@ import logging
 import math
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.bus.scheduler import ExchangeError
-from edge.config import ProfileDevice
+from edge.bus.scheduler import BusScheduler, ExchangeError
+from edge.config import NodeConfig, ProfileDevice
 from edge.runtime.aio import cancel_and_wait, wait_for
 from sync.commands import (
     EXPIRED,
@@ -61,9 +61,6 @@ from sync.errors import DecodeError
 from sync.runtime.config import ConfigError
 from sync.signing import sign
 from sync.topics import command_result_topic
-
-if TYPE_CHECKING:
-    from edge.agent import Agent
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +82,19 @@ CREATE TABLE IF NOT EXISTS commands (
 """
 
 Publish = Callable[[str, bytes], Awaitable[bool]]  # topic, payload → published?
+
+
+class CommandTarget(Protocol):
+    """What device commands act on (the agent): the running config (its devices), the buses with their drivers,
+    and a reload of the config file. Read anew for every command: a reload swaps them."""
+
+    @property
+    def cfg(self) -> NodeConfig: ...
+
+    @property
+    def buses(self) -> Sequence[BusScheduler]: ...
+
+    async def reload_config(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -150,11 +160,12 @@ class CommandCounters:
 class CommandRunner:
     """Takes command messages from the uplink, executes each once (in its own task) and publishes the result."""
 
-    def __init__(self, agent: Agent, log_: CommandLog, key: Ed25519PrivateKey, publish: Publish, *,
-                 clock_ns: Callable[[], int] = time.time_ns, verifier: DownlinkVerifier | None = None) -> None:
-        """``verifier``: central's trusted keys and the nonce cache (default: the uplink's, ``agent.uplink``)."""
-        self.agent = agent
-        self.downlink = verifier if verifier is not None else agent.uplink.downlink
+    def __init__(self, target: CommandTarget, log_: CommandLog, key: Ed25519PrivateKey, publish: Publish, *,
+                 verifier: DownlinkVerifier, clock_ns: Callable[[], int] = time.time_ns) -> None:
+        """``verifier``: central's trusted keys and the nonce cache (the uplink's, so a nonce is used once on
+        either path)."""
+        self.target = target
+        self.downlink = verifier
         self.log = log_
         self.key = key
         self.publish = publish
@@ -167,7 +178,7 @@ class CommandRunner:
 
     @property
     def node_id(self) -> str:
-        return self.agent.cfg.node_id
+        return self.target.cfg.node_id
 
     def on_message(self, payload: bytes) -> None:
         """Called by the uplink for each message on the node's command topic; never blocks its receive loop."""
@@ -268,9 +279,10 @@ class CommandRunner:
         return await self._device_command(cmd, cmd.device)
 
     async def _device_command(self, cmd: Command, device: str) -> tuple[str, dict[str, Any], str | None]:
-        found = next(((bus, bus.drivers[device]) for bus in self.agent.buses if device in bus.drivers), None)
+        buses = self.target.buses
+        found = next(((bus, bus.drivers[device]) for bus in buses if device in bus.drivers), None)
         if found is None:
-            known = ", ".join(sorted(d.device_id for d in self.agent.drivers)) or "none"
+            known = ", ".join(sorted(d.device_id for bus in buses for d in bus.drivers.values())) or "none"
             return "rejected", {}, f"node {self.node_id} has no device {device!r} (its devices: {known})"
         bus, driver = found
         name = DRIVER_COMMANDS[cmd.command]
@@ -301,14 +313,14 @@ class CommandRunner:
         return "succeeded", answer, None
 
     def _describe(self, device: str) -> str:
-        dev = next((d for d in self.agent.cfg.devices if d.id == device), None)
+        dev = next((d for d in self.target.cfg.devices if d.id == device), None)
         if isinstance(dev, ProfileDevice):
             return f"profile {dev.profile}"
         return f"type {dev.type}" if dev is not None else "unknown"
 
     async def _reload(self) -> tuple[str, dict[str, Any], str | None]:
         try:
-            summary = await self.agent.reload_config()
+            summary = await self.target.reload_config()
         except ConfigError as exc:
             return "rejected", {}, f"config not reloaded, the running one stays: {exc}"
         return "succeeded", summary, None

@@ -32,18 +32,16 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge import __version__
 from edge.config import NodeConfig
 from edge.runtime.aio import cancel_and_wait, raise_if_cancelled, wait_for
 from edge.store.outbox import Outbox, os_boot_id
-from edge.uplink.mqtt import make_client
 from sync.downlink import DownlinkRejected, DownlinkVerifier, counts_json, load_trusted_keys, parse_trusted_keys
 from sync.envelope import (
     Ack,
@@ -58,7 +56,7 @@ from sync.envelope import (
 )
 from sync.errors import DecodeError
 from sync.runtime.config import ConfigError
-from sync.runtime.mqtt import abandon_connect
+from sync.runtime.mqtt import MqttClient, MqttError, make_client
 from sync.signing import SigningKeyError, sign
 from sync.streams import STREAMS
 from sync.topics import ack_topic, batch_topic, command_topic, heartbeat_topic, replay_topic
@@ -136,7 +134,7 @@ class Uplink:
         # the highest seq published per stream (an ack beyond it is forged): the acked mark until more is sent
         self.published: dict[str, int] = {s: outbox.acked_seq(s) for s in self._order}
         self._reset_cursors()
-        self.client: aiomqtt.Client | None = None  # while connected
+        self.client: MqttClient | None = None  # while connected
         self.on_command: Callable[[bytes], None] | None = None  # set by the agent: a message on …/cmd
         self.on_connect: Callable[[], Coroutine[Any, Any, None]] | None = None  # after every (re)connect and subscribe
 
@@ -158,7 +156,9 @@ class Uplink:
         while True:
             raise_if_cancelled()
             try:
-                async with _connected(make_client(self.cfg.broker, client_id=client_id)) as client:
+                # a stop (cancellation) while connecting ends the connect at once and leaves nothing open
+                async with make_client(self.cfg.broker, client_id=client_id,
+                                       keepalive_s=self.cfg.broker.keepalive_s) as client:
                     self.connected = True
                     self.counters.connects += 1
                     delay = self.cfg.uplink.retry_min_s
@@ -168,7 +168,7 @@ class Uplink:
                     await client.subscribe(replay_topic(self.cfg.node_id), qos=1)
                     if self.on_command is not None:
                         await client.subscribe(command_topic(self.cfg.node_id), qos=1)
-                    raise_if_cancelled()  # aiomqtt's subscribe may have swallowed one
+                    raise_if_cancelled()
                     self.client = client
                     helpers = [asyncio.create_task(self._receive(client)),
                                asyncio.create_task(self._heartbeat_loop(client))]
@@ -179,7 +179,7 @@ class Uplink:
                     finally:
                         self.client = None  # results of commands still running are kept for the next connect
                         await cancel_and_wait(helpers)
-            except aiomqtt.MqttError as exc:
+            except MqttError as exc:
                 raise_if_cancelled()  # stopped: an error on the way out does not make it try again
                 if self.connected:
                     log.warning("uplink lost the broker: %s", exc)
@@ -199,7 +199,7 @@ class Uplink:
             return False
         try:
             await _publish(client, topic, payload, timeout_s)
-        except aiomqtt.MqttError as exc:
+        except MqttError as exc:
             raise_if_cancelled()
             log.warning("uplink: publish on %s failed: %s", topic, exc)
             return False
@@ -214,17 +214,17 @@ class Uplink:
         else:
             log.debug("node %s: downlink message refused (%s): %s", self.cfg.node_id, reason, detail)
 
-    async def _receive(self, client: aiomqtt.Client) -> None:
+    async def _receive(self, client: MqttClient) -> None:
         replay = replay_topic(self.cfg.node_id)
         commands = command_topic(self.cfg.node_id)
         async for message in client.messages:
             try:
-                payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-                if message.topic.matches(commands):
+                payload = message.payload
+                if message.topic == commands:
                     if self.on_command is not None:
                         self.on_command(payload)  # verified by the command runner before it has any effect
                     continue
-                self.on_downlink(payload, replay=message.topic.matches(replay))
+                self.on_downlink(payload, replay=message.topic == replay)
             except Exception:  # one message must never end the receive task (nor the connection)
                 self.downlink.counts["malformed"] = self.downlink.counts.get("malformed", 0) + 1
                 log.exception("uplink: unexpected error handling a message on %s; ignored", message.topic)
@@ -333,7 +333,7 @@ class Uplink:
                          sent_at_ns=time.time_ns(), bno=self._next_bno(), boot_id=run.boot_id,
                          sent_mono_ns=time.monotonic_ns())
 
-    async def _send_loop(self, client: aiomqtt.Client, helpers: list[asyncio.Task[None]]) -> None:
+    async def _send_loop(self, client: MqttClient, helpers: list[asyncio.Task[None]]) -> None:
         up = self.cfg.uplink
         while True:
             raise_if_cancelled()
@@ -384,7 +384,7 @@ class Uplink:
         """Downlink messages refused since the agent started, by reason (every reason, 0 when none)."""
         return counts_json(self.downlink.counts)
 
-    async def _heartbeat_loop(self, client: aiomqtt.Client) -> None:
+    async def _heartbeat_loop(self, client: MqttClient) -> None:
         while True:
             payload = encode_heartbeat(self.heartbeat(), signer=self._signer)
             await _publish(client, heartbeat_topic(self.cfg.node_id), payload, 10)
@@ -392,44 +392,7 @@ class Uplink:
             await asyncio.sleep(self.cfg.heartbeat_interval_s)
 
 
-async def _publish(client: aiomqtt.Client, topic: str, payload: bytes, timeout_s: float) -> None:
-    """QoS 1 publish; a cancellation that aiomqtt swallowed (it waits with ``asyncio.wait_for``) is raised."""
-    await client.publish(topic, payload, qos=1, timeout=timeout_s)
+async def _publish(client: MqttClient, topic: str, payload: bytes, timeout_s: float) -> None:
+    """QoS 1 publish, until the broker's PUBACK; a stop that came meanwhile is raised here."""
+    await client.publish(topic, payload, qos=1, timeout_s=timeout_s)
     raise_if_cancelled()
-
-
-@contextlib.asynccontextmanager
-async def _connected(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Client]:
-    """``async with client``, but one that can be cancelled at any moment, connecting included.
-
-    aiomqtt connects in a worker thread, which a cancellation does not stop, and leaves a connection whose CONNACK
-    it stopped waiting for open, with its keepalive task: the agent would go on holding its broker session after
-    it stopped. So a cancelled connect waits for the attempt to end and then disconnects whatever it opened: at
-    once when the broker refuses or drops it, or when the CONNECT is out and only the CONNACK is awaited
-    (``abandon_connect`` fails it and closes the connection — a cut network never answers); at most the client's
-    timeouts while TCP or TLS are still connecting in the worker thread. Only a second cancellation gives up
-    waiting. And
-    aiomqtt's disconnect raises ``MqttError`` when it times out: that must not replace the error (or the
-    cancellation) that ended the session."""
-    connecting = asyncio.ensure_future(client.__aenter__())
-    try:
-        await asyncio.shield(connecting)
-    except asyncio.CancelledError:
-        try:
-            abandon_connect(client)  # waiting for a CONNACK (a cut network never sends one): end it now
-            await asyncio.wait([connecting])
-        finally:
-            if not connecting.done():
-                connecting.cancel()
-                connecting.add_done_callback(lambda f: f.cancelled() or f.exception())
-            elif not connecting.cancelled() and connecting.exception() is None:
-                with contextlib.suppress(aiomqtt.MqttError):
-                    await client.__aexit__(None, None, None)
-        raise
-    try:
-        yield client
-    except BaseException:
-        with contextlib.suppress(aiomqtt.MqttError):
-            await client.__aexit__(None, None, None)
-        raise
-    await client.__aexit__(None, None, None)

@@ -5,8 +5,26 @@
     ├── values.py    one point's value <-> its registers: ``decode_point``, ``encode_point``, ``wire_mask``
     └── plan.py      ``plan_reads`` -> ``ReadBlock``; ``decode_block`` / ``encode_block``; ``write_request``
 
-``protocols.modbus_maps`` re-exports these names and adds the built-in device maps (SDM630, T/H probe).
-Pure code over registers and bytes: no sockets, no serial ports, no sleeping.
+Pure code over registers and bytes: no sockets, no serial ports, no sleeping. Register maps of device models are
+data (``firmware-config/profiles``; the simulators' in ``protocols.sim``).
+
+Read request and response PDUs (function code 0x03 holding / 0x04 input registers; on RTU framed by device id and
+CRC, see ``protocols.crc``; on TCP by the MBAP header ``[ tid ][ pid ][ length ][ uid ]``)::
+
+    request   [ fc ][ start address hi lo ][ register count hi lo ]
+    response  [ fc ][ byte count ][ reg 0 hi lo ][ reg 1 hi lo ] ...
+    exception [ fc | 0x80 ][ exception code ]                      0x02 = illegal data address
+
+Eastron meters send float32 high word first, each register big-endian (word order ABCD)::
+
+    float32   [ reg n: bytes A B ][ reg n+1: bytes C D ]   value = struct ">f" of ABCD
+
+    RTU vector (Eastron SDM630, voltage L1):
+        request   01 04 00 00 00 02 71 CB
+        response  01 04 04 43 66 19 9A 85 E4    registers 0x4366 0x199A -> float32 230.1 V
+
+The SDM630's map (``protocols.sim.modbus_devices.SDM630_POINTS``) plans into four reads (0x00-0x11, 0x34-0x35,
+0x46-0x4B, 0x156-0x157).
 """
 
 from protocols.modbus.plan import (

@@ -19,8 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from protocols.modbus.points import Value
-from protocols.modbus_maps import Point
+from protocols.modbus.points import Point, Value
 from protocols.sim.modbus_devices import DeviceModel
 
 

@@ -7,7 +7,7 @@
     LaumasTluModel      Laumas TLU / W100 weight transmitter (holding 40006-40013)   } in weighing_terminals.py,
     SiwarexWpModel      SIWAREX WP231: DR30 from 3000, legal log DR45/46 from 6012     } re-exported here
 
-A model turns a time into plausible values for the points of its map (``protocols.modbus_maps``); the server
+A model turns a time into plausible values for the points of its map (``protocols.modbus.Point``); the server
 encodes them with ``encode_point`` into the registers of one pymodbus ``SimDevice`` per unit id::
 
     client --TCP--> [ tid ][ pid ][ length ][ uid ][ fc ][ address ][ count ]
@@ -53,8 +53,8 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from protocols.modbus.points import Value
-from protocols.modbus_maps import SDM630_POINTS, TH_PROBE_POINTS, Point, encode_point
+from protocols.modbus.points import Point, Value
+from protocols.modbus.values import encode_point
 from protocols.sim.weighing_terminals import (
     LAUMAS_COMMANDS,
     LAUMAS_TLU_POINTS,
@@ -78,6 +78,34 @@ MAX_SILO_POINTS: Final = 64
 def _float32(name: str, address: int, unit: str) -> Point:
     return Point(name, address, "input", "float32", unit=unit)
 
+
+# The register maps of the simulated devices. The edge reads the same devices through the shipped profiles
+# (``firmware-config/profiles``: ``sdm630`` / ``eastron-sdm630``, ``th-probe``, ``eastron-sdm120``); a unit test holds
+# the profiles and these maps together. Neither map has gaps inside its blocks, so a master reading them with the
+# default ``max_gap`` never asks for an unmapped register (answered "illegal data address").
+
+
+SDM630_POINTS: Final[tuple[Point, ...]] = (
+    _float32("voltage_l1", 0x0000, "V"),
+    _float32("voltage_l2", 0x0002, "V"),
+    _float32("voltage_l3", 0x0004, "V"),
+    _float32("current_l1", 0x0006, "A"),
+    _float32("current_l2", 0x0008, "A"),
+    _float32("current_l3", 0x000A, "A"),
+    _float32("power_l1", 0x000C, "W"),
+    _float32("power_l2", 0x000E, "W"),
+    _float32("power_l3", 0x0010, "W"),
+    _float32("total_power", 0x0034, "W"),
+    _float32("frequency", 0x0046, "Hz"),
+    _float32("import_energy", 0x0048, "kWh"),
+    _float32("export_energy", 0x004A, "kWh"),
+    _float32("total_energy", 0x0156, "kWh"),
+)
+
+TH_PROBE_POINTS: Final[tuple[Point, ...]] = (
+    Point("temperature", 1, "input", "int16", scale=0.1, unit="°C"),
+    Point("humidity", 2, "input", "uint16", scale=0.1, unit="%RH"),
+)
 
 SDM120_POINTS: Final[tuple[Point, ...]] = (
     _float32("voltage", 0x0000, "V"),
@@ -419,8 +447,10 @@ __all__ = [
     "LAUMAS_COMMANDS",
     "LAUMAS_TLU_POINTS",
     "SDM120_POINTS",
+    "SDM630_POINTS",
     "SIWAREX_WP231_POINTS",
     "SIWAREX_WP_POINTS",
+    "TH_PROBE_POINTS",
     "DeviceModel",
     "LaumasStatus",
     "LaumasTluModel",

@@ -49,7 +49,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Final
 
 from protocols import siwarex
-from protocols.modbus_maps import Point
+from protocols.modbus.points import Point
 from protocols.sim.load import LoadCycle, Phase, Reading, StableActions
 
 LAUMAS_COMMAND_ADDRESS: Final = 5  # register 40006

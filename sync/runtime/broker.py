@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from sync.runtime.config import ConfigModel
 
 
 def _tls_file(v: Path | None, info: ValidationInfo) -> Path | None:
@@ -55,7 +53,7 @@ def _check_pem(ca_file: Path | None, cert_file: Path | None, key_file: Path | No
                              f"private key ({exc})") from None
 
 
-class BrokerTls(_Model):
+class BrokerTls(ConfigModel):
     """PEM files for mqtts://: the fleet CA the broker's certificate chains to, and the client certificate and key
     (a node's: ``floorgate central node add`` writes ca.crt, tls.crt, tls.key; central's:
     ``floorgate central ca client-cert``)."""
@@ -78,7 +76,7 @@ class BrokerTls(_Model):
         return self
 
 
-class BrokerBase(_Model):
+class BrokerBase(ConfigModel):
     url: str = Field(description="mqtt://HOST[:1883] or mqtts://HOST[:8883] (TLS)")
     protocol: Literal["5", "3.1.1"] = "5"
     username: str | None = None

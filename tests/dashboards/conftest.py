@@ -11,7 +11,9 @@ import psycopg
 import pytest
 
 from tests.dashboards.plant import REPO, Plant
-from tools.devservers import InfluxServer, MosquittoServer, PostgresServer
+from tools.devservers.influx import InfluxServer
+from tools.devservers.mosquitto import MosquittoServer
+from tools.devservers.postgres import PostgresServer
 
 READER_SQL = REPO / "grafana" / "postgres-grafana-reader.sql"
 

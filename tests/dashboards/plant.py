@@ -49,7 +49,10 @@ from tests.api_support import TEST_JWT_SECRET
 from tests.dashboards.prometheus_server import PrometheusServer
 from tests.procs import Proc, create_admin, enrol, floorgate, login, wait_until, write_yaml
 from tests.weighbridge_support import BridgeThread
-from tools.devservers import InfluxServer, MosquittoServer, PostgresServer, free_port
+from tools.devservers import free_port
+from tools.devservers.influx import InfluxServer
+from tools.devservers.mosquitto import MosquittoServer
+from tools.devservers.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_RULES = REPO / "firmware-config" / "examples" / "alert-rules.yaml"

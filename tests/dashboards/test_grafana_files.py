@@ -27,10 +27,10 @@ from tests.dashboards.support import (
     panel,
     rule,
 )
-from tools.grafana_check import (
+from tools.grafana_check.checker import check
+from tools.grafana_check.expansion import (
     TimeRange,
     Variable,
-    check,
     expand_sql_macros,
     format_interval,
     format_variable,

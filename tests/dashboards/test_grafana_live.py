@@ -1,7 +1,7 @@
 """Every query of every dashboard and alert rule, run for real against the data of an end-to-end run.
 
 ``dashboard_plant`` (conftest.py, ``plant.py``) runs simulators → edge agent → mosquitto → central → PostgreSQL +
-InfluxDB, with Prometheus scraping central. The checker (``tools/grafana_check.py``) then expands each query's variables
+InfluxDB, with Prometheus scraping central. The checker (``tools/grafana_check/``) then expands each query's variables
 and macros as Grafana does and runs it: PostgreSQL as the read-only ``grafana_reader`` role the shipped SQL file
 makes, InfluxQL on InfluxDB 1.6.7, PromQL on Prometheus. Every query must return rows; the key panels must show
 exactly what the run made; broken queries, an unknown column and a dangling datasource must fail, naming the
@@ -26,7 +26,9 @@ import yaml
 from tests.dashboards.plant import EXAMPLE_RULES, SERVER_CERT_DAYS, Plant
 from tests.dashboards.support import DASHBOARD_FILES, GRAFANA, broken_dashboard, panel
 from tests.procs import wait_until
-from tools.grafana_check import Connections, QueryRun, Report, check
+from tools.grafana_check.checker import check
+from tools.grafana_check.report import QueryRun, Report
+from tools.grafana_check.runner import Connections
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,6 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiomqtt
 import pytest
 
 from edge.agent import Agent
@@ -27,7 +26,7 @@ from edge.uplink.commands import COMMAND_DB, CommandLog
 from protocols.sim.modbus_devices import Sdm630Model, start_modbus_tcp
 from protocols.sim.weighbridge import Weighbridge, serve_tcp
 from sync.commands import Command, CommandResult, encode_result
-from sync.runtime.mqtt import fail_connect_on_close
+from sync.runtime.mqtt import MqttClient, MqttError
 from sync.signing import sign
 from sync.topics import command_topic
 from tests.downlink_support import TRUST, signed_command
@@ -79,9 +78,8 @@ async def _commands(mosquitto: MosquittoServer, node_id: str, stop: threading.Ev
     n = 0
     while not stop.is_set():
         try:
-            # fail_connect_on_close: no 10 s connect timeouts while the broker restarts, no "never retrieved" at exit
-            async with fail_connect_on_close(
-                    aiomqtt.Client(mosquitto.host, mosquitto.port, identifier=f"central-{node_id}")) as client:
+            # floorgate's client: no 10 s connect timeouts while the broker restarts, no "never retrieved" at exit
+            async with MqttClient(mosquitto.host, mosquitto.port, client_id=f"central-{node_id}") as client:
                 while not stop.is_set():
                     now = time.time_ns()
                     n += 1
@@ -89,7 +87,7 @@ async def _commands(mosquitto: MosquittoServer, node_id: str, stop: threading.Ev
                                   device="bridge-1", issued_at_ns=now, expires_at_ns=now + 30 * 10**9)
                     await client.publish(command_topic(node_id), signed_command(cmd), qos=1)
                     await asyncio.sleep(0.05)
-        except aiomqtt.MqttError:
+        except MqttError:
             await asyncio.sleep(0.2)
 
 

@@ -282,7 +282,7 @@ def test_lots_refer_to_an_existing_article_and_partner(api: ApiHarness) -> None:
                                   "/api/v1/tickets", "/api/v1/tse-transactions"])
 def test_ids_beyond_bigint_are_422_not_a_database_overflow(api: ApiHarness, path: str) -> None:
     admin = api.auth("admin")
-    # ids are bounded to 2**53-1 (central.db.values.MAX_ID: what every JSON client holds exactly)
+    # ids are bounded to 2**53-1 (central.api.params.MAX_ID: what every JSON client holds exactly)
     failed(api.client.get(f"{path}/{2**53 - 1}", headers=admin), 404, "not_found")
     failed(api.client.get(f"{path}/{2**53}", headers=admin), 422, "invalid_request")
     failed(api.client.get(f"{path}/{2**63}", headers=admin), 422, "invalid_request")

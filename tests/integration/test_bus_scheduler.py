@@ -17,8 +17,7 @@ from edge.bus.scheduler import BusScheduler
 from edge.devices.modbus import ModbusDriver, ModbusOptions
 from edge.devices.scale import MtSicsDriver
 from edge.store.outbox import NewRecord
-from protocols.modbus_maps import DEVICE_MAPS
-from protocols.sim.modbus_devices import ThProbeModel, start_modbus_tcp
+from protocols.sim.modbus_devices import TH_PROBE_POINTS, ThProbeModel, start_modbus_tcp
 from protocols.sim.weighbridge import PtyServer, Weighbridge, serve_tcp
 from tests.services import free_port
 
@@ -48,7 +47,7 @@ async def until(what: str, cond, timeout_s: float = 10.0) -> None:  # type: igno
 
 def probe_driver(device_id: str, conn: ModbusConnection, sink: Collector, *, unit_id: int = 1,
                  interval_s: float = 0.1) -> ModbusDriver:
-    return ModbusDriver(device_id, "th-probe", conn, DEVICE_MAPS["th-probe"], {"default": interval_s}, sink,
+    return ModbusDriver(device_id, "th-probe", conn, TH_PROBE_POINTS, {"default": interval_s}, sink,
                         options=ModbusOptions(unit_id=unit_id, retries=0, report_every_s=0.0))
 
 

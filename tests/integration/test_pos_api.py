@@ -26,13 +26,14 @@ import pytest
 
 from edge.agent import Agent
 from edge.config import parse_config
-from edge.pos.sales import RECORD_KIND, TSE_FAILED
+from edge.pos.sales import TSE_FAILED
 from edge.runtime.http import health
 from protocols.tse.api import TransactionResult, TseInfo
 from protocols.tse.errors import TseUnavailable
 from protocols.tse.processdata import parse_kassenbeleg_v1
 from protocols.tse.qr import parse_receipt_qr, verify_receipt_qr
 from protocols.tse.software import SoftwareTse
+from sync.records import TSE_TRANSACTION
 from tests.downlink_support import TRUST
 from tests.services import free_port
 
@@ -168,7 +169,8 @@ async def test_a_sale_is_recorded_before_the_answer_and_its_qr_verifies(tmp_path
         answer = first.json()
         # the record is in the outbox now, read by another connection: stored before the answer was sent
         (record,) = n.records()
-        assert (record["kind"], record["device"], record["record_id"]) == (RECORD_KIND, "tse-1", answer["record_id"])
+        assert (record["kind"], record["device"], record["record_id"]) == (
+            TSE_TRANSACTION, "tse-1", answer["record_id"])
         assert answer["tse_failed"] is False
         assert answer["message"] is None
         assert (answer["tx_number"], answer["start_counter"], answer["signature_counter"]) == (1, 1, 2)
@@ -183,7 +185,7 @@ async def test_a_sale_is_recorded_before_the_answer_and_its_qr_verifies(tmp_path
         assert checked.serial_hex == answer["tse_serial"]
         expected_algorithm = "ecdsa-plain-SHA384" if algorithm == "brainpoolP384r1" else "ecdsa-plain-SHA256"
         assert record == {
-            "record_id": answer["record_id"], "kind": RECORD_KIND, "device": "tse-1",
+            "record_id": answer["record_id"], "kind": TSE_TRANSACTION, "device": "tse-1",
             "tse_serial": answer["tse_serial"], "public_key": answer["public_key"], "algorithm": expected_algorithm,
             "time_format": "unixTime", "client_id": "KASSE-1", "tx_number": 1, "signature_counter": 2,
             "start_counter": 1, "started_at": answer["started_at"], "finished_at": answer["finished_at"],

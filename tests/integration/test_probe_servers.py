@@ -23,8 +23,8 @@ from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from protocols.modbus_maps import SDM630_POINTS, Point
-from protocols.sim.modbus_devices import Sdm630Model, start_modbus_tcp
+from protocols.modbus import Point
+from protocols.sim.modbus_devices import SDM630_POINTS, Sdm630Model, start_modbus_tcp
 from tools.probe import register
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,7 @@ from edge.bus.connection import ModbusConnection, SerialParams
 from edge.bus.scheduler import BusScheduler
 from edge.devices.modbus import ModbusDriver, ModbusOptions
 from edge.store.outbox import NewRecord
-from protocols.modbus_maps import DEVICE_MAPS
-from protocols.sim.modbus_devices import ThProbeModel
+from protocols.sim.modbus_devices import TH_PROBE_POINTS, ThProbeModel
 from protocols.sim.modbus_rtu import start_modbus_rtu
 from protocols.sim.ptylink import PtyLink
 
@@ -35,7 +34,7 @@ class Collector:
 
 
 def drivers(conn: ModbusConnection, sink: Collector, units: Sequence[int], interval_s: float) -> list[ModbusDriver]:
-    return [ModbusDriver(f"probe-{u}", "th-probe", conn, DEVICE_MAPS["th-probe"], {"default": interval_s}, sink,
+    return [ModbusDriver(f"probe-{u}", "th-probe", conn, TH_PROBE_POINTS, {"default": interval_s}, sink,
                          options=ModbusOptions(unit_id=u, retries=1, report_every_s=0.0)) for u in units]
 
 

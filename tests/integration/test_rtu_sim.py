@@ -30,12 +30,14 @@ from pymodbus.framer import FramerType
 
 from protocols import cli
 from protocols.crc import append_crc, check_crc
-from protocols.modbus_maps import SDM630_POINTS, TH_PROBE_POINTS, Point, decode_block, plan_reads
+from protocols.modbus import Point, decode_block, plan_reads
 from protocols.sartorius import MODEL, PRINT, TARE, SbiWeight, parse_sbi, parse_sbi_text
 from protocols.sim.modbus_devices import (
     LAUMAS_TLU_POINTS,
     SDM120_POINTS,
+    SDM630_POINTS,
     SIWAREX_WP_POINTS,
+    TH_PROBE_POINTS,
     LaumasStatus,
     LaumasTluModel,
     Sdm120Model,

@@ -22,9 +22,9 @@ import serial
 from pymodbus.client import AsyncModbusTcpClient
 
 from protocols import cli
-from protocols.modbus_maps import SDM630_POINTS, TH_PROBE_POINTS, decode_block, plan_reads
+from protocols.modbus import decode_block, plan_reads
 from protocols.mtsics import WeightResponse, parse_response
-from protocols.sim.modbus_devices import Sdm630Model, ThProbeModel, start_modbus_tcp
+from protocols.sim.modbus_devices import SDM630_POINTS, TH_PROBE_POINTS, Sdm630Model, ThProbeModel, start_modbus_tcp
 from protocols.sim.weighbridge import GARBAGE_LINE, PtyServer, Weighbridge, serve_tcp
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,8 @@ from protocols.tse.errors import (
     TseUnavailable,
     TseUnknownTransaction,
 )
-from protocols.tse.fiskaly import FiskalyError, FiskalyTransactionResult, client_uuid
+from protocols.tse.fiskaly import FiskalyError, client_uuid
+from protocols.tse.fiskaly_replies import FiskalyTransactionResult
 from protocols.tse.logmsg import FINISH, START, UPDATE, decode_log_message
 from protocols.tse.qr import parse_receipt_qr, verify_receipt_qr
 from protocols.tse.verify_tar import verify_tar

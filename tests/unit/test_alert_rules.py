@@ -14,23 +14,21 @@ from typing import Any
 import pytest
 import yaml
 
-from central.alerts.conditions import Observation
 from central.alerts.config import (
     CHANNEL_KINDS,
-    RULE_KINDS,
     AlertRules,
     AlertSettings,
     EmailChannel,
     RateLimit,
-    ReadingRule,
     WebhookChannel,
-    check_template,
     load_rules,
     parse_rules,
     rules_loader,
 )
 from central.alerts.engine import render_message
 from central.alerts.notify import Notice, email_message, webhook_body
+from central.alerts.observation import Observation
+from central.alerts.rules import RULE_KINDS, ReadingRule, check_template
 from central.config import load_settings, parse_settings
 from floorgate_cli import build_parser
 from protocols.sim.forced import ForcedValues

@@ -75,6 +75,20 @@ def test_every_weighing_gets_the_next_entry_with_the_record(tmp_path: Path) -> N
     box.close()
 
 
+def test_the_mirror_is_given_when_the_outbox_is_made_and_stays(tmp_path: Path) -> None:
+    mirror = AlibiMirror(NODE, generate_key())
+    box = Outbox(tmp_path / "o.db", node_id=NODE, alibi=mirror)
+    assert box.alibi is mirror
+    with pytest.raises(AttributeError):
+        box.alibi = None  # type: ignore[misc]  # never attached or taken away afterwards: no weighing without it
+    assert "alibi" in box.append("business", [weighing("100")])[0].data
+    box.close()
+    plain = Outbox(tmp_path / "p.db", node_id=NODE)  # without one (tools, tests): weighings get no entry
+    assert plain.alibi is None
+    assert "alibi" not in plain.append("business", [weighing("100")])[0].data
+    plain.close()
+
+
 def _agent_config(tmp_path: Path, **extra: object) -> Path:
     cfg = tmp_path / "node.yaml"
     cfg.write_text(yaml.safe_dump({"node_id": NODE, "data_dir": "data", "broker": {"url": "mqtt://127.0.0.1:1"},
@@ -87,12 +101,12 @@ def test_the_numbering_goes_on_across_an_agent_restart(tmp_path: Path) -> None:
 
     cfg = load_config(_agent_config(tmp_path))
     agent = Agent(cfg)
-    agent.emit("business", [weighing("1000")])
-    agent.emit("business", [weighing("2000"), weighing("3000")])
+    agent.sink.emit("business", [weighing("1000")])
+    agent.sink.emit("business", [weighing("2000"), weighing("3000")])
     agent.outbox.close()
 
     again = Agent(cfg)  # a new process would do the same: the head is read from the table
-    again.emit("business", [weighing("4000")])
+    again.sink.emit("business", [weighing("4000")])
     records = again.outbox.pending("business", after_seq=0, limit=10)
     again.outbox.close()
     assert [r.data["alibi"]["no"] for r in records] == [1, 2, 3, 4]
@@ -231,7 +245,7 @@ def test_edge_alibi_lists_and_verifies_the_local_chain(tmp_path: Path, capsys: p
     agent = Agent(cfg)
     assert agent.outbox.alibi is not None
     assert agent.outbox.alibi.retention_days == 30
-    agent.emit("business", [weighing("24560", tare="8420", tare_preset=True, net="16140", instrument_alibi="4711"),
+    agent.sink.emit("business", [weighing("24560", tare="8420", tare_preset=True, net="16140", instrument_alibi="4711"),
                             weighing("18420.5")])
     agent.outbox.close()
     assert main(["edge", "alibi", "--config", str(path)]) == 0

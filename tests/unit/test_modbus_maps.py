@@ -1,4 +1,5 @@
-"""Register maps: the SDM630 RTU vector with its CRCs, table-driven decoding, read planning, round trips."""
+"""Register maps (the simulators' SDM630 and T/H probe): the SDM630 RTU vector with its CRCs, table-driven
+decoding, read planning, round trips."""
 
 from __future__ import annotations
 
@@ -11,23 +12,15 @@ from hypothesis import strategies as st
 
 from protocols.crc import append_crc, check_crc, crc16_modbus
 from protocols.errors import FrameError
-from protocols.modbus_maps import (
-    DEVICE_MAPS,
-    SDM630_POINTS,
-    TH_PROBE_POINTS,
-    Point,
-    ReadBlock,
-    decode_block,
-    encode_point,
-    plan_reads,
-)
+from protocols.modbus import Point, ReadBlock, decode_block, encode_point, plan_reads
+from protocols.sim.modbus_devices import SDM630_POINTS, TH_PROBE_POINTS
 
 REQUEST = bytes.fromhex("01 04 00 00 00 02 71 CB")
 RESPONSE = bytes.fromhex("01 04 04 43 66 19 9A 85 E4")
 
 
 def _point(name: str) -> Point:
-    return next(p for maps in DEVICE_MAPS.values() for p in maps if p.name == name)
+    return next(p for p in (*SDM630_POINTS, *TH_PROBE_POINTS) if p.name == name)
 
 
 def _single(point: Point) -> ReadBlock:
@@ -173,8 +166,7 @@ def test_th_probe_plan_is_one_read() -> None:
     assert _spans(plan_reads(TH_PROBE_POINTS)) == [("input", 1, 2)]
 
 
-def test_device_maps() -> None:
-    assert DEVICE_MAPS == {"sdm630": SDM630_POINTS, "th-probe": TH_PROBE_POINTS}
+def test_th_probe_units() -> None:
     assert [p.unit for p in TH_PROBE_POINTS] == ["°C", "%RH"]
 
 

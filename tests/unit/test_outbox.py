@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import sqlite3
 from pathlib import Path
@@ -11,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.errors import OutboxError, OutboxFull
-from edge.store.outbox import SCHEMA_VERSION, NewRecord, Outbox, read_stats
+from edge.store import schema
+from edge.store.outbox import NewRecord, Outbox, read_stats
+from edge.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 
 def rec(i: int = 0) -> NewRecord:
@@ -188,31 +191,26 @@ def test_a_quota_full_of_business_records_refuses_business_and_counts_readings_l
     box.close()
 
 
-_OLD_SCHEMA_V1 = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS streams (
-    stream TEXT PRIMARY KEY,
-    next_seq INTEGER NOT NULL,
-    acked_seq INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    stream TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    record_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    device TEXT NOT NULL,
-    ts_ns INTEGER NOT NULL,
-    data TEXT NOT NULL,
-    created_ns INTEGER NOT NULL,
-    PRIMARY KEY (stream, seq)
-) WITHOUT ROWID
-"""  # as the first release created it (edge/store/outbox.py MIGRATIONS[1]), frozen here
+# sha256 of every released step: a node in the field may still have a file of any version, so a released step is
+# never changed (a schema change is a new step, with its line here and a test of the upgrade to it)
+RELEASED_STEPS = {
+    1: "d78e6ec105888ad9f76c8d0a8b6cb98e57f4ce096756b29230915ff70c0980b0",
+    2: "d828d5e3465261ab9f9c7899f2e262c16fc66538e1a9fb1a59565a6d32f06d80",
+    3: "06d604dfa2553222c1985f0a4bd885edf248c79865bfa1e92cd2ccdb2f713334",
+    4: "8c41d9ded5a9b1fa48c76591ea1a13b7d121653b7886bbe49041b2fb04f01e21",
+}
 
 
-def test_a_version_1_outbox_is_migrated_and_keeps_its_records(tmp_path: Path) -> None:
-    path = tmp_path / "o.db"
+def test_released_schema_steps_are_never_changed() -> None:
+    assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
+    assert {v: hashlib.sha256(sql.encode()).hexdigest() for v, sql in MIGRATIONS.items()} == RELEASED_STEPS
+
+
+def _old_outbox(path: Path, version: int) -> None:
+    """An outbox file as release ``version`` left it (its steps of ``edge.store.schema``), with two business and two
+    reading records pending and one business record acknowledged."""
     db = sqlite3.connect(path)
-    db.executescript(_OLD_SCHEMA_V1)
+    schema.create(db, version)
     db.executemany("INSERT INTO meta(key, value) VALUES (?, ?)",
                    [("epoch", "0123456789abcdef"), ("node_id", "n1"), ("created_ns", "1")])
     db.executemany("INSERT INTO streams(stream, next_seq, acked_seq) VALUES (?, ?, ?)",
@@ -224,10 +222,14 @@ def test_a_version_1_outbox_is_migrated_and_keeps_its_records(tmp_path: Path) ->
          ("business", 3, "w-3", "weighing", "bridge-1", 3, '{"gross": "200", "unit": "kg"}', 11),
          ("readings", 1, "r-1", "reading", "meter-1", 1, '{"values": {"v": 1.0}}', 12),
          ("readings", 2, "r-2", "reading", "meter-1", 2, '{"values": {"v": 2.0}}', 13)])
-    db.execute("PRAGMA user_version = 1")
     db.commit()
     db.close()
 
+
+@pytest.mark.parametrize("version", range(1, SCHEMA_VERSION))
+def test_an_older_outbox_is_migrated_and_keeps_its_records(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "o.db"
+    _old_outbox(path, version)
     box = Outbox(path, node_id="n1", boot_id="boot-new")
     assert box.epoch == "0123456789abcdef"  # the same database, the same epoch: central keeps the sequence
     business = box.pending("business", after_seq=0, limit=10)
@@ -250,9 +252,23 @@ def test_a_version_1_outbox_is_migrated_and_keeps_its_records(tmp_path: Path) ->
     cols = {row[1] for row in check.execute("PRAGMA table_info(outbox)")}
     assert {"mono_ns", "start_no", "from_seq", "thinned"} <= cols
     assert check.execute("SELECT COUNT(*) FROM alibi").fetchone()[0] == 0  # v3: the alibi mirror's table
+    assert check.execute("SELECT COUNT(*) FROM pos_receipts").fetchone()[0] == 0  # v4: the POS receipt book
     assert check.execute("SELECT start_no, boot_id FROM starts").fetchall() == [(1, "boot-new")]
     check.close()
     assert read_stats(path)[0] == "0123456789abcdef"
+
+
+def test_an_outbox_of_a_newer_agent_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    _old_outbox(path, SCHEMA_VERSION)
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(OutboxError, match=f"schema version {SCHEMA_VERSION + 1} is newer than this agent"):
+        Outbox(path, node_id="n1")
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT COUNT(*) FROM starts").fetchone()[0] == 0
+    db.close()
 
 
 def test_every_open_is_a_start_with_its_boot_id(tmp_path: Path) -> None:

@@ -236,7 +236,7 @@ def test_a_node_config_with_tls_resolves_the_files_next_to_it_and_defaults_to_po
     assert cfg.broker.tls is not None
     assert cfg.broker.tls.ca_file == tls_files / "ca.crt"
     assert cfg.broker.tls.key_file == tls_files / "tls.key"
-    from edge.uplink.mqtt import tls_context
+    from sync.runtime.broker import tls_context
 
     ctx = tls_context(cfg.broker)
     assert ctx is not None

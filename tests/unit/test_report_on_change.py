@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from edge.bus.connection import ModbusConnection, SerialParams
 from edge.devices.modbus import ModbusDriver, ModbusOptions
 from edge.store.outbox import NewRecord
-from protocols.modbus_maps import Point
+from protocols.modbus import Point
 
 
 class Collector:

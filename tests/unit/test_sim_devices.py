@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols.modbus_maps import Point, decode_block, encode_point, plan_reads
+from protocols.modbus import Point, decode_block, encode_point, plan_reads
 from protocols.sim.load import LoadCycle, Phase, Reading, StableActions
 from protocols.sim.modbus_devices import (
     LAUMAS_COMMANDS,

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from protocols import siwarex
 from protocols.errors import FrameError
-from protocols.modbus_maps import plan_reads
+from protocols.modbus import plan_reads
 
 LogEntry = siwarex.LogEntry
 

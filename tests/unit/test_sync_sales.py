@@ -151,11 +151,12 @@ def test_a_receipt_is_committed_with_its_record_and_survives_reopening(tmp_path:
     box.append("business", [record], receipt=_receipt("B-1", record))
     box.close()
     box = Outbox(tmp_path / "outbox.db", node_id="shop-1")
-    found = box.find_receipt("KASSE-1", "B-1")
+    book = OutboxReceipts(box, lambda *a, **k: None)
+    found = book.find("KASSE-1", "B-1")
     assert found is not None
     assert (found.digest, found.answer, found.record_id) == ("d-B-1", {"tx_number": 7, "qr": "V0;…"},
                                                               record.record_id)
-    assert box.find_receipt("KASSE-2", "B-1") is None
+    assert book.find("KASSE-2", "B-1") is None
     box.close()
 
 
@@ -166,7 +167,7 @@ def test_a_record_that_cannot_be_stored_leaves_no_receipt(tmp_path: Path) -> Non
     clash = NewRecord(kind="tse_transaction", device="tse-1", data={"x": object()})  # not JSON: the insert fails
     with pytest.raises(TypeError):
         box.append("business", [clash], receipt=_receipt("B-2", clash))
-    assert box.find_receipt("KASSE-1", "B-2") is None
+    assert OutboxReceipts(box, lambda *a, **k: None).find("KASSE-1", "B-2") is None
     assert box.stats()["business"].produced == 1
     box.close()
 
@@ -180,8 +181,8 @@ def test_receipts_past_their_retention_are_pruned(tmp_path: Path) -> None:
     assert book.find("KASSE-1", "old") is None
     assert book.find("KASSE-1", "new") is not None
     box.close()
-    with pytest.raises(OutboxError):
-        box.find_receipt("KASSE-1", "new")
+    with pytest.raises(OutboxError, match="cannot read the receipt book"):
+        book.find("KASSE-1", "new")
 
 
 # -- the body limit ----------------------------------------------------------------------------------------------

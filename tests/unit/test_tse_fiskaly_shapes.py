@@ -24,21 +24,17 @@ from protocols.tse.fiskaly import (
     check_client_serial,
     client_uuid,
     error_from_reply,
-    parse_auth,
-    parse_tss,
-    parse_tx,
-    plain_signature,
     process_data_from_receipt,
     receipt_from_process_data,
-    transaction_result,
     tx_body,
     tx_schema,
 )
+from protocols.tse.fiskaly_replies import parse_auth, parse_tss, parse_tx, plain_signature, transaction_result
 from protocols.tse.logmsg import decode_log_message
 from protocols.tse.processdata import KINDS, Kassenbeleg, Payment
 from protocols.tse.qr import parse_receipt_qr
 from sync.runtime.config import ConfigError
-from tests.fake_fiskaly import beleg
+from tests.fake_fiskaly_schema import beleg
 from tests.tse_support import P256_QR
 
 RECEIPTS = [

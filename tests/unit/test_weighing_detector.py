@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from edge.devices.weighing import WeighingDetector, WeighingValues, weighing_record
+from edge.devices.weighing import WeighingDetector, weighing_record
+from sync.records.weighing import WeighingValues
 
 D = Decimal
 

@@ -24,7 +24,7 @@ import psutil
 import yaml
 
 from edge.store.outbox import read_stats
-from protocols.modbus_maps import Point
+from protocols.modbus import Point
 from protocols.sim.modbus_devices import start_modbus_tcp
 from sync.signing import generate_key, public_key_text
 

@@ -28,7 +28,9 @@ Ctrl-C. Progress goes to stderr, the figures to stdout. A ratio of 0.25 means fl
 raw baseline's rate — the price of the outbox, signing, exactly-once application and the stores' writes.
 
 Like ``floorgate_cli`` this is a root module: it imports both ``edge`` and ``central``. The raw publisher and
-subscriber run as ``python -m tools.bench.sync`` with their job in ``FLOORGATE_BENCH_SYNC_WORKER``.
+subscriber (``tools.bench.raw_mqtt``) run as ``python -m tools.bench.sync`` with their job in
+``FLOORGATE_BENCH_SYNC_WORKER``; the backlog is made by ``tools.bench.backlog``, the children are handled by
+``tools.bench.processes``.
 """
 
 from __future__ import annotations
@@ -38,372 +40,28 @@ import contextlib
 import json
 import logging
 import os
-import queue
-import random
 import signal
 import sqlite3
-import struct
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-WORKER_ENV = "FLOORGATE_BENCH_SYNC_WORKER"
+from tools.bench.backlog import DEVICES, Progress, fill_outbox, log, publish_packet_bytes
+from tools.bench.processes import STALL_S, WORKER_ENV, BenchError, Child
+from tools.bench.raw_mqtt import RawResult, raw_baseline, worker
+
 READINGS_NODE = "bench-readings"
 BUSINESS_NODE = "bench-business"
 DATABASE = "floorgate_bench"
-FILL_CHUNK = 5000  # records per outbox transaction while the backlog is made
-PROGRESS_EVERY_S = 2.0
-STALL_S = 120.0  # nothing moved this long: the run is stuck
 POLL_S = 0.1
-RAW_WINDOW = 2000  # publishes the raw loop hands paho ahead of the PUBACKs (bounds its memory, not its rate)
-
-# (point, unit, mean, spread); meters decode float32 registers, the others int16 × 0.1
-_METER = (("voltage_l1", "V", 230.0, 4.0), ("current_l1", "A", 14.0, 6.0), ("total_power", "W", 3200.0, 1200.0),
-          ("frequency", "Hz", 50.0, 0.05), ("import_energy", "kWh", 48210.0, 50.0))
-_PROBE = (("temperature", "°C", 21.0, 3.0), ("humidity", "%", 50.0, 8.0), ("dew_point", "°C", 10.0, 3.0))
-_SILO = (("level", "%", 60.0, 30.0), ("distance", "m", 4.0, 2.0), ("temperature", "°C", 18.0, 4.0),
-         ("signal", "dB", 40.0, 5.0))
-DEVICES: tuple[tuple[str, tuple[tuple[str, str, float, float], ...], bool], ...] = (
-    *((f"meter-{i}", _METER, True) for i in range(1, 7)),
-    *((f"probe-{i}", _PROBE, False) for i in range(1, 7)),
-    *((f"silo-{i}", _SILO, False) for i in range(1, 5)),
-)
-READING_STEP_NS = 1_000_000_000 // len(DEVICES)  # every device reports once a second
-WEIGHING_STEP_NS = 90_000_000_000  # a truck every 90 s
 WHAT = {"readings": "readings", "business": "business records"}
 POINTS_QUERY = 'SELECT count("value") FROM "readings" WHERE "node"=\'bench-readings\''
-
-
-def _log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-class BenchError(Exception):
-    """The run cannot go on; the message says why (and shows the component's log)."""
-
-
-# -- the records ----------------------------------------------------------------------------------------------------
-def _f32(value: float) -> float:
-    return float(struct.unpack(">f", struct.pack(">f", value))[0])
-
-
-def reading_items(n: int, *, seed: int = 1) -> Iterator[tuple[str, str, int, dict[str, Any]]]:
-    """(kind, device, ts_ns, data) of ``n`` readings as the Modbus drivers make them, one device after the other."""
-    rnd = random.Random(seed)
-    start = time.time_ns() - n * READING_STEP_NS
-    for i in range(n):
-        device, points, float32 = DEVICES[i % len(DEVICES)]
-        values = {name: _f32(mean + rnd.uniform(-spread, spread)) if float32
-                  else round(mean + rnd.uniform(-spread, spread), 1) for name, _, mean, spread in points}
-        yield "reading", device, start + i * READING_STEP_NS, {"values": values,
-                                                               "units": {name: unit for name, unit, _, _ in points}}
-
-
-def weighing_items(n: int, *, seed: int = 2) -> Iterator[tuple[str, str, int, dict[str, Any]]]:
-    rnd = random.Random(seed)
-    start = time.time_ns() - n * WEIGHING_STEP_NS
-    for i in range(n):
-        yield ("weighing", f"bridge-{i % 3 + 1}", start + i * WEIGHING_STEP_NS,
-               {"gross": str(rnd.randrange(8000, 44000, 20)), "unit": "kg"})
-
-
-def _items(stream: str, n: int) -> Iterator[tuple[str, str, int, dict[str, Any]]]:
-    return reading_items(n) if stream == "readings" else weighing_items(n)
-
-
-def fill_outbox(path: Path, node: str, stream: str, n: int) -> int:
-    """Append ``n`` records to ``stream`` of a new outbox, ``FILL_CHUNK`` a transaction. Returns the points
-    (values) of readings, else ``n``."""
-    from edge.store.outbox import NewRecord, Outbox
-
-    box = Outbox(path, node_id=node)
-    points = 0
-    progress = _Progress(f"filling the {stream} outbox", n, "records")
-    try:
-        chunk: list[NewRecord] = []
-        for kind, device, ts_ns, data in _items(stream, n):
-            points += len(data["values"]) if kind == "reading" else 1
-            chunk.append(NewRecord(kind=kind, device=device, data=data, ts_ns=ts_ns))
-            if len(chunk) >= FILL_CHUNK:
-                box.append(stream, chunk)
-                chunk = []
-                progress.update(box.stats()[stream].produced)
-        if chunk:
-            box.append(stream, chunk)
-        progress.update(box.stats()[stream].produced, force=True)
-    finally:
-        box.close()
-    return points
-
-
-class _Progress:
-    def __init__(self, what: str, total: int, unit: str) -> None:
-        self.what, self.total, self.unit = what, total, unit
-        self._last = 0.0
-        self._t0 = time.monotonic()
-
-    def update(self, done: int, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self._last >= PROGRESS_EVERY_S:
-            self._last = now
-            rate = done / max(now - self._t0, 1e-9)
-            _log(f"{self.what}: {done}/{self.total} {self.unit} ({rate:,.0f}/s)")
-
-
-def publish_packet_bytes(topic: str, payload_len: int) -> int:
-    """Size of an MQTT 5 PUBLISH packet, QoS 1, no properties: fixed header, topic, packet id, property length."""
-    remaining = 2 + len(topic.encode()) + 2 + 1 + payload_len
-    length_bytes = 1
-    while remaining >= 128 ** length_bytes:
-        length_bytes += 1
-    return 1 + length_bytes + remaining
-
-
-# -- child processes ---------------------------------------------------------------------------------------------------
-class _Child:
-    """``floorgate …`` as a child process in its own session, JSON logs to a file."""
-
-    def __init__(self, name: str, args: list[str], log_dir: Path) -> None:
-        self.name = name
-        self.args = [sys.executable, "-m", "floorgate_cli", "--log-level", "info", "--log-format", "json", *args]
-        self.log_path = log_dir / f"{name}.log"
-        self.popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> _Child:
-        with self.log_path.open("ab") as log:
-            self.popen = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log,  # noqa: S603
-                                          stderr=subprocess.STDOUT, start_new_session=True)
-        return self
-
-    def logged_at(self, message_prefix: str) -> float | None:
-        """Wall time (epoch s) of the first log line whose message starts with ``message_prefix``."""
-        if not self.log_path.exists():
-            return None
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                entry = json.loads(line)
-                if str(entry["msg"]).startswith(message_prefix):
-                    return datetime.strptime(entry["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
-        return None
-
-    def wait_logged(self, message_prefix: str, timeout_s: float) -> float:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            at = self.logged_at(message_prefix)
-            if at is not None:
-                return at
-            self.check_alive()
-            time.sleep(0.05)
-        raise BenchError(f"{self.name} did not log {message_prefix!r} within {timeout_s:.0f} s\n{self.tail()}")
-
-    def tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return f"--- {self.log_path} ---\n" + "\n".join(text.splitlines()[-lines:])
-
-    def check_alive(self) -> None:
-        if self.popen is not None and self.popen.poll() is not None:
-            raise BenchError(f"{self.name} exited with {self.popen.returncode}\n{self.tail()}")
-
-    def stop(self) -> None:
-        _stop_group(self.popen)
-        self.popen = None
-
-
-def _stop_group(popen: subprocess.Popen[Any] | None, timeout_s: float = 20.0) -> None:
-    if popen is None or popen.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(popen.pid, signal.SIGTERM)
-    try:
-        popen.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(popen.pid, signal.SIGKILL)
-        popen.wait(timeout_s)
-
-
-class _Worker:
-    """A raw-baseline process (``python -m tools.bench.sync`` with a job in the environment); its stdout lines
-    arrive through a queue, so waiting for them can time out."""
-
-    def __init__(self, name: str, job: dict[str, Any], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        with self.log_path.open("ab") as log:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", "tools.bench.sync"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=log, text=True, start_new_session=True, env={**os.environ, WORKER_ENV: json.dumps(job)})
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.lines.put(line.strip())
-        self.lines.put(None)
-
-    def next_line(self, timeout_s: float) -> str:
-        try:
-            line = self.lines.get(timeout=timeout_s)
-        except queue.Empty:
-            raise BenchError(f"{self.name}: no output for {timeout_s:.0f} s\n{self._tail()}") from None
-        if line is None:
-            self.popen.wait(10)
-            raise BenchError(f"{self.name} exited with {self.popen.returncode}\n{self._tail()}")
-        return line
-
-    def expect(self, prefix: str, timeout_s: float) -> str:
-        line = self.next_line(timeout_s)
-        if not line.startswith(prefix):
-            raise BenchError(f"{self.name}: expected {prefix!r}, got {line!r}\n{self._tail()}")
-        return line[len(prefix):].strip()
-
-    def send(self, line: str) -> None:
-        assert self.popen.stdin is not None
-        self.popen.stdin.write(line + "\n")
-        self.popen.stdin.flush()
-
-    def _tail(self) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return f"--- {self.log_path} ---\n" + "\n".join(text.splitlines()[-30:])
-
-    def stop(self) -> None:
-        _stop_group(self.popen, 10.0)
-
-
-# -- the raw baseline -------------------------------------------------------------------------------------------------
-@dataclass
-class RawResult:
-    seconds: float
-    payload_bytes: int
-    packet_bytes: int
-
-
-def raw_baseline(label: str, host: str, port: int, stream: str, n: int, log_dir: Path,
-                 stack: contextlib.ExitStack, tls: dict[str, dict[str, str]] | None = None) -> RawResult:
-    """``tls``: the PEM files (ca_file, cert_file, key_file) of the subscriber ("sub") and the publisher ("pub")."""
-    topic = f"bench/raw/{stream}"
-    sub = _Worker(f"raw-{stream}-subscriber", {"role": "sub", "host": host, "port": port, "topic": topic, "n": n,
-                                               "tls": (tls or {}).get("sub")}, log_dir)
-    stack.callback(sub.stop)
-    sub.expect("ready", 30)
-    pub = _Worker(f"raw-{stream}-publisher", {"role": "pub", "host": host, "port": port, "topic": topic, "n": n,
-                                              "stream": stream, "tls": (tls or {}).get("pub")}, log_dir)
-    stack.callback(pub.stop)
-    payload_bytes, packet_bytes = map(int, pub.expect("ready", 120 + n / 5000).split())
-    pub.send("go")
-    progress = _Progress(f"raw baseline {label}", n, "received")
-    got, moved = 0, time.monotonic()
-    while True:
-        line = sub.next_line(STALL_S)
-        if line.startswith("{"):
-            result = json.loads(line)
-            break
-        count = int(line.split()[1])
-        if count > got:
-            got, moved = count, time.monotonic()
-        elif time.monotonic() - moved > STALL_S:
-            raise BenchError(f"raw baseline {label}: stuck at {got}/{n} received")
-        progress.update(count)
-    progress.update(result["received"], force=True)
-    started = json.loads(pub.next_line(60))["started_at"]
-    sub.stop()
-    pub.stop()
-    return RawResult(result["last_at"] - started, payload_bytes, packet_bytes)
-
-
-def _raw_payloads(stream: str, n: int) -> list[bytes]:
-    from sync.envelope import Record
-
-    return [json.dumps(Record(seq=i + 1, record_id=str(uuid.uuid4()), kind=kind, ts_ns=ts_ns, device=device,
-                              data=data, mono_ns=time.monotonic_ns()).to_json(),
-                       separators=(",", ":"), ensure_ascii=False).encode()
-            for i, (kind, device, ts_ns, data) in enumerate(_items(stream, n))]
-
-
-def _paho_tls(client: Any, tls: dict[str, str] | None) -> None:
-    if tls is not None:
-        client.tls_set(ca_certs=tls["ca_file"], certfile=tls["cert_file"], keyfile=tls["key_file"])
-
-
-def _raw_publisher(host: str, port: int, topic: str, stream: str, n: int, tls: dict[str, str] | None = None
-                   ) -> None:
-    """The baseline sender: every record its own QoS 1 message, paho's defaults."""
-    import paho.mqtt.client as mqtt
-
-    payloads = _raw_payloads(stream, n)
-    acked = 0
-    done, connected = threading.Event(), threading.Event()
-    window = threading.Semaphore(RAW_WINDOW)
-
-    def on_publish(client: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
-        nonlocal acked
-        acked += 1
-        window.release()
-        if acked >= n:
-            done.set()
-
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-raw-pub-{os.getpid()}",
-                         protocol=mqtt.MQTTv5)
-    client.on_publish = on_publish
-    client.on_connect = lambda *_: connected.set()
-    _paho_tls(client, tls)
-    client.connect(host, port)
-    client.loop_start()
-    if not connected.wait(30):
-        raise SystemExit(f"raw publisher: no CONNACK from {host}:{port}")
-    print(f"ready {sum(map(len, payloads))} {sum(publish_packet_bytes(topic, len(p)) for p in payloads)}",
-          flush=True)
-    sys.stdin.readline()
-    started = time.time()
-    for payload in payloads:
-        window.acquire()
-        client.publish(topic, payload, qos=1)
-    done.wait()
-    print(json.dumps({"started_at": started, "acked_at": time.time()}), flush=True)
-    client.disconnect()
-    client.loop_stop()
-
-
-def _raw_subscriber(host: str, port: int, topic: str, n: int, tls: dict[str, str] | None = None) -> None:
-    """The baseline receiver: a QoS 1 subscription that counts messages."""
-    import paho.mqtt.client as mqtt
-
-    got = 0
-    last_at = 0.0
-    done, subscribed = threading.Event(), threading.Event()
-
-    def on_message(client: Any, userdata: Any, message: Any) -> None:
-        nonlocal got, last_at
-        got += 1
-        last_at = time.time()
-        if got >= n:
-            done.set()
-
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-raw-sub-{os.getpid()}",
-                         protocol=mqtt.MQTTv5)
-    client.on_message = on_message
-    client.on_subscribe = lambda *_: subscribed.set()
-    _paho_tls(client, tls)
-    client.connect(host, port)
-    client.subscribe(topic, qos=1)
-    client.loop_start()
-    if not subscribed.wait(30):
-        raise SystemExit(f"raw subscriber: no SUBACK from {host}:{port}")
-    print("ready", flush=True)
-    while not done.wait(1.0):
-        print(f"received {got}", flush=True)
-    print(json.dumps({"received": got, "last_at": last_at}), flush=True)
-    client.disconnect()
-    client.loop_stop()
 
 
 # -- floorgate --------------------------------------------------------------------------------------------------------
@@ -456,7 +114,7 @@ class DrainResult:
 
 
 def drain(label: str, node: str, stream: str, n: int, config: Path, outbox: Path,
-          stored: tuple[str, Callable[[], int], int], central: _Child, host: str, port: int, log_dir: Path,
+          stored: tuple[str, Callable[[], int], int], central: Child, host: str, port: int, log_dir: Path,
           stack: contextlib.ExitStack) -> DrainResult:
     """Start the agent on the pre-filled outbox; wait until every record is acknowledged and central's store holds
     everything (``stored``: what, how many now, how many expected)."""
@@ -465,11 +123,11 @@ def drain(label: str, node: str, stream: str, n: int, config: Path, outbox: Path
 
     sniffer = _Sniffer(host, port, batch_topic(node, stream))
     stack.callback(sniffer.stop)
-    edge = _Child(f"edge-{stream}", ["edge", "run", "--config", str(config)], log_dir)
+    edge = Child(f"edge-{stream}", ["edge", "run", "--config", str(config)], log_dir)
     stack.callback(edge.stop)
     launched = time.time()
     edge.start()
-    progress = _Progress(f"draining {label}", n, "acked")
+    progress = Progress(f"draining {label}", n, "acked")
     acked, moved = 0, time.monotonic()
     while True:
         central.check_alive()
@@ -547,7 +205,10 @@ def _run(args: argparse.Namespace) -> int:
     from edge.config import UplinkConfig
     from sync.signing import generate_key, load_or_create_private_key, public_key_text, save_private_key
     from tools.bench.outbox import bench_outbox
-    from tools.devservers import LOCALHOST, InfluxServer, MosquittoServer, PostgresServer, free_port
+    from tools.devservers import LOCALHOST, free_port
+    from tools.devservers.influx import InfluxServer
+    from tools.devservers.mosquitto import MosquittoServer
+    from tools.devservers.postgres import PostgresServer
 
     n_read, n_bus = args.readings, args.business
     uplink = UplinkConfig()
@@ -574,13 +235,13 @@ def _run(args: argparse.Namespace) -> int:
                 return {"url": broker.url, "protocol": "5"}
             return {"url": f"mqtts://{LOCALHOST}:{tls_port}", "protocol": "5", "tls": tls[who]}
         (d / "sqlite").mkdir()
-        _log(f"durable outbox write: {args.records} business records each way, fsync each, in {d} …")
+        log(f"durable outbox write: {args.records} business records each way, fsync each, in {d} …")
         _, raw_write, ours_write = bench_outbox(args.records, args.batch, d / "sqlite")[0]
 
         nodes = {"readings": (READINGS_NODE, n_read), "business": (BUSINESS_NODE, n_bus)}
         points = {stream: fill_outbox(d / node / OUTBOX_FILE, node, stream, n) for stream, (node, n) in nodes.items()}
 
-        _log("starting mosquitto, PostgreSQL and InfluxDB on 127.0.0.1 …")
+        log("starting mosquitto, PostgreSQL and InfluxDB on 127.0.0.1 …")
         try:
             for server in (pg, broker, influx):
                 server.start()
@@ -615,11 +276,11 @@ def _run(args: argparse.Namespace) -> int:
 
         raw: dict[str, RawResult] = {}
         for stream, (_, n) in nodes.items():
-            _log(f"raw baseline: {n} {WHAT[stream]}, one paho QoS 1 message each …")
+            log(f"raw baseline: {n} {WHAT[stream]}, one paho QoS 1 message each …")
             raw[stream] = raw_baseline(stream, broker.host, tls_port if tls else broker.port, stream, n, d, stack,
                                        tls=tls and {"pub": tls["raw-publisher"], "sub": tls["raw-subscriber"]})
 
-        central = _Child("central-ingest", ["central", "ingest", "--config", str(d / "central.yaml")], d)
+        central = Child("central-ingest", ["central", "ingest", "--config", str(d / "central.yaml")], d)
         stack.callback(central.stop)
         central.start()
         central.wait_logged("ingest connected", 60)
@@ -639,7 +300,7 @@ def _run(args: argparse.Namespace) -> int:
                   "readings": ("points in InfluxDB", points_stored)}
         for stream in ("business", "readings"):
             node, n = nodes[stream]
-            _log(f"floorgate: {n} {WHAT[stream]}, edge run → mosquitto → central ingest …")
+            log(f"floorgate: {n} {WHAT[stream]}, edge run → mosquitto → central ingest …")
             ours[stream] = drain(stream, node, stream, n, configs[stream], d / node / OUTBOX_FILE,
                                  (*checks[stream], points[stream]), central, broker.host, broker.port, d, stack)
         if tls is not None:  # each party came in through the TLS listener with its certificate as user name
@@ -705,12 +366,5 @@ def _report(args: argparse.Namespace, raw_write: float, ours_write: float, raw: 
             print(f"{labels[stream] + ', ' + what:<44} {r:>12,.1f} {o:>16,.1f} {o / r:>7.2f}")
 
 
-def _worker(job: dict[str, Any]) -> None:
-    if job["role"] == "sub":
-        _raw_subscriber(job["host"], job["port"], job["topic"], job["n"], job.get("tls"))
-    else:
-        _raw_publisher(job["host"], job["port"], job["topic"], job["stream"], job["n"], job.get("tls"))
-
-
 if __name__ == "__main__" and os.environ.get(WORKER_ENV):
-    _worker(json.loads(os.environ[WORKER_ENV]))
+    worker(json.loads(os.environ[WORKER_ENV]))

@@ -10,21 +10,17 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from central.alerts.config import EmailChannel, Rule, WebhookChannel, rules_loader
+from central.alerts.config import EmailChannel, WebhookChannel, rules_loader
+from central.alerts.rules import Rule
 from central.api.deps import SessionDep, StateDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sorted_page
+from central.api.params import MAX_ID
 from central.api.security import CanRead
-from central.db import values
 from central.db.models import Alert, Notification
 
 router = APIRouter(tags=["alerts"])
-MAX_ID = values.MAX_ID
 _TEXT = r"^[^\x00]*$"  # Postgres text cannot hold NUL
-
-
-def _utc(dt: datetime | None) -> datetime | None:
-    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
 
 
 class AlertOut(BaseModel):
@@ -67,8 +63,8 @@ class AlertPage(BaseModel):
 def _out(a: Alert) -> dict[str, Any]:
     return {
         "id": a.id, "rule": a.rule, "subject": a.subject, "severity": a.severity, "state": a.state,
-        "message": a.message, "value": a.value, "started_at": _utc(a.started_at), "resolved_at": _utc(a.resolved_at),
-        "notified_firing_at": _utc(a.notified_firing_at), "notified_resolved_at": _utc(a.notified_resolved_at),
+        "message": a.message, "value": a.value, "started_at": a.started_at, "resolved_at": a.resolved_at,
+        "notified_firing_at": a.notified_firing_at, "notified_resolved_at": a.notified_resolved_at,
         "details": a.details if isinstance(a.details, dict) else None,
     }
 
@@ -114,7 +110,7 @@ def get_alert(alert_id: Annotated[int, Path(ge=1, le=MAX_ID)], session: SessionD
                             .order_by(Notification.id)).scalars()
     return AlertDetail(**_out(alert), notifications=[
         NotificationOut(id=n.id, channel=n.channel, event=n.event, status=n.status, error=n.error,
-                        at=_utc(n.at) or n.at)
+                        at=n.at)
         for n in notes
     ])
 

@@ -18,10 +18,10 @@ from sqlalchemy import select
 from central.api.deps import SessionDep, StateDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError, ErrorResponse
 from central.api.pagination import DEFAULT_LIMIT
+from central.api.params import Cursor, Limit, page, sort_param
 from central.api.routes.sites import NodeIdPath
 from central.api.security import CanReadFiscal
 from central.db.models import AlibiEntry, Node
-from central.db.values import Cursor, Limit, page, sort_param, utc
 from central.tickets.alibi import AlibiVerifyError, verify_chain
 
 router = APIRouter(tags=["alibi mirror"])
@@ -86,8 +86,8 @@ def list_alibi(
     q = select(AlibiEntry).where(AlibiEntry.node_id == node_id)
     rows, nxt = page(session, q, {"alibi_no": AlibiEntry.alibi_no, "weighed_at": AlibiEntry.weighed_at},
                      AlibiEntry.id, sort=sort, limit=limit, cursor=cursor)
-    return AlibiPage(items=[AlibiEntryOut(alibi_no=e.alibi_no, record_id=e.record_id, weighed_at=utc(e.weighed_at),
-                                          received_at=utc(e.received_at), body=e.body, prev_hash=e.prev_hash,
+    return AlibiPage(items=[AlibiEntryOut(alibi_no=e.alibi_no, record_id=e.record_id, weighed_at=e.weighed_at,
+                                          received_at=e.received_at, body=e.body, prev_hash=e.prev_hash,
                                           hash=e.hash, sig=e.sig) for e in rows], next_cursor=nxt)
 
 

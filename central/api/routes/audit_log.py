@@ -17,9 +17,9 @@ from sqlalchemy import select
 from central.api.deps import SessionDep
 from central.api.errors import ERROR_RESPONSES
 from central.api.pagination import DEFAULT_LIMIT
+from central.api.params import Cursor, Limit, Since, Until, page, sort_param, text_filter, where_equal, where_time
 from central.api.security import CanReadAudit
 from central.db.models import AuditEntry
-from central.db.values import Cursor, Limit, Since, Until, page, sort_param, text_filter, utc, where_equal, where_time
 
 router = APIRouter(tags=["audit log"])
 
@@ -61,6 +61,6 @@ def list_audit_log(
     q = where_time(q, AuditEntry.at, since, until)
     rows, nxt = page(session, q, {"at": AuditEntry.at, "id": AuditEntry.id}, AuditEntry.id, sort=sort, limit=limit,
                      cursor=cursor)
-    return AuditPage(items=[AuditEntryOut(id=e.id, at=utc(e.at), actor=e.actor, action=e.action,
+    return AuditPage(items=[AuditEntryOut(id=e.id, at=e.at, actor=e.actor, action=e.action,
                                           resource=e.resource, resource_id=e.resource_id, before=e.before,
                                           after=e.after) for e in rows], next_cursor=nxt)

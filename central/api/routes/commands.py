@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from central.api.deps import SessionDep, StateDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
+from central.api.params import MAX_ID, Cursor, Limit, page
 from central.api.security import CanRead, CanSendCommands
 from central.db import audit
 from central.db.models import Command, Device, Node
-from central.db.values import MAX_ID, Cursor, Limit, page, utc, utc_or_none
 from central.fleet.commands import OPEN
 from sync.commands import MAX_REFERENCE_CHARS, check_args, check_device
 from sync.errors import DecodeError
@@ -101,8 +101,8 @@ def _out(c: Command) -> CommandOut:
         "id": c.id, "command_id": c.command_id, "node_id": c.node_id, "device_id": c.device_id,
         "command": c.command, "args": c.args or {}, "status": c.status, "result": c.result, "error": c.error,
         "late": c.status == "timeout" and c.answered_at is not None, "requested_by": c.requested_by,
-        "created_at": utc(c.created_at), "sent_at": utc_or_none(c.sent_at),
-        "answered_at": utc_or_none(c.answered_at), "timeout_s": c.timeout_s,
+        "created_at": c.created_at, "sent_at": c.sent_at,
+        "answered_at": c.answered_at, "timeout_s": c.timeout_s,
     }
     return CommandOut(**fields)
 
@@ -129,7 +129,7 @@ def send_command(body: CommandIn, session: SessionDep, principal: CanSendCommand
                   timeout_s=body.timeout_s)
     session.add(row)
     session.flush()
-    audit.record(session, principal, "command", "commands", row.id, after=audit.snapshot(row))
+    audit.record(session, principal.actor, "command", "commands", row.id, after=audit.snapshot(row))
     session.commit()
     return _out(row)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -40,7 +40,7 @@ class DeviceList(BaseModel):
 
 
 def _out(d: Device, stale_s: float, now: float) -> DeviceOut:
-    last = d.last_seen.replace(tzinfo=UTC) if d.last_seen and not d.last_seen.tzinfo else d.last_seen
+    last = d.last_seen
     fresh = last is not None and now - last.timestamp() <= stale_s
     return DeviceOut(
         node_id=d.node_id, device_id=d.device_id, kind=d.kind, profile=d.profile, bus=d.bus,

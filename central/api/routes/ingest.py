@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -12,18 +12,13 @@ from sqlalchemy import select
 from central.api.deps import SessionDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sort_values, sorted_page
+from central.api.params import MAX_ID, IsoTime, where_time
 from central.api.security import CanRead, CanReadAudit
-from central.db import values
 from central.db.models import QuarantineEntry, StreamMark
-from central.db.values import NO_NUL, IsoTime
+from central.db.values import NO_NUL
 
 TextFilter = Annotated[str | None, Query(max_length=200, pattern=NO_NUL)]
 router = APIRouter(prefix="/api/v1/ingest", tags=["ingest"])
-MAX_ID = values.MAX_ID
-
-
-def _utc(dt: datetime | None) -> datetime | None:
-    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
 
 
 class StreamOut(BaseModel):
@@ -54,7 +49,7 @@ def list_streams(session: SessionDep, principal: CanRead, node_id: TextFilter = 
         items=[
             StreamOut(
                 node_id=m.node_id, epoch=m.epoch, stream=m.stream, acked_seq=m.acked_seq, records=m.records,
-                duplicates=m.duplicates, lost=m.lost or 0, last_batch_at=_utc(m.last_batch_at),
+                duplicates=m.duplicates, lost=m.lost or 0, last_batch_at=m.last_batch_at,
             )
             for m in session.execute(q).scalars()
         ]
@@ -84,7 +79,7 @@ class QuarantinePage(BaseModel):
 
 def _q_out(r: QuarantineEntry) -> QuarantineOut:
     return QuarantineOut(
-        id=r.id, received_at=_utc(r.received_at) or r.received_at, topic=r.topic, node_id=r.node_id,
+        id=r.id, received_at=r.received_at, topic=r.topic, node_id=r.node_id,
         reason=r.reason, payload_preview=r.payload[:200].decode("utf-8", "replace"), payload_bytes=len(r.payload),
         payload_size=r.payload_size, payload_sha256=r.payload_sha256, payload_truncated=bool(r.payload_truncated),
         source=r.source,
@@ -111,10 +106,7 @@ def list_quarantine(
         q = q.where(QuarantineEntry.node_id == node_id)
     if reason:
         q = q.where(QuarantineEntry.reason.contains(reason, autoescape=True))
-    if since:
-        q = q.where(QuarantineEntry.received_at >= _utc(since))
-    if until:
-        q = q.where(QuarantineEntry.received_at < _utc(until))
+    q = where_time(q, QuarantineEntry.received_at, since, until)
     rows, next_cursor = sorted_page(
         session, q, {"received_at": QuarantineEntry.received_at, "id": QuarantineEntry.id}, QuarantineEntry.id,
         sort=sort, limit=limit, cursor=cursor)

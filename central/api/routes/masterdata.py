@@ -22,28 +22,21 @@ from central.api.crud import code_name_query, code_name_sortable, get_or_404, in
 from central.api.deps import SessionDep
 from central.api.errors import CONFLICT, ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT
-from central.api.security import CanRead, CanWriteMaster
-from central.db.models import Article, Lot, Partner
-from central.db.values import (
-    CODE,
+from central.api.params import (
     MAX_ID,
-    NO_NUL,
-    NON_BLANK,
-    NON_NEGATIVE_DECIMAL_RE,
     Cursor,
     IdFilter,
     IdPath,
     Limit,
     WholeNumber,
-    decimal_or_none,
-    money,
     page,
     patch_field,
-    plain,
     sort_param,
     text_filter,
-    utc,
 )
+from central.api.security import CanRead, CanWriteMaster
+from central.db.models import Article, Lot, Partner
+from central.db.values import CODE, NO_NUL, NON_BLANK, NON_NEGATIVE_DECIMAL_RE, decimal_or_none, money, plain
 
 router = APIRouter()
 CURRENCY = r"^[A-Z]{3}$"
@@ -118,8 +111,8 @@ def _article_values(values: dict[str, Any]) -> dict[str, Any]:
 
 def _article_out(a: Article) -> ArticleOut:
     return ArticleOut(id=a.id, code=a.code, name=a.name, unit=a.unit, price=money(a.price, a.currency),
-                      currency=a.currency, vat_rate=plain(a.vat_rate), active=a.active, created_at=utc(a.created_at),
-                      updated_at=utc(a.updated_at))
+                      currency=a.currency, vat_rate=plain(a.vat_rate), active=a.active, created_at=a.created_at,
+                      updated_at=a.updated_at)
 
 
 @router.get("/api/v1/articles", response_model=ArticlePage, responses=ERROR_RESPONSES, tags=["master data"],
@@ -210,7 +203,7 @@ class PartnerUpdate(BaseModel):
 
 def _partner_out(p: Partner) -> PartnerOut:
     return PartnerOut(id=p.id, code=p.code, name=p.name, kind=p.kind, address=p.address,  # type: ignore[arg-type]
-                      vat_id=p.vat_id, active=p.active, created_at=utc(p.created_at), updated_at=utc(p.updated_at))
+                      vat_id=p.vat_id, active=p.active, created_at=p.created_at, updated_at=p.updated_at)
 
 
 @router.get("/api/v1/partners", response_model=PartnerPage, responses=ERROR_RESPONSES, tags=["master data"],
@@ -297,7 +290,7 @@ class LotUpdate(BaseModel):
 
 def _lot_out(lot: Lot) -> LotOut:
     return LotOut(id=lot.id, code=lot.code, article_id=lot.article_id, partner_id=lot.partner_id, notes=lot.notes,
-                  created_at=utc(lot.created_at), updated_at=utc(lot.updated_at))
+                  created_at=lot.created_at, updated_at=lot.updated_at)
 
 
 def _check_lot_refs(session: SessionDep, values: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@
         [&start=2024-05-01T06:00:00+02:00&end=…][&every=5m][&fn=mean|min|max|first|last|count|sum]
 
 Readings are InfluxDB points of measurement ``readings`` (``device_health`` for a device's own counters) with tags
-``node``, ``device``, ``point``, ``unit`` and field ``value`` (``central/ingest/apply.py``). A series of the range
+``node``, ``device``, ``point``, ``unit`` and field ``value`` (``ingest/handlers/reading.py``). A series of the range
 query is one node / device / point / unit; a bucket starts at a multiple of ``every`` since the Unix epoch, and only
 buckets holding a value are listed. Without ``every`` the API picks the shortest of 1s, 5s, … 1d, 7d, 30d, 365d that
 gives at most ``TARGET_BUCKETS`` buckets; an ``every`` that would give more than ``MAX_BUCKETS`` is refused (400,
@@ -29,8 +29,8 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from central.api.deps import StateDep
 from central.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
+from central.api.params import IsoTime
 from central.api.security import CanRead
-from central.db.values import IsoTime
 from central.metrics import MetricsStoreError
 from central.metrics.base import (
     MAX_BUCKETS,

@@ -24,26 +24,12 @@ from central.api.crud import code_name_query, code_name_sortable, get_or_404, in
 from central.api.deps import SessionDep
 from central.api.errors import CONFLICT, ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT, decode_cursor, encode_cursor
+from central.api.params import MAX_ID, Cursor, IdPath, Limit, WholeNumber, page, patch_field, sort_param, text_filter
 from central.api.security import CanRead, IsAdmin
 from central.db import audit
 from central.db.models import Node, Site
-from central.db.values import (
-    CODE,
-    MAX_ID,
-    NO_NUL,
-    NON_BLANK,
-    Cursor,
-    IdPath,
-    Limit,
-    WholeNumber,
-    page,
-    patch_field,
-    set_if_changed,
-    sort_param,
-    text_filter,
-    utc,
-    utc_or_none,
-)
+from central.db.types import as_utc
+from central.db.values import CODE, NO_NUL, NON_BLANK, set_if_changed
 
 router = APIRouter()
 NODE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # as sync.topics.NODE_ID_RE
@@ -98,8 +84,8 @@ class SiteUpdate(BaseModel):
 
 
 def _site_out(s: Site) -> SiteOut:
-    return SiteOut(id=s.id, code=s.code, name=s.name, timezone=s.timezone, created_at=utc(s.created_at),
-                   updated_at=utc(s.updated_at))
+    return SiteOut(id=s.id, code=s.code, name=s.name, timezone=s.timezone, created_at=s.created_at,
+                   updated_at=s.updated_at)
 
 
 def _get_site(session: SessionDep, site_id: int) -> Site:
@@ -215,9 +201,9 @@ def _node_out(n: Node) -> NodeOut:
     backlog, alarms = _backlog(n.heartbeat)
     return NodeOut(
         node_id=n.node_id, site_id=n.site_id, name=n.name, enrolled=n.public_key is not None,
-        key_fingerprint=n.key_fingerprint, cert_fingerprint=n.cert_fingerprint, enrolled_at=utc_or_none(n.enrolled_at),
-        software_version=n.software_version, last_heartbeat_at=utc_or_none(n.last_heartbeat_at),
-        clock_skew_s=n.clock_skew_s, clock_flag=n.clock_flag, clock_flag_at=utc_or_none(n.clock_flag_at),
+        key_fingerprint=n.key_fingerprint, cert_fingerprint=n.cert_fingerprint, enrolled_at=n.enrolled_at,
+        software_version=n.software_version, last_heartbeat_at=n.last_heartbeat_at,
+        clock_skew_s=n.clock_skew_s, clock_flag=n.clock_flag, clock_flag_at=n.clock_flag_at,
         backlog=backlog, alarms=alarms,
     )
 
@@ -248,7 +234,7 @@ def _node_page(session: SessionDep, query: Any, *, sort: str, limit: int, cursor
             query = query.where(Node.node_id < last_id if desc else Node.node_id > last_id)
         else:
             try:
-                value = utc(datetime.fromisoformat(after.get("v")))  # type: ignore[arg-type]
+                value = as_utc(datetime.fromisoformat(after.get("v")))  # type: ignore[arg-type]
             except (TypeError, ValueError, OverflowError):
                 raise _bad_cursor() from None
             if desc:
@@ -265,7 +251,7 @@ def _node_page(session: SessionDep, query: Any, *, sort: str, limit: int, cursor
     last = rows[-1]
     payload: dict[str, Any] = {"sort": sort, "id": last.node_id}
     if name != "node_id":
-        payload["v"] = utc(last.last_heartbeat_at or NEVER).isoformat()
+        payload["v"] = (last.last_heartbeat_at or NEVER).isoformat()
     return rows, encode_cursor(payload)
 
 
@@ -314,6 +300,7 @@ def update_node(node_id: NodeIdPath, body: NodeUpdate, session: SessionDep, prin
         raise ApiError(422, "invalid_reference", f"no site with id {changes['site_id']}", field="site_id")
     before = audit.snapshot(node)
     if [name for name, value in changes.items() if set_if_changed(node, name, value)]:
-        audit.record(session, principal, "update", "nodes", node.node_id, before=before, after=audit.snapshot(node))
+        audit.record(session, principal.actor, "update", "nodes", node.node_id, before=before,
+                     after=audit.snapshot(node))
         session.commit()
     return _node_out(node)

@@ -19,9 +19,10 @@ from fastapi.responses import Response
 from central.api.csvexport import csv_openapi
 from central.api.deps import SessionDep, StateDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
+from central.api.params import IdPath
 from central.api.security import CanRead
 from central.db.models import Ticket
-from central.db.values import NO_NUL, IdPath
+from central.db.values import NO_NUL
 from central.tickets import pdf
 from central.tickets.views import delivery_note_view, ticket_view
 

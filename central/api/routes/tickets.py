@@ -36,17 +36,12 @@ from sqlalchemy import Select, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from central.api.csvexport import CsvResponse, RawCsv, csv_openapi, stream_csv
+from central.api.csvexport import CsvResponse, RawCsv, csv_openapi, iso, stream_csv
 from central.api.deps import SessionDep, StateDep
 from central.api.errors import CONFLICT, ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT
-from central.api.security import CanExport, CanRead, CanWriteTickets
-from central.db import audit
-from central.db.models import Article, Lot, Partner, Site, Ticket, Weighing
-from central.db.values import (
+from central.api.params import (
     MAX_ID,
-    NO_NUL,
-    NON_BLANK,
     Cursor,
     IdFilter,
     IdPath,
@@ -54,17 +49,17 @@ from central.db.values import (
     Since,
     Until,
     WholeNumber,
-    iso,
     page,
     patch_field,
-    plain,
-    set_if_changed,
     sort_param,
     text_filter,
-    utc,
     where_equal,
     where_time,
 )
+from central.api.security import CanExport, CanRead, CanWriteTickets
+from central.db import audit
+from central.db.models import Article, Lot, Partner, Site, Ticket, Weighing
+from central.db.values import NO_NUL, NON_BLANK, plain, set_if_changed
 from central.tickets import rules
 from central.tickets.errors import NumberingBlocked, UnitMismatch
 
@@ -159,7 +154,7 @@ def _out(t: Ticket) -> TicketOut:
         delivery_note=t.delivery_note, reference=t.reference, paired_by=t.paired_by,
         first_weighing_id=t.first_weighing_id, second_weighing_id=t.second_weighing_id,
         gross=plain(t.gross), tare=plain(t.tare), net=plain(t.net), unit=t.unit, cancel_reason=t.cancel_reason,
-        notes=t.notes, created_at=utc(t.created_at), updated_at=utc(t.updated_at),
+        notes=t.notes, created_at=t.created_at, updated_at=t.updated_at,
     )
 
 
@@ -344,7 +339,7 @@ def create_ticket(body: TicketCreate, session: SessionDep, principal: CanWriteTi
             if body.number is not None or attempt == NUMBER_ATTEMPTS - 1:
                 raise ApiError(409, "conflict", f"ticket number {number!r} is taken", field="number") from None
             continue
-        audit.record(session, principal, "create", "tickets", ticket.id, after=audit.snapshot(ticket))
+        audit.record(session, principal.actor, "create", "tickets", ticket.id, after=audit.snapshot(ticket))
         session.commit()
         return _out(ticket)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -376,7 +371,8 @@ def update_ticket(ticket_id: IdPath, body: TicketUpdate, session: SessionDep,
     changed = [name for name, value in values.items() if set_if_changed(ticket, name, value)]
     if changed:
         ticket.updated_at = datetime.now(UTC)
-        audit.record(session, principal, "update", "tickets", ticket.id, before=before, after=audit.snapshot(ticket))
+        audit.record(session, principal.actor, "update", "tickets", ticket.id, before=before,
+                     after=audit.snapshot(ticket))
         session.commit()
     return _out(ticket)
 
@@ -392,6 +388,6 @@ def cancel_ticket(ticket_id: IdPath, body: TicketCancel, session: SessionDep,
     ticket.status = "cancelled"
     ticket.cancel_reason = body.reason
     ticket.updated_at = datetime.now(UTC)
-    audit.record(session, principal, "cancel", "tickets", ticket.id, before=before, after=audit.snapshot(ticket))
+    audit.record(session, principal.actor, "cancel", "tickets", ticket.id, before=before, after=audit.snapshot(ticket))
     session.commit()
     return _out(ticket)

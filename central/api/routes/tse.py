@@ -35,27 +35,25 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from central.api.csvexport import CsvResponse, RawCsv, csv_openapi, stream_csv
+from central.api.csvexport import CsvResponse, RawCsv, csv_openapi, iso, stream_csv
 from central.api.deps import SessionDep, StateDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT
-from central.api.security import CanExport, CanReadFiscal
-from central.db.models import TseTransaction
-from central.db.values import (
+from central.api.params import (
     Cursor,
     IdPath,
     Limit,
     Since,
     Until,
-    iso,
     page,
-    plain,
     sort_param,
     text_filter,
-    utc,
     where_equal,
     where_time,
 )
+from central.api.security import CanExport, CanReadFiscal
+from central.db.models import TseTransaction
+from central.db.values import plain
 
 router = APIRouter(tags=["TSE transactions"])
 Verified = Literal["pending", "valid", "invalid", "tse_failed"]
@@ -109,11 +107,11 @@ def _out(t: TseTransaction) -> TseTransactionOut:
         id=t.id, node_id=t.node_id, record_id=t.record_id, device_id=t.device_id, tse_serial=t.tse_serial,
         client_id=t.client_id, receipt_id=t.receipt_id, tx_number=t.tx_number, signature_counter=t.signature_counter,
         start_counter=t.start_counter, process_type=t.process_type,
-        process_data=t.process_data, started_at=utc(t.started_at), finished_at=utc(t.finished_at),
+        process_data=t.process_data, started_at=t.started_at, finished_at=t.finished_at,
         signature=t.signature, algorithm=t.algorithm, time_format=t.time_format, total=plain(t.total),
         currency=t.currency, qr=t.qr, tse_failed=t.tse_failed, tse_error=t.tse_error,
         verified=t.verified,  # type: ignore[arg-type]
-        verify_error=t.verify_error, gap_before=t.gap_before, received_at=utc(t.received_at),
+        verify_error=t.verify_error, gap_before=t.gap_before, received_at=t.received_at,
     )
 
 

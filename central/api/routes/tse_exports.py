@@ -30,10 +30,11 @@ from central.api.csvexport import csv_openapi
 from central.api.deps import SessionDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError, ErrorResponse
 from central.api.pagination import DEFAULT_LIMIT
+from central.api.params import Cursor, IdPath, Limit, page, sort_param, text_filter
 from central.api.security import CanExport, CanReadFiscal, CanWriteTickets
 from central.db import audit
 from central.db.models import TseExport
-from central.db.values import NO_NUL, Cursor, IdPath, Limit, page, sort_param, text_filter, utc
+from central.db.values import NO_NUL
 from central.fiscal.exports import MAX_EXPORT_BYTES, MAX_FILENAME, ExportRejected, store_export
 
 router = APIRouter(tags=["TSE exports"])
@@ -77,7 +78,7 @@ def _out(e: TseExport) -> TseExportOut:
     return TseExportOut(
         id=e.id, tse_serial=e.tse_serial, filename=e.filename, size=e.size, sha256=e.sha256, partial=e.partial,
         log_messages=e.log_messages, first_counter=e.first_counter, last_counter=e.last_counter, first_tx=e.first_tx,
-        last_tx=e.last_tx, report=e.report, uploaded_at=utc(e.uploaded_at), uploaded_by=e.uploaded_by,
+        last_tx=e.last_tx, report=e.report, uploaded_at=e.uploaded_at, uploaded_by=e.uploaded_by,
     )  # fmt: skip
 
 
@@ -127,7 +128,7 @@ def upload_tse_export(
                               now=datetime.now(UTC))
         if stored.created:
             snapshot = {k: v for k, v in (audit.snapshot(stored.export) or {}).items() if k != "report"}
-            audit.record(session, principal, "create", "tse_exports", stored.export.id, after=snapshot)
+            audit.record(session, principal.actor, "create", "tse_exports", stored.export.id, after=snapshot)
             session.commit()
     except ExportRejected as exc:
         session.rollback()

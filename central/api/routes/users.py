@@ -21,19 +21,17 @@ from sqlalchemy.exc import IntegrityError
 from central.api.deps import SessionDep
 from central.api.errors import CONFLICT, ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sort_values, sorted_page
+from central.api.params import IsoTime
 from central.api.security import IsAdmin, check_password_strength, hash_secret, new_api_key, owner_of
 from central.db import audit
 from central.db.models import ApiKey, User
-from central.db.values import NO_NUL, IsoTime
+from central.db.types import as_utc
+from central.db.values import NO_NUL
 
 router = APIRouter(tags=["users"])
 Role = Literal["admin", "operator", "auditor", "viewer"]
 USERNAME = r"^[A-Za-z0-9_.@-]{1,64}$"
 MAX_ID = 2**63 - 1  # BIGINT: a larger id is a 422, not a database error
-
-
-def _aware(dt: datetime | None) -> datetime | None:
-    return dt if dt is None or dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 class UserOut(BaseModel):
@@ -72,8 +70,8 @@ class UserUpdate(BaseModel):
 
 def _user_out(u: User) -> UserOut:
     return UserOut(id=u.id, username=u.username, role=u.role, full_name=u.full_name, active=u.active,  # type: ignore[arg-type]
-                   created_at=_aware(u.created_at), updated_at=_aware(u.updated_at),  # type: ignore[arg-type]
-                   last_login_at=_aware(u.last_login_at))
+                   created_at=u.created_at, updated_at=u.updated_at,
+                   last_login_at=u.last_login_at)
 
 
 def _get_user(session: SessionDep, user_id: int) -> User:
@@ -118,7 +116,7 @@ def create_user(body: UserCreate, session: SessionDep, principal: IsAdmin) -> Us
     except IntegrityError:
         session.rollback()
         raise ApiError(409, "conflict", f"user {body.username!r} exists already", field="username") from None
-    audit.record(session, principal, "create", "users", user.id, after=audit.snapshot(user))
+    audit.record(session, principal.actor, "create", "users", user.id, after=audit.snapshot(user))
     session.commit()
     return _user_out(user)
 
@@ -157,7 +155,7 @@ def update_user(user_id: Annotated[int, Path(ge=1, le=MAX_ID)], body: UserUpdate
     if body.password is not None:
         after = {**(after or {}), "password": "changed"}
         before = {**(before or {}), "password": ""}
-    audit.record(session, principal, "update", "users", user.id, before=before, after=after)
+    audit.record(session, principal.actor, "update", "users", user.id, before=before, after=after)
     if disabled:
         _revoke_keys_of(session, principal, user)
     session.commit()
@@ -171,7 +169,8 @@ def _revoke_keys_of(session: SessionDep, principal: IsAdmin, user: User) -> None
                                ).scalars():
         key_before = audit.snapshot(key)
         key.revoked_at = now
-        audit.record(session, principal, "revoke", "api_keys", key.id, before=key_before, after=audit.snapshot(key))
+        audit.record(session, principal.actor, "revoke", "api_keys", key.id, before=key_before,
+                     after=audit.snapshot(key))
 
 
 # --- API keys ----------------------------------------------------------------------------------------------------
@@ -213,13 +212,16 @@ class ApiKeyCreate(BaseModel):
             return v
         if v.tzinfo is None:
             raise ValueError("expected a time with time zone, e.g. 2027-01-01T00:00:00Z")
-        return v
+        try:
+            return as_utc(v)
+        except OverflowError:
+            raise ValueError("the time is out of range in UTC") from None
 
 
 def _key_out(k: ApiKey) -> dict[str, object]:
     return dict(id=k.id, name=k.name, prefix=k.prefix, role=k.role, created_by=k.created_by,
-                created_at=_aware(k.created_at), expires_at=_aware(k.expires_at), revoked_at=_aware(k.revoked_at),
-                last_used_at=_aware(k.last_used_at))
+                created_at=k.created_at, expires_at=k.expires_at, revoked_at=k.revoked_at,
+                last_used_at=k.last_used_at)
 
 
 @router.get("/api/v1/api-keys", response_model=ApiKeyPage, responses=ERROR_RESPONSES, summary="List API keys")
@@ -247,7 +249,7 @@ def create_api_key(body: ApiKeyCreate, session: SessionDep, principal: IsAdmin) 
                  created_at=datetime.now(UTC), expires_at=body.expires_at, owner_user_id=owner_of(session, principal))
     session.add(row)
     session.flush()
-    audit.record(session, principal, "create", "api_keys", row.id, after=audit.snapshot(row))
+    audit.record(session, principal.actor, "create", "api_keys", row.id, after=audit.snapshot(row))
     session.commit()
     return ApiKeyCreated(key=key, **_key_out(row))  # type: ignore[arg-type]
 
@@ -270,6 +272,6 @@ def revoke_api_key(key_id: Annotated[int, Path(ge=1, le=MAX_ID)], session: Sessi
     if row.revoked_at is None:
         before = audit.snapshot(row)
         row.revoked_at = datetime.now(UTC)
-        audit.record(session, principal, "revoke", "api_keys", row.id, before=before, after=audit.snapshot(row))
+        audit.record(session, principal.actor, "revoke", "api_keys", row.id, before=before, after=audit.snapshot(row))
         session.commit()
     return ApiKeyOut(**_key_out(row))  # type: ignore[arg-type]

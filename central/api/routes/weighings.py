@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -13,10 +13,10 @@ from sqlalchemy import exists, or_, select
 from central.api.deps import SessionDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
 from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sort_values, sorted_page
+from central.api.params import MAX_ID, IsoTime, where_time
 from central.api.security import CanRead
-from central.db import values
 from central.db.models import Ticket, Weighing
-from central.db.values import NO_NUL, IsoTime
+from central.db.values import NO_NUL
 
 router = APIRouter(prefix="/api/v1/weighings", tags=["weighings"])
 
@@ -48,17 +48,13 @@ class WeighingPage(BaseModel):
     next_cursor: str | None = Field(None, description="pass as `cursor` to get the next page; null at the end")
 
 
-def _utc(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
 def _out(w: Weighing) -> WeighingOut:
     return WeighingOut(
         id=w.id, node_id=w.node_id, device_id=w.device_id, record_id=w.record_id, seq=w.seq,
         gross=w.gross_as_delivered, tare=w.tare_as_delivered, tare_preset=w.tare_preset, net=w.net_as_delivered,
         unit=w.unit, scale_serial=w.scale_serial, instrument_alibi=w.instrument_alibi, alibi_no=w.alibi_no,
-        reference=w.reference, vehicle=w.vehicle, trigger=w.trigger, weighed_at=_utc(w.weighed_at),
-        received_at=_utc(w.received_at),
+        reference=w.reference, vehicle=w.vehicle, trigger=w.trigger, weighed_at=w.weighed_at,
+        received_at=w.received_at,
     )
 
 
@@ -92,10 +88,7 @@ def list_weighings(
         q = q.where(Weighing.device_id == device_id)
     if unit:
         q = q.where(Weighing.unit == unit)
-    if since:
-        q = q.where(Weighing.weighed_at >= _utc(since))
-    if until:
-        q = q.where(Weighing.weighed_at < _utc(until))
+    q = where_time(q, Weighing.weighed_at, since, until)
     rows, next_cursor = sorted_page(
         session, q, {"weighed_at": Weighing.weighed_at, "received_at": Weighing.received_at, "id": Weighing.id},
         Weighing.id, sort=sort, limit=limit, cursor=cursor)
@@ -104,7 +97,7 @@ def list_weighings(
 
 @router.get("/{weighing_id}", response_model=WeighingOut, responses={**ERROR_RESPONSES, **NOT_FOUND},
             summary="One weighing")
-def get_weighing(weighing_id: Annotated[int, Path(ge=1, le=values.MAX_ID)], session: SessionDep,
+def get_weighing(weighing_id: Annotated[int, Path(ge=1, le=MAX_ID)], session: SessionDep,
                  principal: CanRead) -> WeighingOut:
     w = session.get(Weighing, weighing_id)
     if w is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from central.db.models import ExactDecimal
+from central.db.types import ExactDecimal
 
 revision = "0004"
 down_revision = "0003"

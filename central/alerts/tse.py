@@ -1,4 +1,5 @@
-"""What an alert rule of kind ``tse`` observes, from the ``tse_transactions`` table (``central.alerts`` evaluates it).
+"""What an alert rule of kind ``tse`` observes, from the ``tse_transactions`` table that ``central.fiscal`` fills and
+verifies (``central.alerts.engine`` evaluates it).
 
 =========================== ====================================== ==================================================
 check                       subject                                beyond (fires) while
@@ -21,22 +22,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from central.alerts.conditions import Observation
-from central.alerts.config import TseRule, matches
+from central.alerts.observation import SUBJECT_MAX, Observation
+from central.alerts.rules import TseRule, matches
 from central.db.models import TseTransaction
 
-SUBJECT_MAX = 200  # alerts.subject
 MAX_DETAIL_NUMBERS = 20
-
-
-def _aware(dt: datetime) -> datetime:
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
 
 
 def _ranges(gaps: list[tuple[int, int]]) -> str:
@@ -60,7 +56,7 @@ def observe_tse(rule: TseRule, session: Session, now: datetime, firing: Collecti
             subject = f"{bad.node_id}/{bad.tse_serial}/tx/{bad.tx_number}"[:SUBJECT_MAX]
             detail = (f"TSE transaction {bad.tx_number} of register {bad.client_id} on node {bad.node_id} fails "
                       f"verification: {bad.verify_error}")
-            out.append(Observation(subject, True, None, since=_aware(bad.finished_at),
+            out.append(Observation(subject, True, None, since=bad.finished_at,
                                    context={"node": bad.node_id, "device": bad.device_id or "", "detail": detail},
                                    details={"tse_serial": bad.tse_serial, "tx_number": bad.tx_number,
                                             "verify_error": bad.verify_error}))  # fmt: skip
@@ -72,7 +68,7 @@ def observe_tse(rule: TseRule, session: Session, now: datetime, firing: Collecti
                 gaps[above.tse_serial].append(above)
         for serial, rows in gaps.items():
             node = rows[-1].node_id
-            since = min(_aware(r.gap_since or now) for r in rows)
+            since = min(r.gap_since or now for r in rows)
             age = max(0.0, (now - since).total_seconds())
             spans = [(r.tx_number - r.gap_before, r.tx_number - 1) for r in rows]
             missing = sum(r.gap_before for r in rows)
@@ -96,9 +92,9 @@ def observe_tse(rule: TseRule, session: Session, now: datetime, firing: Collecti
             last = rows[-1]
             detail = (f"TSE {device} on node {node} failed: {len(rows)} sale(s) without signature (TSE ausgefallen) "
                       f"reached central within {rule.failed_window_s:g} s, the last of register {last.client_id} "
-                      f"at {_aware(last.finished_at).isoformat()}: {last.tse_error}")
+                      f"at {last.finished_at.isoformat()}: {last.tse_error}")
             out.append(Observation(f"{node}/{device}/tse_failed"[:SUBJECT_MAX], True, float(len(rows)),
-                                   since=_aware(rows[0].received_at),
+                                   since=rows[0].received_at,
                                    context={"node": node, "device": device, "detail": detail},
                                    details={"failed_sales": len(rows), "last_error": last.tse_error}))  # fmt: skip
     seen = {o.subject for o in out}

@@ -1,0 +1,92 @@
+"""``weighing`` records → a ``Weighing`` row, its ``AlibiEntry`` and its place on a ticket, in the batch's
+transaction.
+
+The record's ``data`` is ``sync.records.weighing.WeighingPayload`` (the contract every driver and central code
+against). The values are stored exactly as the instrument delivered them (devices.md §4): as exact decimals, never
+recomputed or re-rounded; ``decimals`` keeps how many places the scale sent for the gross (NUMERIC pads tare and net
+with zeros: compare them as numbers). A value central cannot store as it is makes the record unusable: the payload
+model names the field and ``apply`` quarantines the record.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from decimal import Decimal
+
+from central.db.models import Node, Weighing
+from central.ingest.handlers.base import Context, checked, quarantine, touch_device, ts
+from central.tickets.alibi import entry_from_record
+from central.tickets.pairing import on_weighing
+from sync.envelope import Record
+from sync.records.weighing import LEGACY_TRIGGERS, WeighingPayload, places
+
+log = logging.getLogger(__name__)
+
+DEVICE_KIND = "scale"  # a device central knows only from its weighings
+
+
+def _decimal(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)  # checked by WeighingPayload.from_payload (legal_decimal)
+
+
+def weighing_row(*, node: str, epoch: str, record: Record, payload: WeighingPayload, weighed_at: datetime,
+                 received_at: datetime) -> Weighing:
+    """The row for ``record`` (a ``weighing`` whose data is ``payload``)."""
+    v = payload.values
+    gross, tare, net = _decimal(v.gross), _decimal(v.tare), _decimal(v.net)
+    # a tared weighing whose instrument delivers net and tare but no gross keeps gross NULL: never computed here
+    shown = gross if gross is not None else net
+    trigger = payload.trigger
+    return Weighing(
+        node_id=node,
+        record_id=record.record_id,
+        epoch=epoch,
+        seq=record.seq,
+        device_id=record.device,
+        gross=gross,
+        decimals=places(shown) if shown is not None else 0,  # the payload has gross or net
+        unit=v.unit,
+        tare=tare,
+        tare_preset=v.tare_preset,
+        net=net,
+        scale_serial=payload.scale_serial,
+        instrument_alibi=v.instrument_alibi,
+        reference=payload.reference,
+        vehicle=payload.vehicle,
+        trigger=LEGACY_TRIGGERS.get(trigger, trigger) if trigger is not None else None,
+        raw=v.raw,
+        weighed_at=weighed_at,
+        received_at=received_at,
+    )
+
+
+def apply_weighing(ctx: Context, record: Record) -> None:
+    """The ``Weighing`` row and, in the same transaction, the ``AlibiEntry`` of its alibi part (central.tickets.alibi).
+
+    An unusable alibi part does not cost the weighing: the weighing is kept and a copy of the record goes to the
+    quarantine with the reason. An unusable weighing (RecordRejected) still leaves its intact alibi entry, so that
+    central's copy of the chain has no hole; verify-alibi then names the entry's weighing as missing."""
+    session, batch, now = ctx.session, ctx.batch, ctx.now
+    node = session.get(Node, batch.node)
+    alibi = entry_from_record(session, node=batch.node, public_key=node.public_key if node else None, record=record,
+                              received_at=now)
+    if alibi.entry is not None:
+        session.add(alibi.entry)
+    payload = checked(record, WeighingPayload)
+    weighing = weighing_row(node=batch.node, epoch=batch.epoch, record=record, payload=payload,
+                            weighed_at=ts(record.ts_ns), received_at=now)
+    weighing.alibi_no = alibi.alibi_no
+    session.add(weighing)
+    on_weighing(session, weighing, dict(record.data), now)  # paired into a ticket in this transaction
+    if alibi.problem is not None:
+        ctx.alibi_rejected.append(record.seq)
+        log.error("node %s %s seq %d: alibi part not stored: %s — the weighing is kept, a copy quarantined",
+                  batch.node, batch.stream, record.seq, alibi.problem)
+        quarantine(ctx, record, f"alibi part not stored: record seq {record.seq} (weighing {record.record_id}, "
+                                f"device {record.device}): {alibi.problem}; the weighing itself was applied")
+    dev = touch_device(ctx, record)
+    dev.kind = dev.kind or DEVICE_KIND
+
+
+__all__ = ["apply_weighing", "weighing_row"]
