@@ -39,7 +39,7 @@ src=$work/src
 mkdir -p "$tmp" "$src"
 # build from a copy: setuptools writes build/ and *.egg-info into the source tree otherwise
 (cd "$here" && tar -cf - --exclude=__pycache__ --exclude='*.pyc' pyproject.toml README.md ./*.py \
-    protocols sync edge central firmware-config) | tar -C "$src" -xf -
+    protocols sync edge central tools firmware-config) | tar -C "$src" -xf -
 if [ -z "$platform" ]; then
     "$PYTHON" -m pip wheel --quiet --wheel-dir "$tmp" "$src"
 else

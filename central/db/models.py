@@ -77,7 +77,7 @@ class Device(Base):
     __tablename__ = "devices"
     node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    kind: Mapped[str | None] = mapped_column(String(32))
+    kind: Mapped[str | None] = mapped_column(String(64))  # its profile name (sync.records MAX_DEVICE_KIND)
     profile: Mapped[str | None] = mapped_column(String(64))  # device profile from firmware-config/
     bus: Mapped[str | None] = mapped_column(String(128))  # serial port or tcp endpoint it is polled on
     name: Mapped[str | None] = mapped_column(String(128))

@@ -91,6 +91,18 @@ def test_epochs_are_kept_apart(sessions: sessionmaker[Session]) -> None:
     assert count(sessions, Weighing) == 2
 
 
+def test_a_device_kind_as_long_as_a_profile_name_may_be_is_stored(sessions: sessionmaker[Session]) -> None:
+    """A device's kind is its profile's name, up to 64 characters (the profile schema); devices.kind was 32 wide and
+    PostgreSQL refused the whole health batch."""
+    kind = "k" * 64
+    status = Record(seq=1, record_id="s-1", kind="device_status", ts_ns=1_700_000_000_000_000_001, device="silo-7",
+                    data={"status": "online", "reason": None, "device_kind": kind})
+    r = apply_batch(sessions, batch(status, stream="health"))
+    assert (r.acked_seq, r.rejected) == (1, [])
+    with sessions() as s:
+        assert s.execute(select(Device.kind).where(Device.device_id == "silo-7")).scalar_one() == kind
+
+
 def test_a_bad_record_is_quarantined_and_does_not_block_the_stream(sessions: sessionmaker[Session]) -> None:
     r = apply_batch(sessions, batch(weighing(1), weighing(2, "heavy"), weighing(3)))
     assert r.rejected == [2]

@@ -31,7 +31,7 @@ def test_upgrade_downgrade_upgrade_round_trip_on_postgres(pg_url: str) -> None:
     engine = make_engine(pg_url)
     try:
         migrate.upgrade(engine)
-        assert migrate.current_revision(engine) == "0008"
+        assert migrate.current_revision(engine) == "0009"
         assert _tables(engine) >= ERP_TABLES
         sessions = make_session_factory(engine)
         now = datetime.now(UTC)
@@ -52,7 +52,7 @@ def test_upgrade_downgrade_upgrade_round_trip_on_postgres(pg_url: str) -> None:
         migrate.downgrade(engine, "base")
         assert "weighings" not in _tables(engine)
         migrate.upgrade(engine)
-        assert migrate.current_revision(engine) == "0008"
+        assert migrate.current_revision(engine) == "0009"
         assert _tables(engine) >= ERP_TABLES
         with sessions() as s:
             assert s.execute(select(Weighing)).scalars().all() == []  # base dropped everything, as it says
