@@ -75,14 +75,14 @@ class Agent:
         plans = plan_buses(cfg, source=source)  # config errors (profiles too) before any I/O
         central_keys = trusted_central_keys(cfg)  # no central key, no start: the node would act on anyone's word
         self.key, created = load_or_create_private_key(cfg.key_path)
-        # every weighing appended gets its alibi entry, in the transaction of its outbox row
-        self.outbox = Outbox(cfg.data_dir / OUTBOX_FILE, node_id=cfg.node_id, quota_bytes=cfg.outbox.quota_bytes,
-                             alibi=AlibiMirror(cfg.node_id, self.key, retention_days=cfg.alibi.retention_days))
-        if created:
+        if created:  # said at once: if the outbox below refuses to open, the next start no longer creates the key
             log.warning(
                 "node %s: new signing key %s (fingerprint %s). Register it at central: "
                 "floorgate central node register %s --public-key %s",
                 cfg.node_id, cfg.key_path, fingerprint(self.key), cfg.node_id, public_key_text(self.key))
+        # every weighing appended gets its alibi entry, in the transaction of its outbox row
+        self.outbox = Outbox(cfg.data_dir / OUTBOX_FILE, node_id=cfg.node_id, quota_bytes=cfg.outbox.quota_bytes,
+                             alibi=AlibiMirror(cfg.node_id, self.key, retention_days=cfg.alibi.retention_days))
         self.uplink = Uplink(cfg, self.outbox, self.key, alarms=self.alarms, central_keys=central_keys)
         # what drivers, device health, the counter and the health loop emit into; every commit wakes the uplink
         self.sink = OutboxSink(self.outbox, commit_ms=cfg.outbox.readings_commit_ms, on_stored=self.uplink.wake.set)

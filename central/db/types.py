@@ -25,6 +25,11 @@ def as_utc(dt: datetime) -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
+def utc_from_ns(ns: int) -> datetime:
+    """A record's clock (nanoseconds since the epoch, as the node stamps it) as an aware UTC time."""
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC)
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """A time stored as UTC and read back as an aware UTC ``datetime`` on every database (see the module)."""
 

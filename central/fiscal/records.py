@@ -16,9 +16,10 @@ that is evidence, not garbage.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 
 from central.db.models import TseTransaction
+from central.db.types import utc_from_ns
+from central.db.values import decimal_or_none
 from protocols.tse.errors import ReceiptQrError
 from protocols.tse.qr import parse_iso_time
 from sync.envelope import Record
@@ -55,7 +56,7 @@ def tse_row(*, node: str, record: Record, received_at: datetime) -> TseTransacti
     except DecodeError as exc:
         raise BadTseRecord(str(exc)) from None
     failed = tx.tse_failed
-    at = datetime.fromtimestamp(record.ts_ns / 1e9, UTC)
+    at = utc_from_ns(record.ts_ns)
     finished_at = _time("finished_at", tx.finished_at, at)  # required of a signed sale (checked)
     started_at = _time("started_at", tx.started_at, finished_at)
     row = TseTransaction(
@@ -67,7 +68,7 @@ def tse_row(*, node: str, record: Record, received_at: datetime) -> TseTransacti
         start_counter=tx.start_counter, started_at=started_at, finished_at=finished_at, log_time=tx.log_time,
         process_type=tx.process_type or "", process_data=tx.process_data or "",
         signature=tx.signature, qr=tx.qr,
-        total=Decimal(tx.total) if tx.total is not None else None, currency=tx.currency,
+        total=decimal_or_none(tx.total), currency=tx.currency,
         receipt_id=tx.receipt_id,
         tse_failed=failed, tse_error=tx.error if failed else None,
         verified="tse_failed" if failed else "pending", received_at=received_at,

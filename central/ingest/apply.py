@@ -27,8 +27,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.db.models import InboxEntry, Node, StreamMark
+from central.db.types import utc_from_ns
 from central.ingest.handlers import HANDLERS
-from central.ingest.handlers.base import Context, RecordRejected, quarantine, ts
+from central.ingest.handlers.base import Context, RecordRejected, quarantine
 from central.metrics import Point
 from sync.envelope import Batch, Record, record_digest
 from sync.records import LOSS
@@ -164,7 +165,7 @@ def _take(ctx: Context, record: Record, held: Mapping[int, str], result: ApplyRe
         InboxEntry(
             node_id=batch.node, epoch=batch.epoch, stream=batch.stream, seq=record.seq,
             record_id=record.record_id, kind=record.kind, digest=digest, received_at=ctx.now,
-            first_seq=record.from_seq, device_time=ts(record.ts_ns), mono_ns=record.mono_ns,
+            first_seq=record.from_seq, device_time=utc_from_ns(record.ts_ns), mono_ns=record.mono_ns,
             boot_id=batch.boot_id or None,
         )
     )

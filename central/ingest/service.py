@@ -174,10 +174,7 @@ class IngestService:
                              f" (shared group {group})" if group else "")
                     try:
                         async for message in client.messages:
-                            payload = message.payload
-                            if not isinstance(payload, bytes):
-                                payload = str(payload or "").encode()
-                            topic = str(message.topic)
+                            payload, topic = message.payload, message.topic
                             try:
                                 if topic.endswith("/heartbeat"):
                                     await self._on_heartbeat(topic, payload)

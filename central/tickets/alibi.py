@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -31,6 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.db.models import AlibiEntry, Node, Weighing
+from central.db.types import utc_from_ns
 from sync.alibi import AlibiError, CheckedEntry, Problem, StoredEntry, check_chain, parse_part
 from sync.envelope import Record
 from sync.errors import SyncError
@@ -59,10 +60,6 @@ class StoredAlibi:
     alibi_no: int | None = None  # the number the weighing gets: the one the node gave it, also when the part was
     # not stored — verify-alibi then names that entry as missing from central's copy
     problem: str | None = None  # why the part was not stored (the weighing is kept regardless)
-
-
-def _ts(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC)
 
 
 def entry_from_record(session: Session, *, node: str, public_key: str | None, record: Record,
@@ -104,7 +101,7 @@ def entry_from_record(session: Session, *, node: str, public_key: str | None, re
         return StoredAlibi(alibi_no=n, problem=f"entry {n} of node {node} is already held with another hash (record "
                                                f"{held.record_id}): a second chain? (the node's outbox was replaced)")
     row = AlibiEntry(node_id=node, alibi_no=n, record_id=record.record_id, body=part.body, prev_hash=body["prev_hash"],
-                     hash=part.hash, sig=part.sig, weighed_at=_ts(record.ts_ns), received_at=received_at)
+                     hash=part.hash, sig=part.sig, weighed_at=utc_from_ns(record.ts_ns), received_at=received_at)
     return StoredAlibi(entry=row, alibi_no=n)
 
 

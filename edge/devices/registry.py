@@ -153,13 +153,17 @@ def plan_buses(cfg: NodeConfig, *, source: str = "node config") -> list[BusPlan]
     members: dict[str, list[tuple[ProtocolDrivers, DeviceSetup]]] = defaultdict(list)
     conns: dict[str, BusConnection] = {}
     exclusive: set[str] = set()
+    profiles: dict[str, Profile] = {}  # read and validated once per plan, however many devices share one
     for dev in cfg.devices:
         device, bus = dev.placement(declared)
         if declared.get(bus.id, bus) is not bus:
             raise ConfigError(source, [f"devices[{dev.id}].id: {dev.id!r} is also the id of a bus; a device given "
                                        "by type gets a bus of its own, named after it"])
         buses[bus.id] = bus
-        profile = load_profile(device.profile, profiles_dir=cfg.profiles_dir or DEFAULT_PROFILES_DIR)
+        if device.profile not in profiles:
+            profiles[device.profile] = load_profile(device.profile,
+                                                    profiles_dir=cfg.profiles_dir or DEFAULT_PROFILES_DIR)
+        profile = profiles[device.profile]
         drivers = _protocol(profile, device, bus, source)
         if bus.id in conns and (drivers.exclusive or bus.id in exclusive):
             streams = ", ".join(name for name, d in DRIVERS.items() if d.exclusive)

@@ -223,6 +223,8 @@ class _Connection:
         self.error = MqttError("not connected")  # why it ended
         self.news = asyncio.Event()  # a message arrived or the connection ended
         self.queue: asyncio.Queue[Message] = asyncio.Queue(max(max_queued, 0))
+        self.dropped = 0  # messages dropped because the queue was full (said in the log at most once a second)
+        self._dropped_said = (0, float("-inf"))  # (dropped, loop time) when last logged
         self.publishes: dict[int, asyncio.Future[None]] = {}
         self.subscribes: dict[int, asyncio.Future[list[ReasonCode]]] = {}
         self.fd: int | None = None
@@ -368,8 +370,13 @@ class _Connection:
         try:
             self.queue.put_nowait(Message(topic, bytes(message.payload), message.qos, bool(message.retain)))
         except asyncio.QueueFull:
-            log.warning("MQTT: %d messages are waiting to be handled; one on %s was dropped", self.queue.qsize(),
-                        topic[:200])
+            self.dropped += 1
+            said, at = self._dropped_said
+            if self.loop.time() - at >= 1.0:  # a flood must not turn into a flood of log lines
+                log.warning("MQTT: %d messages are waiting to be handled; %d dropped since the last warning (%d in "
+                            "all), the latest on %s", self.queue.qsize(), self.dropped - said, self.dropped,
+                            topic[:200])
+                self._dropped_said = (self.dropped, self.loop.time())
         self.news.set()
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: paho.SocketLike) -> None:

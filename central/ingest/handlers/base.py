@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
 from central.db.models import Device, QuarantineEntry
+from central.db.types import utc_from_ns
 from central.metrics import Point
 from sync.envelope import Batch, Record
 from sync.errors import DecodeError
@@ -46,11 +47,6 @@ class Context:
 
 
 Handler = Callable[[Context, Record], None]
-
-
-def ts(ns: int) -> datetime:
-    """A record's clock (ns since the epoch) as a UTC time."""
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC)
 
 
 def checked(record: Record, model: type[P]) -> P:
@@ -84,10 +80,10 @@ def touch_device(ctx: Context, record: Record, *, device_kind: str | None = None
         cache[(node, record.device)] = dev
     if device_kind is not None:
         dev.kind = device_kind
-    seen = ts(record.ts_ns)
+    seen = utc_from_ns(record.ts_ns)
     if dev.last_seen is None or seen > dev.last_seen:
         dev.last_seen = seen
     return dev
 
 
-__all__ = ["Context", "Handler", "RecordRejected", "checked", "quarantine", "touch_device", "ts"]
+__all__ = ["Context", "Handler", "RecordRejected", "checked", "quarantine", "touch_device"]

@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from central.ingest.handlers.base import Context, checked, touch_device, ts
+from central.db.types import utc_from_ns
+from central.ingest.handlers.base import Context, checked, touch_device
 from sync.envelope import Record
 from sync.records.device_health import DeviceHealthPayload
 from sync.records.device_status import DeviceStatusPayload
@@ -16,7 +17,7 @@ def apply_device_status(ctx: Context, record: Record) -> None:
     """The device's status, unless central already holds a later one (records of one stream may come late)."""
     payload = checked(record, DeviceStatusPayload)
     dev = touch_device(ctx, record, device_kind=payload.device_kind)
-    changed = ts(record.ts_ns)
+    changed = utc_from_ns(record.ts_ns)
     if dev.status_changed_at is None or changed >= dev.status_changed_at:
         dev.status = payload.status
         dev.status_reason = payload.reason

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from decimal import Decimal
 
 from central.db.models import Node, Weighing
-from central.ingest.handlers.base import Context, checked, quarantine, touch_device, ts
+from central.db.types import utc_from_ns
+from central.db.values import decimal_or_none
+from central.ingest.handlers.base import Context, checked, quarantine, touch_device
 from central.tickets.alibi import entry_from_record
 from central.tickets.pairing import on_weighing
 from sync.envelope import Record
@@ -26,15 +27,11 @@ log = logging.getLogger(__name__)
 DEVICE_KIND = "scale"  # a device central knows only from its weighings
 
 
-def _decimal(text: str | None) -> Decimal | None:
-    return None if text is None else Decimal(text)  # checked by WeighingPayload.from_payload (legal_decimal)
-
-
 def weighing_row(*, node: str, epoch: str, record: Record, payload: WeighingPayload, weighed_at: datetime,
                  received_at: datetime) -> Weighing:
     """The row for ``record`` (a ``weighing`` whose data is ``payload``)."""
     v = payload.values
-    gross, tare, net = _decimal(v.gross), _decimal(v.tare), _decimal(v.net)
+    gross, tare, net = decimal_or_none(v.gross), decimal_or_none(v.tare), decimal_or_none(v.net)  # checked
     # a tared weighing whose instrument delivers net and tare but no gross keeps gross NULL: never computed here
     shown = gross if gross is not None else net
     trigger = payload.trigger
@@ -75,7 +72,7 @@ def apply_weighing(ctx: Context, record: Record) -> None:
         session.add(alibi.entry)
     payload = checked(record, WeighingPayload)
     weighing = weighing_row(node=batch.node, epoch=batch.epoch, record=record, payload=payload,
-                            weighed_at=ts(record.ts_ns), received_at=now)
+                            weighed_at=utc_from_ns(record.ts_ns), received_at=now)
     weighing.alibi_no = alibi.alibi_no
     session.add(weighing)
     on_weighing(session, weighing, dict(record.data), now)  # paired into a ticket in this transaction
