@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
 
-from central.db.types import ExactDecimal, UtcDateTime
+from central.db.types import ExactDecimal, ExactText, UtcDateTime
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -71,6 +71,31 @@ class Node(Base):
     wall_mono_offset_ns: Mapped[int | None] = mapped_column(BigInteger)  # wall − monotonic, within boot_id
     clock_flag: Mapped[str | None] = mapped_column(Text)  # the last clock problem seen (jump back, far off)
     clock_flag_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # the newest heads the node signed (its alibi head, its TSEs' highest numbers; sync.envelope.Heads), as
+    # verified, with the signed heartbeat body and signature they came in, so an auditor can re-check them
+    heads: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    heads_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    heads_body: Mapped[str | None] = mapped_column(Text)
+    heads_sig: Mapped[str | None] = mapped_column(String(128))
+
+
+class NodeKey(Base):
+    """Every signing key a node ever had (``central.fleet.keys``): bound to the node by the fleet CA's signature
+    over a key-binding statement (kept off this database's trust: the CA key is a file), with the interval in which
+    it was the node's key. ``nodes.public_key`` is the current one."""
+
+    __tablename__ = "node_keys"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    node_id: Mapped[str] = mapped_column(String(64), index=True)
+    public_key: Mapped[str] = mapped_column(String(128))  # "ed25519:<base64>"
+    fingerprint: Mapped[str] = mapped_column(String(32))
+    binding: Mapped[str | None] = mapped_column(Text)  # the CA-signed statement; None: registered without the CA
+    valid_from: Mapped[datetime] = mapped_column(UtcDateTime())
+    valid_until: Mapped[datetime | None] = mapped_column(UtcDateTime())  # None: the current key
+    end_reason: Mapped[str | None] = mapped_column(String(16))  # rotated / revoked
+    end_statement: Mapped[str | None] = mapped_column(Text)  # the CA-signed revocation (a rotation: the successor's binding)
+    registered_by: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Device(Base):
@@ -100,29 +125,30 @@ class Weighing(Base):
     epoch: Mapped[str] = mapped_column(String(64))
     seq: Mapped[int] = mapped_column(BigInteger)
     device_id: Mapped[str] = mapped_column(String(64))
-    gross: Mapped[Decimal | None] = mapped_column(ExactDecimal())  # None: the instrument delivered net + tare only
-    decimals: Mapped[int] = mapped_column(Integer)  # as the scale delivered it: 24560 kg → 0, 100.00 g → 2
+    # legal values exactly as the instrument delivered them (ExactText: "24560.0" stays "24560.0")
+    gross: Mapped[Decimal | None] = mapped_column(ExactText())  # None: the instrument delivered net + tare only
     unit: Mapped[str] = mapped_column(String(8))
     scale_serial: Mapped[str | None] = mapped_column(String(64))
     raw: Mapped[str | None] = mapped_column(Text)
     weighed_at: Mapped[datetime] = mapped_column(UtcDateTime())
     received_at: Mapped[datetime] = mapped_column(UtcDateTime())
     # legal-for-trade (devices.md §4): tare with the preset flag, net, as the instrument delivered them
-    tare: Mapped[Decimal | None] = mapped_column(ExactDecimal())
+    tare: Mapped[Decimal | None] = mapped_column(ExactText())
     tare_preset: Mapped[bool | None] = mapped_column(Boolean)
-    net: Mapped[Decimal | None] = mapped_column(ExactDecimal())
+    net: Mapped[Decimal | None] = mapped_column(ExactText())
     alibi_no: Mapped[int | None] = mapped_column(BigInteger)  # the node's consecutive alibi-mirror number
     instrument_alibi: Mapped[str | None] = mapped_column(String(128))  # the scale's own alibi id / checksum
     reference: Mapped[str | None] = mapped_column(String(64), index=True)  # ticket reference from the weigh command
     vehicle: Mapped[str | None] = mapped_column(String(32), index=True)  # number plate
     trigger: Mapped[str | None] = mapped_column(String(16))  # auto / command
 
-    def _as_delivered(self, value: Decimal | None) -> str | None:
-        return None if value is None else str(value.quantize(Decimal(1).scaleb(-self.decimals)))
+    @staticmethod
+    def _as_delivered(value: Decimal | None) -> str | None:
+        return None if value is None else format(value, "f")
 
     @property
     def gross_as_delivered(self) -> str | None:
-        """The gross weight with exactly the decimals the scale sent (the column may pad with zeros)."""
+        """The gross weight exactly as the scale wrote it (ExactText keeps every digit, trailing zeros too)."""
         return self._as_delivered(self.gross)
 
     @property
@@ -296,11 +322,13 @@ class Ticket(Base):
     paired_by: Mapped[str | None] = mapped_column(String(16))  # reference / plate / manual
     first_weighing_id: Mapped[int | None] = mapped_column(ForeignKey("weighings.id"))
     second_weighing_id: Mapped[int | None] = mapped_column(ForeignKey("weighings.id"))
-    gross: Mapped[Decimal | None] = mapped_column(ExactDecimal())
-    tare: Mapped[Decimal | None] = mapped_column(ExactDecimal())
-    net: Mapped[Decimal | None] = mapped_column(ExactDecimal())
+    gross: Mapped[Decimal | None] = mapped_column(ExactText())  # as delivered (ExactText)
+    tare: Mapped[Decimal | None] = mapped_column(ExactText())
+    net: Mapped[Decimal | None] = mapped_column(ExactText())  # calculated: gross − tare, the decimals of both
     unit: Mapped[str] = mapped_column(String(8), default="kg")
     cancel_reason: Mapped[str | None] = mapped_column(Text)
+    cancelled_by: Mapped[str | None] = mapped_column(String(80))  # the actor (user:<name> / apikey:<prefix>)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     notes: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
@@ -375,6 +403,55 @@ class TseExport(Base):
     report: Mapped[dict[str, Any]] = mapped_column(Json)  # the verification, summed up
     uploaded_at: Mapped[datetime] = mapped_column(UtcDateTime())
     uploaded_by: Mapped[str] = mapped_column(String(80))
+    stated_range: Mapped[dict[str, Any] | None] = mapped_column(Json)  # the range the uploader said it covers
+
+
+class TsePin(Base):
+    """The TSE registry (``central.fiscal.registry``): each TSE pinned with its key the first time central sees it
+    (or listed in the config); every transaction is verified against the pinned key, never the key a row brings.
+    The pin is signed with central's signing key (``statement`` / ``sig`` / ``kid``)."""
+
+    __tablename__ = "tse_registry"
+    tse_serial: Mapped[str] = mapped_column(String(128), primary_key=True)  # hex SHA-256 of the public key
+    public_key: Mapped[str] = mapped_column(String(200))  # base64 of the uncompressed point
+    certificate: Mapped[str | None] = mapped_column(Text)  # PEM, when known
+    algorithm: Mapped[str | None] = mapped_column(String(64))
+    time_format: Mapped[str | None] = mapped_column(String(32))
+    node_id: Mapped[str | None] = mapped_column(String(64))  # where it was first seen
+    device_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # unconfirmed / confirmed / rejected
+    source: Mapped[str] = mapped_column(String(16))  # seen / config / admin
+    first_seen_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    confirmed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    confirmed_by: Mapped[str | None] = mapped_column(String(80))
+    statement: Mapped[str | None] = mapped_column(Text)
+    sig: Mapped[str | None] = mapped_column(Text)
+    kid: Mapped[str | None] = mapped_column(String(64))
+
+
+class TseHead(Base):
+    """Per TSE, the highest transaction number and signature counter its node signed in a heartbeat (newest
+    verified): ``verify-tse`` names what that head says exists but central lacks (``truncated``)."""
+
+    __tablename__ = "tse_heads"
+    tse_serial: Mapped[str] = mapped_column(String(128), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(64))
+    tx_number: Mapped[int] = mapped_column(BigInteger)
+    signature_counter: Mapped[int] = mapped_column(BigInteger)
+    reported_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Checkpoint(Base):
+    """An external checkpoint (``central.fleet.checkpoint``): the chain heads as a statement signed by central's
+    key, written to places outside this database; kept here too, with where it went."""
+
+    __tablename__ = "checkpoints"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    made_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    statement: Mapped[str] = mapped_column(Text)  # canonical JSON
+    sig: Mapped[str] = mapped_column(Text)
+    kid: Mapped[str] = mapped_column(String(64))
+    delivered: Mapped[dict[str, Any] | None] = mapped_column(Json)  # destination → "ok" / the error
 
 
 # --- people, machines, audit -------------------------------------------------------------------------------------

@@ -5,7 +5,10 @@
   aware UTC ``datetime`` — SQLite keeps no zone and hands back naive values, Postgres hands them back in the
   session's zone. No code above the data layer converts a stored time; ``as_utc`` is for the times that do not come
   from the database (query parameters, cursors, certificates).
-- **exact decimals**: ``ExactDecimal`` is NUMERIC(18, 6), never a float.
+- **exact decimals**: ``ExactDecimal`` is NUMERIC(18, 6), never a float (prices, rates, amounts).
+- **legal values as delivered**: ``ExactText`` keeps a weight exactly as the instrument wrote it — ``"24560"``,
+  ``"24560.0"`` and ``"8.425"`` stay those strings (text on every database; a ``Decimal`` in Python, which keeps its
+  exponent, so ``Decimal("24560") - Decimal("8420.5")`` is ``16139.5`` and nothing is padded or cut).
 """
 
 from __future__ import annotations
@@ -59,6 +62,24 @@ class ExactDecimal(TypeDecorator[Decimal]):
         if value is None:
             return None
         return str(value) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(str(value))
+
+
+class ExactText(TypeDecorator[Decimal]):
+    """A legal value exactly as delivered (see the module): stored as its plain decimal text, read back as the
+    ``Decimal`` of that text. Refuses a float, NaN or infinity."""
+
+    impl = String(40)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, Decimal) or not value.is_finite():
+            raise ValueError(f"expected a finite Decimal for a legal value, got {value!r}")
+        return format(value, "f")
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         return None if value is None else Decimal(str(value))

@@ -31,13 +31,13 @@ def test_upgrade_downgrade_upgrade_round_trip_on_postgres(pg_url: str) -> None:
     engine = make_engine(pg_url)
     try:
         migrate.upgrade(engine)
-        assert migrate.current_revision(engine) == "0009"
+        assert migrate.current_revision(engine) == "0010"
         assert _tables(engine) >= ERP_TABLES
         sessions = make_session_factory(engine)
         now = datetime.now(UTC)
         with sessions.begin() as s:  # a record of 0001, which the ERP migration must leave alone
             s.add(Weighing(node_id="mill-01", record_id="w-1", epoch="e1", seq=1, device_id="bridge-1",
-                           gross=Decimal("24560"), decimals=0, unit="kg", weighed_at=now, received_at=now))
+                           gross=Decimal("24560"), unit="kg", weighed_at=now, received_at=now))
             s.add(Article(code="WHEAT", name="Weizen", unit="kg", price=Decimal("0.2150"), currency="EUR",
                           active=True, created_at=now, updated_at=now))
 
@@ -52,7 +52,7 @@ def test_upgrade_downgrade_upgrade_round_trip_on_postgres(pg_url: str) -> None:
         migrate.downgrade(engine, "base")
         assert "weighings" not in _tables(engine)
         migrate.upgrade(engine)
-        assert migrate.current_revision(engine) == "0009"
+        assert migrate.current_revision(engine) == "0010"
         assert _tables(engine) >= ERP_TABLES
         with sessions() as s:
             assert s.execute(select(Weighing)).scalars().all() == []  # base dropped everything, as it says
@@ -69,12 +69,39 @@ def test_money_and_weights_are_exact_decimals_and_times_carry_their_zone(pg_url:
         migrate.upgrade(engine)
         with engine.connect() as conn:
             cols = {c["name"]: c for c in inspect(conn).get_columns("tickets")}
-            for name in ("gross", "tare", "net"):
-                assert str(cols[name]["type"]) == "NUMERIC(18, 6)"
+            for name in ("gross", "tare", "net"):  # legal values as delivered: the instrument's digits, as text
+                assert str(cols[name]["type"]) == "VARCHAR(40)"
             assert str(cols["created_at"]["type"]) == "TIMESTAMP"
             assert cols["created_at"]["type"].timezone is True
             price = {c["name"]: c for c in inspect(conn).get_columns("articles")}["price"]
             assert str(price["type"]) == "NUMERIC(18, 6)"
+    finally:
+        engine.dispose()
+
+
+def test_0010_keeps_the_weights_held_with_the_decimals_their_scale_sent(pg_url: str) -> None:
+    engine = make_engine(pg_url)
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    try:
+        migrate.upgrade(engine, "0009")
+        with engine.begin() as conn:
+            for rid, gross, tare, net, decimals in (("w1", "24560", "8420", "16140", 0),
+                                                    ("w2", "100.00", None, None, 2), ("w3", None, "8.4", "16.1", 1)):
+                conn.execute(text(
+                    "INSERT INTO weighings (node_id, record_id, epoch, seq, device_id, gross, tare, net, decimals, "
+                    "unit, weighed_at, received_at) VALUES ('mill-01', :rid, 'e', 1, 'b', :g, :t, :n, :d, 'kg', "
+                    ":now, :now)"), {"rid": rid, "g": gross, "t": tare, "n": net, "d": decimals, "now": now})
+            conn.execute(text("INSERT INTO tickets (number, direction, status, gross, tare, net, unit, created_at, "
+                              "updated_at) VALUES ('T-1', 'in', 'complete', 24560, 8420.5, 16139.5, 'kg', :now, :now)"),
+                         {"now": now})
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            got = conn.execute(text("SELECT record_id, gross, tare, net FROM weighings ORDER BY record_id")).all()
+            assert [tuple(r) for r in got] == [("w1", "24560", "8420", "16140"), ("w2", "100.00", None, None),
+                                               ("w3", None, "8.4", "16.1")]
+            assert tuple(conn.execute(text("SELECT gross, tare, net FROM tickets")).one()) == (
+                "24560", "8420.5", "16139.5")
+            assert conn.execute(text("SELECT count(*) FROM node_keys")).scalar_one() == 0
     finally:
         engine.dispose()
 

@@ -20,7 +20,7 @@ from central.ingest.handlers.base import Context, checked, quarantine, touch_dev
 from central.tickets.alibi import entry_from_record
 from central.tickets.pairing import on_weighing
 from sync.envelope import Record
-from sync.records.weighing import LEGACY_TRIGGERS, WeighingPayload, places
+from sync.records.weighing import LEGACY_TRIGGERS, WeighingPayload
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,6 @@ def weighing_row(*, node: str, epoch: str, record: Record, payload: WeighingPayl
     v = payload.values
     gross, tare, net = decimal_or_none(v.gross), decimal_or_none(v.tare), decimal_or_none(v.net)  # checked
     # a tared weighing whose instrument delivers net and tare but no gross keeps gross NULL: never computed here
-    shown = gross if gross is not None else net
     trigger = payload.trigger
     return Weighing(
         node_id=node,
@@ -42,7 +41,6 @@ def weighing_row(*, node: str, epoch: str, record: Record, payload: WeighingPayl
         seq=record.seq,
         device_id=record.device,
         gross=gross,
-        decimals=places(shown) if shown is not None else 0,  # the payload has gross or net
         unit=v.unit,
         tare=tare,
         tare_preset=v.tare_preset,
