@@ -93,7 +93,7 @@ class NodeKey(Base):
     valid_from: Mapped[datetime] = mapped_column(UtcDateTime())
     valid_until: Mapped[datetime | None] = mapped_column(UtcDateTime())  # None: the current key
     end_reason: Mapped[str | None] = mapped_column(String(16))  # rotated / revoked
-    end_statement: Mapped[str | None] = mapped_column(Text)  # the CA-signed revocation (a rotation: the successor's binding)
+    end_statement: Mapped[str | None] = mapped_column(Text)  # CA-signed: the revocation, or the successor's binding
     registered_by: Mapped[str] = mapped_column(String(80))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 

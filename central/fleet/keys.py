@@ -10,6 +10,7 @@ covers the time an artefact was made (``KeyPeriod.covers``).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,11 +87,9 @@ def key_history(session: Session, node_id: str, ca_cert: x509.Certificate | None
             continue
         statements.append(st)
         bound.add(row.fingerprint)
-        if row.end_statement:
-            try:
+        if row.end_statement:  # an end the CA did not sign is ignored: the interval is what signed statements say
+            with contextlib.suppress(BindingError):
                 statements.append(verify_statement(row.end_statement, ca_cert, node=node_id))
-            except BindingError:
-                pass  # an end the CA did not sign is ignored: the interval is what the signed statements say
     history.periods = key_periods(statements)
     return history
 
