@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from central.alerts.config import AlertSettings
+from central.fiscal.config import FiscalSettings
 from central.metrics.config import MetricsSettings
 from central.tickets.config import TicketSettings
 from sync.runtime.broker import BrokerBase
@@ -33,7 +34,8 @@ class BrokerSettings(BrokerBase):
 
 
 class PkiSettings(ConfigModel):
-    """The fleet CA (``central.fleet.pki``): ``central ca …`` and ``node add|revoke`` work in this directory."""
+    """The fleet CA (``central.fleet.pki``): ``central ca …`` and ``node add|register|revoke`` work in this directory;
+    with it set, ingest and ``verify-alibi`` trust only node keys its ``ca.crt`` bound (``central.fleet.keys``)."""
 
     dir: Path = Field(description="directory of ca.key (mode 0600), ca.crt and crl.pem; relative to the config file")
     cert_days: int = Field(730, ge=1, le=3650, description="validity of the certificates issued (node, server, "
@@ -156,6 +158,37 @@ class IngestSettings(ConfigModel):
         return v
 
 
+class CheckpointSettings(ConfigModel):
+    """``checkpoint:`` external checkpoints of the chain heads (``central.fleet.checkpoint``): every node's alibi head
+    and every TSE's head, signed with central's key, written outside the database — ``floorgate central checkpoint``,
+    and every ``interval_s`` by the central processes."""
+
+    interval_s: float | None = Field(
+        None, ge=1, le=31_536_000, description="write one this often (e.g. 3600; one process writes it, the next is "
+        "due interval_s after the newest in the checkpoints table); none: only `floorgate central checkpoint`")
+    directory: Path | None = Field(
+        None, description="write each as checkpoint-<UTC time>.json into this directory (made if missing); relative "
+        "to the config file. Put it where central's database is not: another disk, a mount of another host")
+    channels: tuple[str, ...] = Field(
+        (), description="alert channels (names in alerts.rules_file: webhook / email) that receive each checkpoint: "
+        "a webhook gets the signed document as its JSON body, an e-mail carries it as an attachment")
+
+    @field_validator("directory")
+    @classmethod
+    def _dir(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        if v is None:
+            return v
+        base = (info.context or {}).get("base_dir")
+        v = Path(v).expanduser()
+        return Path(base) / v if base is not None and not v.is_absolute() else v
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> CheckpointSettings:
+        if self.interval_s is not None and self.directory is None and not self.channels:
+            raise ValueError("interval_s needs a destination: directory and/or channels")
+        return self
+
+
 class CentralSettings(ConfigModel):
     database_url: str = Field(description="SQLAlchemy URL: postgresql+psycopg://… or sqlite:///path.db")
     broker: BrokerSettings = BrokerSettings()
@@ -165,7 +198,11 @@ class CentralSettings(ConfigModel):
     ingest: IngestSettings = IngestSettings()
     alerts: AlertSettings = AlertSettings()
     tickets: TicketSettings = TicketSettings()
-    pki: PkiSettings | None = Field(None, description="the fleet CA's directory (floorgate central ca / node add)")
+    fiscal: FiscalSettings = Field(FiscalSettings(), description="the TSEs trusted without an admin's "
+                                   "confirmation (central.fiscal.config)")
+    pki: PkiSettings | None = Field(None, description="the fleet CA's directory (floorgate central ca / node add); "
+                                    "with it, only node keys bound by its ca.crt are trusted")
+    checkpoint: CheckpointSettings = CheckpointSettings()
     device_stale_after_s: float = Field(120.0, gt=0, description="a device not heard of for this long is offline")
     signing_key_file: Path | None = Field(
         None, description="central's Ed25519 key that signs what it sends to nodes (acks, replay requests, commands; "

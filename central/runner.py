@@ -17,7 +17,12 @@ from central.api.app import create_app
 from central.config import CentralSettings
 from central.db import migrate
 from central.db.engine import make_engine, make_session_factory
+from central.fiscal.registry import load_registry as load_tse_registry
+from central.fiscal.registry import use_registry as use_tse_registry
 from central.fleet import signing_key
+from central.fleet.checkpoint import CheckpointError
+from central.fleet.checkpoint_out import CheckpointSchedule
+from central.fleet.keys import CaCertError, load_ca_cert
 from central.ingest.service import IngestService
 from central.metrics import MetricsStoreError, open_store
 from central.tickets.pairing import use_settings as use_ticket_settings
@@ -69,10 +74,23 @@ class Central:
             log.warning("new central signing key %s (fingerprint %s): nodes must trust its public key %s "
                         "(`floorgate central signing-key show`)", settings.signing_key_file, fingerprint(key),
                         public_key_text(key))
+        # the TSE registry: central's key signs the pins ingest makes, fiscal.tse lists the TSEs trusted from the start
+        use_tse_registry(self.sessions, load_tse_registry(settings, signer=key))
+        try:  # the fleet CA's certificate: only node keys it bound are accepted (central.fleet.keys)
+            ca_cert = load_ca_cert(settings.pki.dir if settings.pki is not None else None)
+        except CaCertError as exc:
+            raise SystemExit(f"fleet CA: {exc} (pki.dir is set: create the CA with `floorgate central ca init`, or "
+                             "copy its ca.crt there)") from None
         self.ingest = IngestService(settings.broker, self.sessions, self.store, client_id=client_id,
-                                    settings=settings.ingest, signer=DownlinkSigner(key))
-        self.alerts = (AlertEvaluator(settings.alerts, self.sessions, self.store, ingest=self.ingest)
+                                    settings=settings.ingest, signer=DownlinkSigner(key), ca_cert=ca_cert)
+        self.alerts = (AlertEvaluator(settings.alerts, self.sessions, self.store, ingest=self.ingest,
+                                      pki_dir=settings.pki.dir if settings.pki is not None else None)
                        if settings.alerts.rules_file is not None else None)
+        try:  # external checkpoints of the chain heads, every checkpoint.interval_s (one process at a time)
+            self.checkpoints = (CheckpointSchedule(settings, self.sessions, key)
+                                if settings.checkpoint.interval_s is not None else None)
+        except CheckpointError as exc:
+            raise SystemExit(str(exc)) from None
         self.app = (
             create_app(settings, sessions=self.sessions, store=self.store, ingest=self.ingest) if with_api else None
         )
@@ -100,6 +118,8 @@ class Central:
         tasks = [asyncio.create_task(self.ingest.run(), name="ingest")]
         if self.alerts is not None:  # cancelled at the end: it finishes the evaluation under way
             tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
+        if self.checkpoints is not None:  # cancelled at the end: it finishes the checkpoint under way
+            tasks.append(asyncio.create_task(self.checkpoints.run(), name="checkpoints"))
         server = None
         if self.app is not None:
             config = uvicorn.Config(
@@ -119,7 +139,7 @@ class Central:
             if server is not None:
                 server.should_exit = True
             for t in tasks:
-                if t.get_name() in ("ingest", "alerts"):
+                if t.get_name() in ("ingest", "alerts", "checkpoints"):
                     t.cancel()
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -46,8 +46,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     alibi = sub.add_parser("alibi", help="list and verify the node's alibi mirror",
                            description="List the newest entries of the node's alibi mirror (one per weighing: "
                            "number, time, device, gross / tare / net, the instrument's alibi id) and re-check the "
-                           "chain kept on the node: signatures with the node's key, hashes, links and numbering. "
-                           "Exit 1 if the chain is not intact.")
+                           "chain kept on the node: signatures with the node's keys as the fleet CA bound them "
+                           "(bindings.json and ca.crt of the node bundle, beside the key file; without them a "
+                           "warning says the key is not anchored and the key file is taken as it is), hashes, links "
+                           "and numbering, and the chain against the node's signed head and retention boundary "
+                           "(newest entries deleted: truncated; oldest deleted inside the retention period: "
+                           "removed). Exit 1 if the chain is not intact.")
     alibi.add_argument("--config", required=True, metavar="NODE_YAML")
     alibi.add_argument("--json", action="store_true", help="print JSON instead of a table")
     alibi.add_argument("--limit", type=int, default=20, metavar="N", help="list the newest N entries (0: all)")
@@ -130,10 +134,12 @@ def _enrol(args: argparse.Namespace) -> int:
 
 
 def _alibi(args: argparse.Namespace) -> int:
+    import sys
     import time
 
     from edge.agent import OUTBOX_FILE
-    from edge.store.alibi import check_local, read_entries
+    from edge.store.alibi import check_local, meta_warning, read_chain
+    from edge.store.alibi_keys import load_anchor
     from sync.errors import SyncError
     from sync.signing import load_private_key
 
@@ -147,8 +153,14 @@ def _alibi(args: argparse.Namespace) -> int:
     except SyncError as exc:
         print(f"floorgate: node {cfg.node_id}: {exc}")
         return 1
-    entries = read_entries(path)
-    check = check_local(entries, key, cfg.node_id)
+    tls = cfg.broker.tls
+    anchor = load_anchor(cfg.node_id, key, cfg.key_path, ca_file=tls.ca_file if tls is not None else None)
+    entries, meta = read_chain(path)
+    check = check_local(entries, anchor.keys, cfg.node_id, meta=meta, suspects=anchor.suspects)
+    check.problems[:0] = anchor.problems
+    warnings = [w for w in (anchor.warning, meta_warning(meta)) if w]
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     shown = check.entries if args.limit <= 0 else check.entries[-args.limit:]
     bodies = {e.position: e.body for e in entries}
     rows = []
@@ -161,8 +173,8 @@ def _alibi(args: argparse.Namespace) -> int:
     last = check.entries[-1].position if check.entries else None
     if args.json:
         print(json.dumps({"node": cfg.node_id, "ok": check.ok, "kept": len(entries), "first": first, "last": last,
-                          "head_hash": check.head_hash, "problems": [p.to_json() for p in check.problems],
-                          "entries": rows}, indent=2))
+                          "head_hash": check.head_hash, "anchored": anchor.anchored, "warnings": warnings,
+                          "problems": [p.to_json() for p in check.problems], "entries": rows}, indent=2))
         return 0 if check.ok else 1
     print(f"node {cfg.node_id}: alibi mirror {path}, {len(entries)} entries kept"
           + (f" ({first}…{last})" if entries else ""))
@@ -176,6 +188,7 @@ def _alibi(args: argparse.Namespace) -> int:
     if check.ok:
         print(f"chain verified: {len(entries)} entries" + (f" ({first}…{last})" if entries else "")
               + ("; older entries given up to retention" if first not in (None, 1) else "")
+              + ("" if anchor.anchored else "; key NOT anchored in the fleet CA")
               + "  (* preset tare)")
         return 0
     print(f"chain NOT intact: {len(check.problems)} problem(s)")

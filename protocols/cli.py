@@ -107,6 +107,7 @@ frames over TCP. Other unit ids get exception 0x0B on Modbus TCP and no answer a
 
 examples:
   floorgate simulate weighbridge --pty --time-scale 0.5 --trucks 24560,18420
+  floorgate simulate weighbridge --pty --mixed-decimals --trucks 24560,8420.5,32980,8420
   floorgate simulate sartorius-sbi --listen tcp://127.0.0.1:4001 --form 22 --seed 7
   floorgate simulate toledo-continuous --pty --baudrate 9600
   floorgate simulate laumas-tlu --pty --baudrate 19200 --unit-id 3
@@ -268,6 +269,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="sartorius-sbi only: 16 characters, or 22 with the id code (default 16)")  # fmt: skip
     scale.add_argument("--error-every", type=_non_negative_int, default=None, metavar="N",
                        help="sartorius-sbi only: print 'Err 101' instead of every Nth weight")  # fmt: skip
+    scale.add_argument("--mixed-decimals", action="store_true",
+                       help="mettler-toledo-mtsics only: a multi-interval display - below 30 t in 0.5 kg steps with "
+                       "one decimal (24560.0, 8420.5), above in 20 kg steps (32980)")  # fmt: skip
     parser.add_argument(
         "--seed", type=int, default=None, help="random seed for load weights and sensor noise (repeatable runs)"
     )
@@ -293,6 +297,8 @@ def _option_error(args: argparse.Namespace) -> str | None:
         for option, value in (("--form", args.form), ("--error-every", args.error_every)):
             if value is not None:
                 return f"{option} applies to sartorius-sbi only, not {args.device}"
+    if device != "mettler-toledo-mtsics" and args.mixed_decimals:
+        return f"--mixed-decimals applies to mettler-toledo-mtsics (weighbridge) only, not {args.device}"
     rtu = is_modbus and (args.pty or args.rtu_over_tcp)
     if args.pty and args.rtu_over_tcp:
         return "--rtu-over-tcp serves TCP: it does not go with --pty"
@@ -344,7 +350,8 @@ async def _serve_scale(args: argparse.Namespace, device: str, stop: asyncio.Even
     pty: DevicePty
     start_tcp: Callable[[], Awaitable[asyncio.Server]]
     if device == "mettler-toledo-mtsics":
-        bridge = Weighbridge(trucks=args.trucks, seed=seed, time_scale=time_scale, garbage_every=garbage_every)
+        bridge = Weighbridge(trucks=args.trucks, seed=seed, time_scale=time_scale, garbage_every=garbage_every,
+                             mixed_decimals=args.mixed_decimals)
         pty, start_tcp = PtyServer(bridge), lambda: serve_tcp(bridge, host=host, port=port)
     elif device == "sartorius-sbi":
         scale = SartoriusScale(

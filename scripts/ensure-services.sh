@@ -6,6 +6,8 @@
 #   prometheus                       Debian package prometheus (2.42 on Debian 12; the Grafana dashboard tests)
 #   debootstrap, systemd-nspawn,     Debian packages debootstrap, systemd-container, openssh-client, iproute2
 #   ssh, ip                          (the Ansible tests boot Debian containers and converge the roles over SSH)
+#   tesseract (German and English)   Debian packages tesseract-ocr, tesseract-ocr-deu, tesseract-ocr-eng (the ticket
+#                                    tests read the rendered PDF back by OCR, as a driver or an inspector reads it)
 # The tests start their own throwaway servers on random ports; services the packages start are stopped again.
 # Quiet and idempotent when everything is there. As root, missing packages are installed with apt-get;
 # otherwise the apt-get line to run is printed and the script exits 1.
@@ -32,6 +34,12 @@ have debootstrap || missing+=(debootstrap)
 have systemd-nspawn || missing+=(systemd-container)
 { have ssh && have ssh-keygen; } || missing+=(openssh-client)
 have ip || missing+=(iproute2)
+have_ocr_lang() {  # tesseract with the language's trained data
+    have tesseract && tesseract --list-langs 2>/dev/null | grep -qx "$1"
+}
+have tesseract || missing+=(tesseract-ocr)
+have_ocr_lang deu || missing+=(tesseract-ocr-deu)
+have_ocr_lang eng || missing+=(tesseract-ocr-eng)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 
@@ -67,8 +75,11 @@ for unit in mosquitto postgresql influxdb prometheus; do
     fi
 done
 
-for program in mosquitto influxd prometheus debootstrap systemd-nspawn ssh ip; do
+for program in mosquitto influxd prometheus debootstrap systemd-nspawn ssh ip tesseract; do
     have "$program" || { echo "ensure-services: $program still missing after apt-get install" >&2; exit 1; }
 done
 have_pg initdb || { echo "ensure-services: initdb still missing after apt-get install" >&2; exit 1; }
+for lang in deu eng; do
+    have_ocr_lang "$lang" || { echo "ensure-services: tesseract's $lang data still missing after apt-get install" >&2; exit 1; }
+done
 echo "Server packages installed: ${missing[*]}"

@@ -26,14 +26,20 @@ text that was hashed and signed; the weighing's fields it signs are ``sync.recor
 does not match its hash, or whose signature fails where the node's entry stood), ``removed`` (a number missing:
 the next entry's ``prev_hash`` is the hash of an entry that is not there), ``inserted`` (an entry not signed by the
 node), ``reordered`` (entries stored under numbers other than the ones they were signed with), ``chain_break``
-(two signed entries that do not link) and ``invalid`` (a signed body that is not an alibi entry).
+(two signed entries that do not link), ``invalid`` (a signed body that is not an alibi entry) and
+``untrusted_key`` (an entry whose signature verifies only with a key that was not the node's trusted key when the
+entry was made: a key the fleet CA did not bind, or a bound key outside its interval).
+
+A node may have had several keys (a re-enrolment rotates it; ``sync.keybinding``): the check takes the key, or a
+resolver that gives for each entry the keys that may have signed it — the ones whose interval covers the entry's
+``weighed_at_ns`` — so a chain whose older entries were signed with the rotated key verifies as one chain.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +60,13 @@ BODY_LIMITS = bounded_json.JsonLimits(max_bytes=4 * MAX_BODY_CHARS, max_depth=4,
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SIG = re.compile(r"^[A-Za-z0-9+/]{86}==$")  # base64 of the 64 bytes of an Ed25519 signature
 
-KINDS = ("altered", "removed", "inserted", "reordered", "chain_break", "invalid")
+KINDS = ("altered", "removed", "inserted", "reordered", "chain_break", "invalid", "untrusted_key")
+
+KeyResolver = Callable[[Mapping[str, Any]], Sequence[Ed25519PublicKey]]
+"""an entry's decoded body → the keys that may have signed it (trusted, their interval covering the entry)"""
+SuspectResolver = Callable[[Mapping[str, Any]], Sequence[tuple[Ed25519PublicKey, str]]]
+"""an entry's decoded body → keys that are known but not trusted for it, each with a description that says why
+(an entry verifying only with one of them is ``untrusted_key``, not ``altered``)"""
 
 
 class AlibiError(SyncError):
@@ -178,7 +190,8 @@ class CheckedEntry:
     stored_hash: str
     legal: tuple[Any, ...] = ()  # the body's LEGAL_FIELDS values, in that order
     device: str | None = None
-    verdict: str | None = None  # altered / inserted / invalid when the entry is not the node's intact entry
+    verdict: str | None = None  # altered / inserted / invalid / untrusted_key when not the node's intact entry
+    untrusted_by: str | None = None  # untrusted_key: the key it verifies with, and why that key is not trusted
 
 
 @dataclass
@@ -197,7 +210,7 @@ class ChainCheck:
         return max(signed, key=lambda e: e.signed_no or 0).real_hash if signed else None
 
 
-def _examine(entry: StoredEntry, key: Ed25519PublicKey, node: str) -> CheckedEntry:
+def _examine(entry: StoredEntry, keys: KeyResolver, node: str, suspects: SuspectResolver | None) -> CheckedEntry:
     real = body_hash(entry.body)
     body: Any = None
     try:
@@ -210,10 +223,22 @@ def _examine(entry: StoredEntry, key: Ed25519PublicKey, node: str) -> CheckedEnt
     no = no if isinstance(no, int) and not isinstance(no, bool) else None
     prev = body.get("prev_hash") if isinstance(body.get("prev_hash"), str) else None
     rid = body.get("record_id") if isinstance(body.get("record_id"), str) else None
-    signed = verify(key, entry.body.encode(), entry.sig) is None and body.get("node") == node and no is not None
+    ours = body.get("node") == node and no is not None
+    data = entry.body.encode()
+    signed = ours and any(verify(k, data, entry.sig) is None for k in keys(body))
     dev = body.get("device") if isinstance(body.get("device"), str) else None
-    return CheckedEntry(entry.position, signed, no, rid, prev, real, entry.hash,
-                        legal=tuple(body.get(n) for n in LEGAL_FIELDS), device=dev)
+    row = CheckedEntry(entry.position, signed, no, rid, prev, real, entry.hash,
+                       legal=tuple(body.get(n) for n in LEGAL_FIELDS), device=dev)
+    if not signed and ours and suspects is not None:
+        row.untrusted_by = next((why for k, why in suspects(body) if verify(k, data, entry.sig) is None), None)
+        if row.untrusted_by is not None:
+            row.verdict = "untrusted_key"
+    return row
+
+
+def _fixed(key: Ed25519PublicKey) -> KeyResolver:
+    keys = (key,)
+    return lambda _body: keys
 
 
 def _runs(numbers: Iterable[int]) -> list[tuple[int, int]]:
@@ -230,9 +255,14 @@ def _span(a: int, b: int) -> str:
     return str(a) if a == b else f"{a}…{b}"
 
 
-def check_chain(stored: Iterable[StoredEntry], key: Ed25519PublicKey, *, node: str, pruned: bool = False,
-                claimed: Mapping[int, str] | None = None, holder: str = "central") -> ChainCheck:
+def check_chain(stored: Iterable[StoredEntry], key: Ed25519PublicKey | KeyResolver, *, node: str,
+                pruned: bool = False, claimed: Mapping[int, str] | None = None, holder: str = "central",
+                suspects: SuspectResolver | None = None) -> ChainCheck:
     """Re-check a chain of one node from its stored entries (in any order).
+
+    ``key``: the node's key, or a ``KeyResolver`` giving each entry the keys that may have signed it (the node's
+    key history). ``suspects``: the keys known but not trusted for an entry (``SuspectResolver``); an entry that
+    verifies only with one of them is named ``untrusted_key`` (consecutive ones in one problem).
 
     ``pruned``: older entries may have been given up (the edge's retention), so the chain may start after 1.
     ``claimed``: entry number → record id of the weighings that arrived with that number (central's weighings
@@ -240,7 +270,8 @@ def check_chain(stored: Iterable[StoredEntry], key: Ed25519PublicKey, *, node: s
     ``holder`` names the store in messages ("central", "this node").
     """
     claimed = claimed or {}
-    rows = sorted((_examine(e, key, node) for e in stored), key=lambda c: c.position)
+    keys = _fixed(key) if isinstance(key, Ed25519PublicKey) else key
+    rows = sorted((_examine(e, keys, node, suspects) for e in stored), key=lambda c: c.position)
     check = ChainCheck(entries=rows)
     problems = check.problems
     add = problems.append
@@ -257,6 +288,8 @@ def check_chain(stored: Iterable[StoredEntry], key: Ed25519PublicKey, *, node: s
         if row.verdict == "invalid":
             add(Problem("invalid", (n,), f"entry {n}: the body is not an alibi entry (not a JSON object)"))
             continue
+        if row.verdict == "untrusted_key" and row.real_hash == row.stored_hash:
+            continue  # named below, consecutive ones together
         if row.real_hash != row.stored_hash:
             row.verdict = "altered"
             add(Problem("altered", (n,), f"entry {n}: body does not match its hash and the signature is invalid: "
@@ -285,6 +318,18 @@ def check_chain(stored: Iterable[StoredEntry], key: Ed25519PublicKey, *, node: s
             add(Problem("inserted", (n,), f"entry {n} is not signed by the node (forged)"
                         + ("" if pred is None else f" and follows entry {pred.signed_no}")
                         + ": no weighing arrived with this number"))
+
+    untrusted: list[CheckedEntry] = [r for r in rows if r.verdict == "untrusted_key"]
+    i = 0
+    while i < len(untrusted):
+        j = i
+        while (j + 1 < len(untrusted) and untrusted[j + 1].position == untrusted[j].position + 1
+               and untrusted[j + 1].untrusted_by == untrusted[i].untrusted_by):
+            j += 1
+        a, b = untrusted[i].position, untrusted[j].position
+        add(Problem("untrusted_key", tuple(range(a, b + 1)),
+                    f"entr{'y' if a == b else 'ies'} {_span(a, b)}: signed only with {untrusted[i].untrusted_by}"))
+        i = j + 1
 
     # 2. signed entries stored under another number than the one they were signed with, or twice
     signed: dict[int, CheckedEntry] = {}
@@ -316,7 +361,7 @@ def check_chain(stored: Iterable[StoredEntry], key: Ed25519PublicKey, *, node: s
                         f"{_span(a - d, b - d)}: renumbered ({'+' if -d > 0 else ''}{-d})"))
 
     # 3. the signed chain: numbers without gaps, each entry linking to the one before
-    present = set(signed) | {r.position for r in rows if r.verdict == "altered"}
+    present = set(signed) | {r.position for r in rows if r.verdict in ("altered", "untrusted_key")}
     if not present and not claimed:
         return check
     top = max([*present, *claimed])
@@ -366,8 +411,10 @@ __all__ = [
     "AlibiPart",
     "ChainCheck",
     "CheckedEntry",
+    "KeyResolver",
     "Problem",
     "StoredEntry",
+    "SuspectResolver",
     "body_hash",
     "check_chain",
     "make_entry",

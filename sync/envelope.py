@@ -32,7 +32,10 @@ Heartbeat (edge → central, every few seconds, signed, not stored)::
      "sig": "…"}
 
 The heartbeat may carry ``"downlink_rejected": {"<reason>": count, …}``: downlink messages the node refused since
-its agent started (``sync.downlink.REASONS``); absent from older nodes.
+its agent started (``sync.downlink.REASONS``); absent from older nodes. It carries the node's signed ``heads``
+(``sync.heads``: its alibi head with the retention boundary, and per TSE the highest transaction number and
+signature counter it stored), decoded strictly (a bad or unknown value names its field, ``heads.tse[0].tx``);
+absent from older nodes.
 
 Replay request (central → edge, signed by central)::
 
@@ -62,6 +65,7 @@ from typing import Any
 
 from sync import bounded as bounded_json
 from sync.errors import DecodeError
+from sync.heads import Heads, decode_heads
 from sync.signing import canonical_json
 from sync.streams import STREAMS
 from sync.topics import check_node_id
@@ -187,6 +191,7 @@ class Heartbeat:
     sig: str | None = None
     signed_body: bytes = field(default=b"", compare=False, repr=False)
     downlink_rejected: Mapping[str, int] = field(default_factory=dict)  # optional: refused downlink messages
+    heads: Heads | None = None  # optional (older nodes): the node's alibi and TSE heads (sync.heads)
 
 
 @dataclass(frozen=True)
@@ -491,6 +496,7 @@ def encode_heartbeat(hb: Heartbeat, *, signer: Signer | None = None) -> bytes:
             "alarms": list(hb.alarms),
             "streams": {name: b.to_json() for name, b in hb.streams.items()},
             **({"downlink_rejected": dict(hb.downlink_rejected)} if hb.downlink_rejected else {}),
+            **({"heads": hb.heads.to_json()} if hb.heads is not None else {}),
         },
         signer, hb.sig,
     )
@@ -550,6 +556,7 @@ def decode_heartbeat(payload: bytes) -> Heartbeat:
         mono_ns=_opt_int(obj, "mono_ns") or 0, boot_id=boot_id,
         version=version if isinstance(version, str) else "", streams=streams, alarms=tuple(alarms),
         sig=_sig(obj), signed_body=canonical_json(obj), downlink_rejected=_downlink_counts(obj),
+        heads=decode_heads(obj.get("heads")),
     )
 
 

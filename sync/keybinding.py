@@ -151,6 +151,7 @@ class KeyPeriod:
     valid_from_ns: int
     valid_until_ns: int | None  # None: still the node's key
     end: str | None  # "rotated" / "revoked" / None
+    revoked_at_ns: int | None = None  # a revocation, also one after a rotation (it cuts the rotation's grace)
 
     def covers(self, t_ns: int, *, tolerance_ns: int = 0, rotation_grace_ns: int = 0) -> bool:
         """Whether an artefact stamped ``t_ns`` (the node's clock) may carry this key's signature: inside the
@@ -161,6 +162,8 @@ class KeyPeriod:
         if self.valid_until_ns is None:
             return True
         grace = rotation_grace_ns if self.end == "rotated" else 0
+        if self.revoked_at_ns is not None and t_ns >= self.revoked_at_ns + tolerance_ns:
+            return False
         return t_ns < self.valid_until_ns + tolerance_ns + grace
 
 
@@ -177,8 +180,10 @@ def key_periods(statements: Iterable[Statement]) -> list[KeyPeriod]:
                  and int(s.body["valid_from_ns"]) >= int(b.body["valid_from_ns"])]
         ends += [(int(s.body["at_ns"]), "revoked") for s in revocations if s.fingerprint == fp]
         until, end = min(ends) if ends else (None, None)
+        revoked = min((t for t, why in ends if why == "revoked"), default=None)
         out.append(KeyPeriod(node=b.node, public_key=str(b.body["key"]), fingerprint=fp,
-                             valid_from_ns=int(b.body["valid_from_ns"]), valid_until_ns=until, end=end))
+                             valid_from_ns=int(b.body["valid_from_ns"]), valid_until_ns=until, end=end,
+                             revoked_at_ns=revoked))
     return out
 
 

@@ -5,6 +5,11 @@ on a real software TSE (``protocols.tse.software``), turns each into a ``tse_tra
     register = Register(sessions, tmp_path)
     register.send(register.sale("12.50"), register.sale("3.20"))
     register.send(register.failed_sale("4.00", error="TSE not reachable"))
+
+Central's TSE registry (``central.fiscal.registry``) is handed to the sessions as ``central run`` does it: the pins
+are signed with a central signing key in ``directory``'s parent (``central-signing.key``, where a ``central.yaml``
+written beside it finds it by default), and the register's TSE is listed as in ``fiscal.tse`` of the config
+(``listed=False``: an unknown TSE, pinned unconfirmed on first sight).
 """
 
 from __future__ import annotations
@@ -18,12 +23,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.db.models import TseTransaction
+from central.fiscal.config import FiscalSettings, ListedTse
+from central.fiscal.registry import REGISTRY_KEY, Registry, use_registry
 from central.ingest.apply import ApplyResult, apply_batch
 from protocols.tse.api import TransactionResult, ensure_ready
 from protocols.tse.processdata import PROCESS_TYPE
 from protocols.tse.qr import ReceiptQr, iso_time
 from protocols.tse.software import SoftwareTse
 from sync.envelope import Batch, Record
+from sync.signing import load_or_create_private_key
 from tests.tse_support import FakeClock
 
 T0 = 1_767_000_000.0  # the TSE's clock at the first sale: 2025-12-29 09:20 UTC
@@ -33,11 +41,35 @@ def beleg(amount: str) -> str:
     return f"Beleg^{amount}_0.00_0.00_0.00_0.00^{amount}:Bar"
 
 
+def use_test_registry(sessions: sessionmaker[Session], key_file: Path, *listed: ListedTse) -> Registry:
+    """Hand ``sessions`` a registry signing with ``key_file`` (made if missing) that lists ``listed`` besides what
+    it listed before (with the same key)."""
+    key, _ = load_or_create_private_key(key_file)
+    before = (sessions.kw.get("info") or {}).get(REGISTRY_KEY)
+    keep = dict(before.listed) if isinstance(before, Registry) and before.signer is not None and \
+        before.signer.private_bytes_raw() == key.private_bytes_raw() else {}  # fmt: skip
+    keep.update({t.serial: t for t in listed})
+    registry = Registry.of(FiscalSettings(tse=list(keep.values())), signer=key)
+    use_registry(sessions, registry)
+    return registry
+
+
+def confirm_tse(central_config: Path, tse: dict[str, Any]) -> None:
+    """``floorgate central tse confirm`` the node's TSE as ``GET /pos/v1/tse`` shows it (serial, public key): what an
+    admin does once the TSE is registered, so central trusts its transactions from the first sale on."""
+    from tests.procs import floorgate
+
+    run = floorgate(["central", "tse", "confirm", tse["serial"], "--public-key", tse["public_key"], "--reason",
+                     "the test's TSE", "--config", str(central_config)])
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
 class Register:
     """One node with a cash register ``client`` on its software TSE ``device``; a business stream of records."""
 
     def __init__(self, sessions: sessionmaker[Session], directory: Path, *, node: str = "shop-1",
-                 device: str = "tse-1", client: str = "KASSE-01", curve: str = "P-256") -> None:
+                 device: str = "tse-1", client: str = "KASSE-01", curve: str = "P-256", listed: bool = True,
+                 key_file: Path | None = None) -> None:
         self.sessions = sessions
         self.node = node
         self.device = device
@@ -48,6 +80,9 @@ class Register:
         self.tse.register_client(client)
         self.seq = 0
         self.serial = self.info.serial_hex
+        self.public_key = base64.b64encode(self.info.public_key).decode()
+        self.key_file = key_file or directory.parent / "central-signing.key"
+        use_test_registry(sessions, self.key_file, *([ListedTse(serial=self.serial)] if listed else []))
 
     def close(self) -> None:
         self.tse.close()
@@ -115,4 +150,4 @@ class Register:
                 TseTransaction.tse_serial == self.serial).order_by(TseTransaction.id)).scalars()}
 
 
-__all__ = ["T0", "Register", "beleg"]
+__all__ = ["T0", "Register", "beleg", "confirm_tse", "use_test_registry"]

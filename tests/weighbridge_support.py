@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
+from decimal import Decimal
 
 from protocols.sim.load import Phase
 from protocols.sim.weighbridge import DEFAULT_SERIAL, PtyServer, Weighbridge
@@ -20,9 +22,11 @@ from protocols.sim.weighbridge import DEFAULT_SERIAL, PtyServer, Weighbridge
 class BridgeThread:
     """The weighbridge on a pseudo-terminal, served by an event loop in a thread; ``t`` is its clock."""
 
-    def __init__(self, weights: list[int], *, serial: str = DEFAULT_SERIAL) -> None:
+    def __init__(self, weights: Sequence[int | Decimal], *, serial: str = DEFAULT_SERIAL,
+                 mixed_decimals: bool = False) -> None:
         self.t = 0.0
-        self.bridge = Weighbridge(trucks=weights, seed=1, serial=serial, clock=lambda: self.t)  # one weight a visit
+        self.bridge = Weighbridge(trucks=weights, seed=1, serial=serial, clock=lambda: self.t,  # one weight a visit
+                                  mixed_decimals=mixed_decimals)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"sim-weighbridge-{serial}", daemon=True)
         self.server = PtyServer(self.bridge)

@@ -2,7 +2,8 @@
 
     simulators (in this process)      weighbridge (MT-SICS over TCP), SDM630 meter and T/H probe (Modbus TCP)
     broker                            mosquitto when it is installed, else amqtt embedded in this process
-    central (child process)           API on 127.0.0.1:8000 + ingest, SQLite database, SQLite metrics store
+    central (child process)           API on 127.0.0.1:8000 + ingest, SQLite database, SQLite metrics store, a fleet
+                                      CA in the data dir that binds the node's signing key (verify-alibi trusts it)
     edge agent (child process)        polls the simulators, outbox in the data dir, syncs over MQTT
 
 Central and the edge agent run as their own ``floorgate`` processes, as they would on two machines (and because
@@ -188,6 +189,10 @@ def _write_configs(data_dir: Path, *, broker: _Broker, api_port: int, ports: dic
         "api": {"host": "127.0.0.1", "port": api_port, "open_read_only": True},
         "auth": {"jwt_secret": secrets.token_hex(32)},
         "device_stale_after_s": 30,
+        # the fleet CA (made below with `central ca init`): it binds the node's key, so verify-alibi trusts it
+        "pki": {"dir": str(data_dir / "pki")},
+        # what the records' trust rests on (GET /api/v1/alerts): a chain whose end central lacks, an unbound key
+        "alerts": {"rules_file": str(data_dir / "alert-rules.yaml"), "evaluate_every_s": 10},
     }
     node = {
         "node_id": NODE_ID,
@@ -207,6 +212,8 @@ def _write_configs(data_dir: Path, *, broker: _Broker, api_port: int, ports: dic
     }
     central_path, node_path = data_dir / "central.yaml", data_dir / "node.yaml"
     central_path.write_text(yaml.safe_dump(central, sort_keys=False))
+    (data_dir / "alert-rules.yaml").write_text(yaml.safe_dump({"rules": [
+        {"name": "records-integrity", "kind": "integrity", "severity": "critical"}]}, sort_keys=False))
     node_path.write_text(yaml.safe_dump(node, sort_keys=False))
     return central_path, node_path
 
@@ -296,17 +303,30 @@ async def _demo(args: argparse.Namespace, data_dir: Path) -> int:
         if migrate.returncode:
             print(migrate.stdout + migrate.stderr, file=sys.stderr)
             return 1
-        # enrolment, as an admin would do it: the node makes its key, central registers the public half and prints
-        # its own public signing key, which the node trusts (central.pub beside node.key)
+        # the fleet CA (once per data directory): its key binds the node's signing key to the node
+        if not (data_dir / "pki" / "ca.crt").exists():
+            ca = subprocess.run(
+                [sys.executable, "-m", "floorgate_cli", "central", "ca", "init", "--config", str(central_cfg),
+                 "--name", "floorgate demo CA"],
+                capture_output=True, text=True, check=False, preexec_fn=_owned(),
+            )
+            if ca.returncode:
+                print(ca.stdout + ca.stderr, file=sys.stderr)
+                return 1
+        # enrolment, as an admin would do it: the node makes its key, central registers the public half (the CA
+        # binds it; bindings.json and ca.crt go beside node.key) and prints its own public signing key, which the
+        # node trusts (central.pub beside node.key)
         key, _ = load_or_create_private_key(data_dir / "edge" / "node.key")
         enrol = subprocess.run(
             [sys.executable, "-m", "floorgate_cli", "central", "node", "register", NODE_ID, "--public-key",
-             public_key_text(key), "--config", str(central_cfg)],
+             public_key_text(key), "--config", str(central_cfg), "--out", str(data_dir / "bundle")],
             capture_output=True, text=True, check=False, preexec_fn=_owned(),
         )
         if enrol.returncode:
             print(enrol.stdout + enrol.stderr, file=sys.stderr)
             return 1
+        for name in ("bindings.json", "ca.crt"):
+            shutil.copyfile(data_dir / "bundle" / NODE_ID / name, data_dir / "edge" / name)
         central_keys = [line.split()[2] for line in enrol.stdout.splitlines() if line.startswith("central key ")]
         (data_dir / "edge" / "central.pub").write_text("".join(f"{k}\n" for k in central_keys), encoding="utf-8")
         central_proc = _spawn(["central", "run", "--config", str(central_cfg)], data_dir / "central.log")

@@ -5,6 +5,8 @@
     observation.py Observation: what a rule sees of one subject (beyond its threshold, back within it, unknown)
     conditions.py  what each rule kind observes per subject (``observe``)
     tse.py         what the rule kind ``tse`` observes in the TSE transactions ``central.fiscal`` verified
+    integrity.py   what the rule kind ``integrity`` observes: truncated chains (the nodes' signed heads,
+                   ``central.fleet.heads``), keys the fleet CA did not bind, TSEs not confirmed
     engine.py      AlertEvaluator: every ``evaluate_every_s`` fire / resolve alert instances and notify;
                    ``firing_counts`` for Prometheus
     notify.py      the channels: webhook (JSON over HTTP) and e-mail (SMTP), secrets never logged

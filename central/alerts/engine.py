@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -46,9 +47,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from central.alerts.conditions import observe
 from central.alerts.config import AlertRules, AlertSettings, EmailChannel, WebhookChannel, load_rules, rules_loader
+from central.alerts.integrity import observe_integrity
 from central.alerts.notify import Notice, NotifyError, send
 from central.alerts.observation import Observation
-from central.alerts.rules import AnyRule
+from central.alerts.rules import AnyRule, IntegrityRule
 from central.db.models import Alert, Notification
 from central.metrics import MetricsStore, MetricsStoreError
 
@@ -70,6 +72,7 @@ DEFAULT_MESSAGES = {
     "node_silent": "node {node}: no heartbeat for {value:.0f} s (limit {threshold:g} s)",
     "ingest_lag": "central's ingest lag is {value:.1f} s (limit {threshold:g} s)",
     "tse": "{detail}",  # central.alerts.tse words each finding
+    "integrity": "{detail}",  # central.alerts.integrity words each finding
 }
 
 
@@ -118,8 +121,9 @@ class Evaluation:
 class AlertEvaluator:
     def __init__(
         self, settings: AlertSettings, sessions: sessionmaker[Session], store: MetricsStore, *,
-        ingest: IngestService | None = None, clock: Callable[[], float] = time.time,
+        ingest: IngestService | None = None, clock: Callable[[], float] = time.time, pki_dir: Path | None = None,
     ) -> None:
+        """``pki_dir``: central's ``pki.dir``, whose ca.crt anchors the node keys (rules of kind ``integrity``)."""
         if settings.rules_file is None:
             raise ValueError("alerts.rules_file is not set")
         load_rules(settings.rules_file)  # a mistake stops central at start (ConfigError names file and key)
@@ -129,6 +133,7 @@ class AlertEvaluator:
         self.store = store
         self.ingest = ingest
         self.clock = clock
+        self.pki_dir = pki_dir
         engine = sessions.kw.get("bind")
         self._engine = engine
         self._postgres = engine is not None and engine.dialect.name == "postgresql"
@@ -247,8 +252,11 @@ class AlertEvaluator:
         with self.sessions() as session:
             firing = {a.subject: a.id for a in session.execute(
                 select(Alert).where(Alert.rule == rule.name, Alert.state == "firing")).scalars()}
-        observations = observe(rule, now=now, sessions=self.sessions, store=self.store, firing=firing.keys(),
-                               ingest=self.ingest.counters if self.ingest is not None else None)
+        if isinstance(rule, IntegrityRule):
+            observations = observe_integrity(rule, self.sessions, now, firing.keys(), pki_dir=self.pki_dir)
+        else:
+            observations = observe(rule, now=now, sessions=self.sessions, store=self.store, firing=firing.keys(),
+                                   ingest=self.ingest.counters if self.ingest is not None else None)
         seen = set()
         for ob in observations:
             seen.add(ob.subject)

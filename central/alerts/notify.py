@@ -32,7 +32,8 @@ import httpx
 from central.alerts.config import EmailChannel, WebhookChannel
 from sync.runtime.redact import mask_urls_in
 
-__all__ = ["Notice", "NotifyError", "email_message", "send", "send_email", "send_webhook", "webhook_body"]
+__all__ = ["Notice", "NotifyError", "email_message", "post_json", "send", "send_email", "send_message",
+           "send_webhook", "webhook_body"]
 
 USER_AGENT = "floorgate-alerts"
 _MAX_ERROR = 500
@@ -77,9 +78,14 @@ def _safe(text: str, channel: WebhookChannel) -> str:
 
 
 def send_webhook(client: httpx.Client, channel: WebhookChannel, n: Notice) -> None:
+    post_json(client, channel, webhook_body(n))
+
+
+def post_json(client: httpx.Client, channel: WebhookChannel, body: dict[str, Any]) -> None:
+    """POST ``body`` as JSON to the channel (an alert's event, or a checkpoint: ``central.fleet.checkpoint_out``)."""
     headers = {"User-Agent": USER_AGENT} | {k: v.get_secret_value() for k, v in channel.headers.items()}
     try:
-        response = client.post(channel.url, json=webhook_body(n), headers=headers, timeout=channel.timeout_s)
+        response = client.post(channel.url, json=body, headers=headers, timeout=channel.timeout_s)
     except httpx.HTTPError as exc:
         raise NotifyError(_safe(f"POST {channel.masked_url}: {type(exc).__name__}: {exc}", channel)) from None
     if not 200 <= response.status_code < 300:
@@ -113,7 +119,11 @@ def email_message(channel: EmailChannel, n: Notice) -> EmailMessage:
 
 
 def send_email(channel: EmailChannel, n: Notice) -> None:
-    msg = email_message(channel, n)
+    send_message(channel, email_message(channel, n))
+
+
+def send_message(channel: EmailChannel, msg: EmailMessage) -> None:
+    """Send ``msg`` through the channel's SMTP server (an alert's e-mail, or a checkpoint's)."""
     where = f"SMTP {channel.host}:{channel.port}"
     try:
         with smtplib.SMTP(channel.host, channel.port, timeout=channel.timeout_s) as smtp:

@@ -9,6 +9,8 @@ each kind observes, ``central.alerts.conditions`` and ``central.alerts.tse``.
 ``node_silent``     no heartbeat from a node for ``after_s``
 ``ingest_lag``      central's own ingest lag above ``above_s``
 ``tse``             TSE transactions that fail verification, gaps in their numbers, sales without signature
+``integrity``       what the records' trust rests on: a chain central lacks the end of (the node's signed heads),
+                    a key the fleet CA did not bind, a TSE not confirmed in the registry
 ==================  =====================================================================================
 """
 
@@ -24,11 +26,13 @@ from central.metrics.base import check_tag_value
 from sync.runtime.config import ConfigModel
 
 __all__ = [
+    "INTEGRITY_CHECKS",
     "RULE_KINDS",
     "TSE_CHECKS",
     "AnyRule",
     "DeviceOfflineRule",
     "IngestLagRule",
+    "IntegrityRule",
     "NodeBacklogRule",
     "NodeSilentRule",
     "ReadingRule",
@@ -40,7 +44,8 @@ __all__ = [
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-RULE_KINDS = frozenset({"reading", "device_offline", "node_backlog", "node_silent", "ingest_lag", "tse"})
+RULE_KINDS = frozenset({"reading", "device_offline", "node_backlog", "node_silent", "ingest_lag", "tse",
+                        "integrity"})
 TEMPLATE_FIELDS = frozenset({"rule", "kind", "subject", "severity", "value", "threshold", "for_s", "node", "device",
                              "point", "stream", "unit", "detail"})
 _GLOB_CHARS = frozenset("*?[")
@@ -242,9 +247,44 @@ class TseRule(_RuleBase):
         return self.gap_after_s
 
 
-Rule = Annotated[ReadingRule | DeviceOfflineRule | NodeBacklogRule | NodeSilentRule | IngestLagRule | TseRule,
-                 Field(discriminator="kind")]
-AnyRule = ReadingRule | DeviceOfflineRule | NodeBacklogRule | NodeSilentRule | IngestLagRule | TseRule
+IntegrityCheck = Literal["alibi_truncated", "tse_truncated", "untrusted_key", "tse_unconfirmed"]
+INTEGRITY_CHECKS: tuple[IntegrityCheck, ...] = ("alibi_truncated", "tse_truncated", "untrusted_key", "tse_unconfirmed")
+
+
+class IntegrityRule(_RuleBase):
+    """What the legal and fiscal records' trust rests on (``central.alerts.integrity``): the end of a node's alibi
+    chain (``alibi_truncated``) or of a TSE's transactions (``tse_truncated``) that the node's signed heads say
+    central acknowledged but central lacks; a node key the fleet CA did not bind, or TSE transactions signed with a
+    key that is not the TSE's pinned one (``untrusted_key``); a TSE in the registry not confirmed yet
+    (``tse_unconfirmed``). Each holds while its finding does; no threshold."""
+
+    kind: Literal["integrity"]
+    node: Pattern = "*"
+    tse: Pattern = Field("*", description="the TSE's serial (hex SHA-256 of its public key), or a glob")
+    checks: list[IntegrityCheck] = Field(default_factory=lambda: list(INTEGRITY_CHECKS), min_length=1,
+                                         description="which findings this rule alerts on")
+
+    @field_validator("node", "tse")
+    @classmethod
+    def _patterns(cls, v: str) -> str:
+        return _check_pattern(v)
+
+    @field_validator("checks")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a check is named twice")
+        return v
+
+    @property
+    def threshold(self) -> float:
+        return 0.0
+
+
+Rule = Annotated[ReadingRule | DeviceOfflineRule | NodeBacklogRule | NodeSilentRule | IngestLagRule | TseRule
+                 | IntegrityRule, Field(discriminator="kind")]
+AnyRule = (ReadingRule | DeviceOfflineRule | NodeBacklogRule | NodeSilentRule | IngestLagRule | TseRule
+           | IntegrityRule)
 
 
 # --- message templates -------------------------------------------------------------------------------------------

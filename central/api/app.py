@@ -27,6 +27,7 @@ from central.api.routes import (
     tse_exports,
     users,
     weighings,
+    weighings_csv,
 )
 from central.api.routes import commands as cmd_routes
 from central.api.routes import ingest as ingest_routes
@@ -65,6 +66,7 @@ def create_app(
     observability.install(app, app.state.floorgate)
     throttle.install(app)  # the login throttle's counters in the app's /metrics
     for module in (health, auth, users, weighings, devices, ingest_routes, readings, prom, alert_routes, cmd_routes,
-                   sites, masterdata, tickets, ticket_documents, tse, tse_exports, audit_log, alibi_routes):
+                   sites, masterdata, tickets, ticket_documents, tse, tse_exports, audit_log, alibi_routes,
+                   weighings_csv):
         app.include_router(module.router)
     return app

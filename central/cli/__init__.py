@@ -3,6 +3,8 @@
     service.py     migrate, run, ingest
     users.py       create-admin
     verify.py      verify-alibi, verify-tse
+    tse.py         tse list|confirm|reject (the TSE registry)
+    checkpoint.py  checkpoint (and the --checkpoint of verify-alibi / verify-tse)
     fleet.py       node register|add|revoke|list, ca init|server-cert|client-cert|crl|list|revoke, signing-key
     quarantine.py  quarantine prune
     common.py      the --config option, the database, error messages
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from central.cli import fleet, quarantine, service, users, verify
+from central.cli import checkpoint, fleet, quarantine, service, tse, users, verify
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,5 +26,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     service.register(sub)
     users.register(sub)
     verify.register(sub)
+    tse.register(sub)
+    checkpoint.register(sub)
     fleet.register(sub)
     quarantine.register(sub)

@@ -12,14 +12,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     node = sub.add_parser("node", help="enrol nodes and list them",
                           description="Register a node's public signing key at central, or list the nodes.")
     nsub = node.add_subparsers(dest="node_command", required=True, metavar="COMMAND")
-    reg = nsub.add_parser("register", help="register (or replace) a node's Ed25519 public key",
-                          description="Register NODE with the public key its agent printed (`floorgate edge enrol`). "
-                          "Batches of a node without a registered key are quarantined.")
+    reg = nsub.add_parser(
+        "register", help="register (or replace) a node's Ed25519 public key",
+        description="Register NODE with the public key its agent printed (`floorgate edge enrol`). Batches of a "
+        "node without a registered key are quarantined. When pki.dir of the central config holds the fleet CA's "
+        "ca.key, the CA binds the key to NODE (a key-binding statement); a new key replaces the previous one, which "
+        "stays in the node's key history (`node keys NODE`), and the same key registered before without the CA is "
+        "bound from when it was registered. Without the CA key the key is registered UNBOUND: `verify-alibi` reports "
+        "what it signs as untrusted_key and an ingest with a fleet CA quarantines it. Every registration is an "
+        "audit-log row. Exit 1 naming the problem (2: the key cannot be read).")
     reg.add_argument("node_id", metavar="NODE")
     key = reg.add_mutually_exclusive_group(required=True)
     key.add_argument("--public-key", metavar="KEY", help="ed25519:<base64>, as printed by `floorgate edge enrol`")
     key.add_argument("--public-key-file", metavar="FILE", help="a file holding the key (text or PEM)")
     reg.add_argument("--config", required=True, metavar="CENTRAL_YAML")
+    reg.add_argument("--out", metavar="DIR", help="with the fleet CA: also write DIR/NODE/bindings.json (every CA "
+                     "statement about NODE's keys) and DIR/NODE/ca.crt; copy both beside the node's key so that "
+                     "`floorgate edge alibi` anchors its keys in the CA")
     reg.set_defaults(func=_node_register)
     na = nsub.add_parser(
         "add", help="register a node and write its certificate and key bundle",
@@ -28,7 +37,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "DIR/NODE/tls.crt, DIR/NODE/tls.key (0600), DIR/NODE/node.key (0600, the agent's key_file), "
         "DIR/NODE/central.pub (central's public signing key(s), which the agent trusts). A node that is "
         "enrolled already is refused unless --reissue, which revokes its old certificate (crl.pem is rewritten) "
-        "and replaces its key. Exit 1 naming the problem.")
+        "and rotates its key: the old key stays in the node's history (`node keys NODE`) with the interval the CA "
+        "signed, so what it signed still verifies. DIR/NODE/bindings.json holds every CA statement about the node's "
+        "keys. Exit 1 naming the problem.")
     na.add_argument("node_id", metavar="NODE")
     na.add_argument("--config", required=True, metavar="CENTRAL_YAML", help="central config with a pki section")
     na.add_argument("--out", required=True, metavar="DIR", help="the bundle goes to DIR/NODE/")
@@ -42,25 +53,51 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Mark every certificate of NODE revoked, rewrite crl.pem (deploy it to the broker and restart "
         "the broker: the Ansible broker role does both) and remove the node's signing key, so that central "
         "quarantines whatever the node sends from then on. `node list` shows it as revoked; `node add --reissue` "
-        "or `node register` lets it in again.")
+        "or `node register` lets it in again. The signing key is ended with a revocation signed by the fleet CA.")
     nr.add_argument("node_id", metavar="NODE")
     nr.add_argument("--config", required=True, metavar="CENTRAL_YAML", help="central config with a pki section")
     nr.add_argument("--reason", help="why, kept with the certificates (e.g. 'device stolen')")
     nr.set_defaults(func=_node_revoke)
-    ls = nsub.add_parser("list", help="list nodes with key fingerprint, last heartbeat and backlog",
+    ls = nsub.add_parser("list", help="list nodes with key fingerprint, key trust, last heartbeat and backlog",
                          description="List the nodes central knows, with their enrolment (enrolled, revoked, not "
-                         "enrolled), key fingerprint, certificate expiry and last heartbeat.")
+                         "enrolled), key fingerprint, key history (how many keys, whether each is bound by the "
+                         "fleet CA in pki.dir), certificate expiry and last heartbeat.")
     ls.add_argument("--config", required=True, metavar="CENTRAL_YAML")
     ls.set_defaults(func=_node_list)
+    ks = nsub.add_parser(
+        "keys", help="every signing key a node had, with its interval and whether the fleet CA vouches for it",
+        description="Print every key NODE ever had (oldest first): fingerprint, the interval the fleet CA signed "
+        "(from, until), how it ended (rotated, revoked), who registered it, and trusted / UNTRUSTED with the reason "
+        "(not bound by the CA, a statement that does not verify, a row changed in the database, no CA in pki.dir). "
+        "Exit 1 when any key is untrusted or the registered key is not the one the CA vouches for now.")
+    ks.add_argument("node_id", metavar="NODE")
+    ks.add_argument("--config", required=True, metavar="CENTRAL_YAML", help="central config (pki.dir: ca.crt)")
+    ks.set_defaults(func=_node_keys)
 
     _register_ca(sub)
     _register_signing_key(sub)
 
 
+def _ca_for_register(config: str):  # type: ignore[no-untyped-def]
+    """(the fleet CA or None, why there is none). The CA when pki.dir holds ca.key; PkiError when it is unusable."""
+    from central.config import load_settings
+    from central.fleet import pki
+
+    settings = load_settings(config, check_files=False)
+    if settings.pki is None:
+        return None, f"{config} has no pki section"
+    if not (settings.pki.dir / pki.CA_KEY).exists():
+        return None, f"{settings.pki.dir / pki.CA_KEY} does not exist"
+    return pki.load_ca(settings.pki.dir), None
+
+
 def _node_register(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from central.fleet.nodes import register_node
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from central.fleet import pki
+    from central.fleet.nodes import node_statements, register_key, write_bindings
     from sync.errors import SyncError
 
     text = args.public_key
@@ -70,15 +107,43 @@ def _node_register(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"floorgate: {args.public_key_file}: cannot read: {exc.strerror}")
             return 2
+    try:
+        ca, no_ca = _ca_for_register(args.config)
+    except pki.PkiError as exc:
+        return fail(f"node {args.node_id}: fleet CA: {exc}")
+    if args.out and ca is None:
+        return fail(f"node {args.node_id}: --out writes the fleet CA's statements, but there is no CA key ({no_ca})")
     engine, sessions = open_database(args.config)
     try:
-        fp, replaced = register_node(sessions, args.node_id, text)
+        change = register_key(sessions, args.node_id, text, ca=ca, actor="cli:node-register")
+        if args.out:
+            write_bindings(Path(args.out) / args.node_id, ca, node_statements(sessions, args.node_id))
     except SyncError as exc:
         print(f"floorgate: node {args.node_id}: public key: {exc}")
         return 2
+    except (pki.PkiError, SQLAlchemyError) as exc:
+        return fail(f"node {args.node_id}: {error_text(exc)}")
     finally:
         engine.dispose()
-    print(f"node {args.node_id} registered, key fingerprint {fp}{' (previous key replaced)' if replaced else ''}")
+    fp = change.fingerprint
+    if change.action == "unchanged":
+        print(f"node {args.node_id} registered, key fingerprint {fp} (unchanged: registered already)")
+    elif change.action == "bind":
+        print(f"node {args.node_id} registered, key fingerprint {fp}: bound by the fleet CA from "
+              f"{change.valid_from:%Y-%m-%d %H:%M:%S} UTC, when central registered it")
+    else:
+        print(f"node {args.node_id} registered, key fingerprint {fp}"
+              f"{f' (previous key {change.previous} replaced, kept in its history)' if change.previous else ''}"
+              f"{', bound by the fleet CA' if change.bound else ''}")
+    if not change.bound:
+        import sys
+
+        print(f"floorgate: WARNING: node {args.node_id}'s key {fp} is NOT bound by the fleet CA ({no_ca}): "
+              "`floorgate central verify-alibi` reports what it signs as untrusted_key, and an ingest with a fleet "
+              "CA (pki.dir) quarantines its batches. Register it again with a central config whose pki.dir holds "
+              "ca.key to bind it.", file=sys.stderr)
+    if args.out:
+        print(f"wrote {Path(args.out) / args.node_id}/bindings.json and ca.crt: copy them beside the node's key")
     try:
         central_keys = _central_keys(args.config)
     except SyncError as exc:
@@ -91,17 +156,46 @@ def _node_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ca_cert_of(config: str):  # type: ignore[no-untyped-def]
+    """The fleet CA certificate of ``config`` (None without pki); CaCertError when it cannot be read."""
+    from central.config import load_settings
+    from central.fleet.keys import load_ca_cert
+
+    settings = load_settings(config, check_files=False)
+    return load_ca_cert(settings.pki.dir if settings.pki else None)
+
+
+def _key_summary(history, node) -> str:  # type: ignore[no-untyped-def]
+    from central.fleet.keys import current_key_problem
+
+    n, bad = len(history.rows), len(history.untrusted)
+    text = f"{n} key{'s' if n != 1 else ''}"
+    if bad:
+        return f"{text}, {bad} UNTRUSTED"
+    if current_key_problem(node, history):
+        return f"{text}, CURRENT UNTRUSTED"
+    return f"{text}, trusted" if n else "-"
+
+
 def _node_list(args: argparse.Namespace) -> int:
+    from central.fleet.keys import CaCertError, key_history
     from central.fleet.nodes import identities, list_nodes
 
+    no_ca = None
+    try:
+        ca_cert = _ca_cert_of(args.config)
+    except CaCertError as exc:  # the list is still useful: key trust is shown as untrusted, and why
+        ca_cert, no_ca = None, str(exc)
     engine, sessions = open_database(args.config)
     try:
         nodes = list_nodes(sessions)
         ids = identities(sessions, nodes)
+        with sessions() as session:
+            histories = {n.node_id: key_history(session, n.node_id, ca_cert) for n in nodes}
     finally:
         engine.dispose()
-    print(f"{'node':20} {'status':12} {'key':17} {'cert until':10} {'last heartbeat':26} {'version':8} "
-          f"{'skew s':>7}  backlog / alarms")
+    print(f"{'node':20} {'status':12} {'key':17} {'key history':22} {'cert until':10} {'last heartbeat':26} "
+          f"{'version':8} {'skew s':>7}  backlog / alarms")
     for n in nodes:
         hb = n.heartbeat or {}
         backlog = " ".join(f"{s}={v.get('pending')}" for s, v in (hb.get("streams") or {}).items())
@@ -109,10 +203,63 @@ def _node_list(args: argparse.Namespace) -> int:
         ident = ids[n.node_id]
         until = f"{ident.cert_not_after:%Y-%m-%d}" if ident.cert_not_after else "-"
         key = n.key_fingerprint or ("REVOKED" if ident.status == "revoked" else "NOT ENROLLED")
-        print(f"{n.node_id:20} {ident.status:12} {key:17} {until:10} {n.last_heartbeat_at or '-'!s:26} "
+        keys = _key_summary(histories[n.node_id], n)
+        print(f"{n.node_id:20} {ident.status:12} {key:17} {keys:22} {until:10} {n.last_heartbeat_at or '-'!s:26} "
               f"{n.software_version or '-':8} {n.clock_skew_s if n.clock_skew_s is not None else '-':>7}  "
               f"{backlog} {alarms}{'  CLOCK: ' + n.clock_flag if n.clock_flag else ''}")
+    if ca_cert is None:
+        print(f"no fleet CA ({no_ca or 'no pki.dir in the config'}): no key can be anchored, every key is untrusted")
     return 0
+
+
+def _node_keys(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from central.db.models import Node
+    from central.db.types import utc_from_ns
+    from central.fleet.keys import CaCertError, current_key_problem, key_history
+
+    try:
+        ca_cert = _ca_cert_of(args.config)
+    except CaCertError as exc:
+        return fail(str(exc))
+    engine, sessions = open_database(args.config)
+    try:
+        with sessions() as session:
+            node = session.get(Node, args.node_id)
+            history = key_history(session, args.node_id, ca_cert)
+    except SQLAlchemyError as exc:
+        return fail(f"node {args.node_id}: {error_text(exc)}")
+    finally:
+        engine.dispose()
+    if node is None and not history.rows:
+        return fail(f"node {args.node_id} is not known at central (`floorgate central node list`)")
+
+    def when(t: datetime | None) -> str:
+        return f"{t:%Y-%m-%d %H:%M:%S}" if t is not None else "-"
+
+    print(f"node {args.node_id}: {len(history.rows)} key(s); registered now: "
+          f"{node.key_fingerprint if node is not None and node.public_key else 'none'}")
+    print(f"{'fingerprint':17} {'valid from (UTC)':19} {'until (UTC)':19} {'end':8} {'registered by':18} trust")
+    for row in history.rows:
+        p = row.period
+        if p is not None:
+            start, until = utc_from_ns(p.valid_from_ns), (utc_from_ns(p.valid_until_ns)
+                                                          if p.valid_until_ns is not None else None)
+            end, trust = p.end or "-", "trusted (bound by the fleet CA)"
+        else:
+            start, until, end = row.valid_from, row.valid_until, row.end_reason or "-"
+            trust = f"UNTRUSTED: {row.why}"
+        print(f"{row.fingerprint:17} {when(start):19} {when(until):19} {end:8} {row.registered_by[:18]:18} {trust}")
+        print(f"  {row.public_key}")
+    problem = current_key_problem(node, history)
+    if problem:
+        print(f"UNTRUSTED: {problem}")
+    if ca_cert is None:
+        print("no fleet CA (pki.dir) in the config: no key can be anchored")
+    return 1 if history.untrusted or problem else 0
 
 
 def _node_add(args: argparse.Namespace) -> int:
@@ -131,10 +278,12 @@ def _node_add(args: argparse.Namespace) -> int:
     if done is None:
         return 1
     ca, _, bundle = done
-    print(f"node {bundle.node_id} added: bundle {bundle.directory} (ca.crt, tls.crt, tls.key, node.key, central.pub)")
+    print(f"node {bundle.node_id} added: bundle {bundle.directory} (ca.crt, tls.crt, tls.key, node.key, central.pub, "
+          "bindings.json)")
     print(f"certificate serial {bundle.serial}, SHA-256 {bundle.cert_fingerprint}, valid until "
           f"{bundle.not_after:%Y-%m-%d}")
-    print(f"signing key fingerprint {bundle.key_fingerprint} (registered)")
+    print(f"signing key fingerprint {bundle.key_fingerprint} (registered, bound by the fleet CA"
+          f"{'; the previous key stays in its history' if bundle.revoked or args.reissue else ''})")
     if bundle.revoked:
         print(f"revoked the previous certificate(s) {', '.join(bundle.revoked)}; {ca.crl_path} rewritten: deploy "
               "it to the broker and restart the broker")
@@ -153,7 +302,7 @@ def _node_revoke(args: argparse.Namespace) -> int:
         print(f"node {args.node_id}: nothing left to revoke (revoked already); {ca.crl_path} rewritten")
         return 0
     print(f"node {args.node_id} revoked: certificate(s) {', '.join(result.serials) or 'none'}; signing key "
-          f"{result.key_removed or 'none'} removed (central quarantines what it sends)")
+          f"{result.key_removed or 'none'} removed and revoked by the fleet CA (central quarantines what it sends)")
     print(f"{ca.crl_path} rewritten: deploy it to the broker and restart the broker (the Ansible broker role does "
           "both) to refuse its certificate")
     return 0

@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
 
 from central.db.types import ExactDecimal, ExactText, UtcDateTime
+from central.db.values import as_delivered
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -142,22 +143,10 @@ class Weighing(Base):
     vehicle: Mapped[str | None] = mapped_column(String(32), index=True)  # number plate
     trigger: Mapped[str | None] = mapped_column(String(16))  # auto / command
 
-    @staticmethod
-    def _as_delivered(value: Decimal | None) -> str | None:
-        return None if value is None else format(value, "f")
-
-    @property
-    def gross_as_delivered(self) -> str | None:
-        """The gross weight exactly as the scale wrote it (ExactText keeps every digit, trailing zeros too)."""
-        return self._as_delivered(self.gross)
-
-    @property
-    def tare_as_delivered(self) -> str | None:
-        return self._as_delivered(self.tare)
-
-    @property
-    def net_as_delivered(self) -> str | None:
-        return self._as_delivered(self.net)
+    # each value exactly as the scale wrote it (ExactText keeps every digit, trailing zeros too): "24560.0", None
+    gross_as_delivered = property(lambda self: as_delivered(self.gross))
+    tare_as_delivered = property(lambda self: as_delivered(self.tare))
+    net_as_delivered = property(lambda self: as_delivered(self.net))
 
 
 class InboxEntry(Base):

@@ -1,17 +1,22 @@
 """Verification of TSE transactions at central: each row on its own, and each TSE's sequence.
 
-**Per row** (:func:`row_checks`, pure)::
+**Per row** (:func:`row_checks`, pure; ``anchor``: what the TSE registry vouches for, ``central.fiscal.registry``)::
 
-    public_key   base64 of a point on a TSE curve (brainpoolP384r1, P-256, …)
-    serial       tse_serial = SHA-256 of that key
-    algorithm    ecdsa-plain-SHA256 | ecdsa-plain-SHA384;   time_format   unixTime | utcTime | generalizedTime
-    signature    verifies over the FinishTransaction log message rebuilt from the row (clientId, processData,
-                 processType, transactionNumber, serialNumber, algorithm, signatureCounter, logTime) — the bytes
-                 ``protocols.tse.qr.rebuild_log_message`` builds for a receipt
-    times        started_at ≤ finished_at; both from 2017 on; finished_at not after central received the record
-                 (plus TIME_TOLERANCE_S and what the node's clock was ahead); log_time is finished_at's second
-    qr           the QR code verifies on its own and says what the row says (not checked when there is none)
-    total        ``total`` is the signed processData's total (Kassenbeleg-V1 receipts)
+    public_key     base64 of a point on a TSE curve (brainpoolP384r1, P-256, …)
+    serial         tse_serial = SHA-256 of that key
+    untrusted_key  the TSE is pinned and confirmed (or listed in the config) and the row's key is the pinned key —
+                   an unknown TSE, a pin not signed by central, an unconfirmed or rejected TSE, another key: each
+                   says so
+    algorithm      ecdsa-plain-SHA256 | ecdsa-plain-SHA384 (and the pinned one, when the pin names it)
+    time_format    unixTime | utcTime | generalizedTime
+    signature      verifies **with the pinned key** (never the row's own) over the FinishTransaction log message
+                   rebuilt from the row (clientId, processData, processType, transactionNumber, serialNumber,
+                   algorithm, signatureCounter, logTime) — the bytes ``protocols.tse.qr.rebuild_log_message`` builds
+                   for a receipt; not checked when the registry has no key for the TSE
+    times          started_at ≤ finished_at; both from 2017 on; finished_at not after central received the record
+                   (plus TIME_TOLERANCE_S and what the node's clock was ahead); log_time is finished_at's second
+    qr             the QR code verifies on its own and says what the row says (not checked when there is none)
+    total          ``total`` is the signed processData's total (Kassenbeleg-V1 receipts)
 
 **Per TSE** (:func:`sequence_checks`, on the row and the nearest rows by transaction number that have a start
 counter; the StartTransaction's counter is the one that follows the numbers — finishes may interleave)::
@@ -23,34 +28,34 @@ counter; the StartTransaction's counter is the one that follows the numbers — 
     duplicate    no other transaction of the TSE has one of this row's signature counters
 
 A row is ``valid`` when no check failed and its signature verified, ``invalid`` otherwise, with every failed check in
-``verify_error`` (``signature: does not verify …; sequence: …``). Gaps are not a row's fault: ``gap_before`` on the
-row above a gap counts the missing numbers (``gap_since``: since when central knows), the lowest number held starts
-the sequence. ``tse_failed`` rows have nothing to verify, but their numbers close gaps.
+``verify_error`` (``signature: does not verify …; untrusted_key: …``). Gaps are not a row's fault: ``gap_before`` on
+the row above a gap counts the missing numbers (``gap_since``: since when central knows), the lowest number held
+starts the sequence. ``tse_failed`` rows have nothing to verify, but their numbers close gaps.
 
-**When**: :func:`store_transaction` (``apply``, in the batch's transaction) verifies the new row, re-verifies its
-neighbours and the rows sharing a counter with it where their verdict can change, and moves the gap marks — so a gap
-closes, and a regression shows, when a delayed record arrives. :func:`sweep` (``floorgate central verify-tse``, run
-it from cron) re-checks every row of one or every TSE from scratch, rebuilds the gap marks and reports gaps,
-regressions, duplicates and invalid rows.
+**When**: :func:`store_transaction` (``apply``, in the batch's transaction) pins a TSE seen for the first time
+(``registry.see``), verifies the new row, re-verifies its neighbours and the rows sharing a counter with it where
+their verdict can change, and moves the gap marks — so a gap closes, and a regression shows, when a delayed record
+arrives. ``central.fiscal.sweep`` (``floorgate central verify-tse``, run it from cron) re-checks every row of one or
+every TSE from scratch and reports what is missing too.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from itertools import pairwise
 from typing import Any, Final
 
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from central.db.models import Node, TseTransaction
+from central.fiscal import registry
 from central.fiscal.records import BadTseRecord
+from central.fiscal.registry import Anchor
 from protocols.tse import crypto
 from protocols.tse.errors import ProcessDataError, ReceiptQrError
 from protocols.tse.logmsg import FINISH, OID_TRANSACTION_LOG, TIME_FORMATS, LogMessage, LogTime, TransactionData
@@ -60,8 +65,6 @@ from protocols.tse.report import Check, all_valid
 
 TIME_TOLERANCE_S: Final = 300.0  # clocks of TSE, node and central may differ this much without it being a finding
 EARLIEST: Final = datetime(2017, 1, 1, tzinfo=UTC)  # no TR-03151 TSE signed before
-SWEEP_BATCH: Final = 500
-MAX_LISTED: Final = 50  # problems of one kind listed per TSE in a sweep report
 
 VALID: Final = "valid"
 INVALID: Final = "invalid"
@@ -103,25 +106,34 @@ def finish_message(row: TseTransaction, serial: bytes) -> LogMessage:
     )  # fmt: skip
 
 
-def row_checks(row: TseTransaction, *, node_ahead_s: float = 0.0) -> list[Check]:
-    """The checks of one signed row on its own; ``node_ahead_s``: how far the node's clock is known to be ahead."""
+def row_checks(row: TseTransaction, anchor: Anchor, *, node_ahead_s: float = 0.0) -> list[Check]:
+    """The checks of one signed row on its own, its signature with the key ``anchor`` (the registry's word on the
+    row's TSE) trusts; ``node_ahead_s``: how far the node's clock is known to be ahead."""
     checks: list[Check] = []
     point = _b64(row.public_key)
-    key = None
     if not point:
-        checks.append(Check("public_key", False, "missing or not base64: the signature cannot be checked"))
+        checks.append(Check("public_key", False, "missing or not base64"))
     else:
         try:
-            key, curve = crypto.load_public_key(point)
+            _, curve = crypto.load_public_key(point)
             checks.append(Check("public_key", True, f"{curve} point"))
         except ValueError as exc:
             checks.append(Check("public_key", False, str(exc)))
         own = crypto.serial_number(point).hex()
         checks.append(Check("serial", True, "SHA-256 of the public key") if own == row.tse_serial else
                       Check("serial", False, f"{row.tse_serial} is not the SHA-256 of the public key ({own})"))
+    untrusted = registry.key_problem(anchor, row.public_key)
+    checks.append(Check("untrusted_key", False, untrusted) if untrusted else
+                  Check("untrusted_key", True, f"the key pinned for TSE {anchor.serial} ({anchor.source})"))
+    key = _key(registry.trusted_key(anchor, row.public_key))
     algorithm = crypto.ALGORITHMS.get(row.algorithm or "")
-    checks.append(Check("algorithm", True, algorithm.name) if algorithm else
-                  Check("algorithm", False, f"{row.algorithm!r} is not one of {', '.join(crypto.ALGORITHMS)}"))
+    if algorithm is None:
+        checks.append(Check("algorithm", False, f"{row.algorithm!r} is not one of {', '.join(crypto.ALGORITHMS)}"))
+    elif anchor.algorithm is not None and anchor.algorithm != row.algorithm:
+        checks.append(Check("algorithm", False, f"{row.algorithm} is not {anchor.algorithm}, the algorithm pinned for "
+                                                f"TSE {anchor.serial}"))  # fmt: skip
+    else:
+        checks.append(Check("algorithm", True, algorithm.name))
     format_ok = row.time_format in TIME_FORMATS
     checks.append(Check("time_format", True, row.time_format) if format_ok else
                   Check("time_format", False, f"{row.time_format!r} is not one of {', '.join(TIME_FORMATS)}"))
@@ -134,11 +146,23 @@ def row_checks(row: TseTransaction, *, node_ahead_s: float = 0.0) -> list[Check]
     return checks
 
 
+def _key(public_key: str | None) -> Any:
+    """The EC key of a trusted base64 point; None when there is none, or it does not load."""
+    point = _b64(public_key)
+    if not point:
+        return None
+    try:
+        return crypto.load_public_key(point)[0]
+    except ValueError:
+        return None
+
+
 def _signature_check(row: TseTransaction, key: Any, algorithm: crypto.SignatureAlgorithm | None,
                      format_ok: bool) -> Check:  # fmt: skip
     signature = _b64(row.signature)
     if key is None or algorithm is None or not format_ok or not signature or row.tse_serial is None:
-        return Check("signature", None, "not checked: no usable key, algorithm, time format, serial or signature")
+        return Check("signature", None, "not checked: no trusted key, or no usable algorithm, time format, serial "
+                                        "or signature")
     try:
         message = finish_message(row, bytes.fromhex(row.tse_serial))
     except ValueError as exc:
@@ -227,11 +251,11 @@ class SeqRow:
         return tuple(c for c in (self.start_counter, self.signature_counter) if c is not None)
 
 
-_SEQ_COLUMNS = (TseTransaction.id, TseTransaction.tx_number, TseTransaction.start_counter,
+SEQ_COLUMNS = (TseTransaction.id, TseTransaction.tx_number, TseTransaction.start_counter,
                 TseTransaction.signature_counter, TseTransaction.started_at)  # fmt: skip
 
 
-def _seq(row: Any) -> SeqRow:
+def seq_row(row: Any) -> SeqRow:
     return SeqRow(row.id, row.tx_number, row.start_counter, row.signature_counter, row.started_at)
 
 
@@ -285,7 +309,7 @@ def verdict(checks: Sequence[Check]) -> tuple[str, str | None]:
 # --- at apply time -----------------------------------------------------------------------------------------------
 
 
-def _node_ahead_s(session: Session, node_id: str) -> float:
+def node_clock_ahead_s(session: Session, node_id: str) -> float:
     cache: dict[str, float] = session.info.setdefault("floorgate_tse_node_ahead", {})
     if node_id not in cache:
         node = session.get(Node, node_id)
@@ -296,21 +320,21 @@ def _node_ahead_s(session: Session, node_id: str) -> float:
 
 def _neighbour(session: Session, serial: str, number: int, *, below: bool) -> SeqRow | None:
     t = TseTransaction
-    q = select(*_SEQ_COLUMNS).where(t.tse_serial == serial, t.start_counter.is_not(None))
+    q = select(*SEQ_COLUMNS).where(t.tse_serial == serial, t.start_counter.is_not(None))
     q = q.where(t.tx_number < number).order_by(t.tx_number.desc()) if below else \
         q.where(t.tx_number > number).order_by(t.tx_number.asc())  # fmt: skip
     found = session.execute(q.limit(1)).first()
-    return _seq(found) if found is not None else None
+    return seq_row(found) if found is not None else None
 
 
 def _twins(session: Session, serial: str, row: SeqRow) -> list[SeqRow]:
     if not row.counters:
         return []
     t = TseTransaction
-    found = session.execute(select(*_SEQ_COLUMNS).where(
+    found = session.execute(select(*SEQ_COLUMNS).where(
         t.tse_serial == serial, t.id != row.id,
         or_(t.signature_counter.in_(row.counters), t.start_counter.in_(row.counters)))).all()  # fmt: skip
-    return [_seq(r) for r in found if r.tx_number is not None]
+    return [seq_row(r) for r in found if r.tx_number is not None]
 
 
 def _context(session: Session, row: TseTransaction) -> tuple[SeqRow | None, SeqRow | None, list[SeqRow]]:
@@ -320,14 +344,16 @@ def _context(session: Session, row: TseTransaction) -> tuple[SeqRow | None, SeqR
     assert row.tx_number is not None
     return (_neighbour(session, row.tse_serial, row.tx_number, below=True),
             _neighbour(session, row.tse_serial, row.tx_number, below=False),
-            _twins(session, row.tse_serial, _seq(row)))  # fmt: skip
+            _twins(session, row.tse_serial, seq_row(row)))  # fmt: skip
 
 
 def _verify_in_place(session: Session, row: TseTransaction,
                      context: tuple[SeqRow | None, SeqRow | None, list[SeqRow]]) -> None:  # fmt: skip
     previous, following, twins = context
-    checks = row_checks(row, node_ahead_s=_node_ahead_s(session, row.node_id))
-    row.verified, row.verify_error = verdict(checks + sequence_checks(_seq(row), previous, following, twins))
+    assert row.tse_serial is not None
+    anchor = registry.anchor_for(session, row.tse_serial)
+    checks = row_checks(row, anchor, node_ahead_s=node_clock_ahead_s(session, row.node_id))
+    row.verified, row.verify_error = verdict(checks + sequence_checks(seq_row(row), previous, following, twins))
 
 
 def store_transaction(session: Session, row: TseTransaction, *, now: datetime) -> TseTransaction:
@@ -352,13 +378,15 @@ def store_transaction(session: Session, row: TseTransaction, *, now: datetime) -
                 f"{held.record_id} of node {held.node_id}) with another signature: two transactions with one number")
     session.add(row)
     session.flush()
+    if row.tse_serial is not None and not row.tse_failed:
+        registry.see(session, row, now)  # pins a TSE seen for the first time (the anchor its rows verify with)
     if row.tse_serial is None or row.tx_number is None:
         return row  # a failed sale without a number: nothing to place in a sequence
     context = _context(session, row)
     if not row.tse_failed:
         _verify_in_place(session, row, context)
     previous, following, twins = context
-    fits = all(c.ok is not False for c in sequence_checks(_seq(row), previous, following, twins))
+    fits = all(c.ok is not False for c in sequence_checks(seq_row(row), previous, following, twins))
     affected = {r.id for r in (previous, following, *twins) if r is not None}
     for other in session.execute(select(TseTransaction).where(TseTransaction.id.in_(affected))).scalars():
         if other.tse_failed or other.tse_serial is None or other.tx_number is None:
@@ -393,194 +421,7 @@ def _move_gap_marks(session: Session, row: TseTransaction, now: datetime) -> Non
             above.gap_before, above.gap_since = None, None
 
 
-# --- the sweep ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem of a TSE: ``kind`` invalid / gap / regression / duplicate, the transaction numbers concerned."""
-
-    kind: str
-    numbers: tuple[int, ...]
-    message: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "numbers": list(self.numbers), "message": self.message}
-
-
-@dataclass
-class TseReport:
-    """One TSE after a sweep."""
-
-    serial: str
-    nodes: list[str] = field(default_factory=list)
-    transactions: int = 0
-    first: int | None = None
-    last: int | None = None
-    counts: dict[str, int] = field(default_factory=dict)  # verified → rows
-    changed: int = 0  # rows whose verdict or gap mark the sweep changed
-    gaps: list[tuple[int, int]] = field(default_factory=list)  # (first missing, last missing)
-    findings: list[Finding] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.findings
-
-    @property
-    def missing(self) -> int:
-        return sum(b - a + 1 for a, b in self.gaps)
-
-    def summary(self) -> str:
-        span = f"{self.first}…{self.last}" if self.first is not None else "none"
-        counts = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items())) or "none"
-        head = f"TSE {self.serial} (node {', '.join(self.nodes) or '?'}): {self.transactions} transactions {span} " \
-               f"({counts})"  # fmt: skip
-        if self.first is not None and self.first > 1:
-            head += f"; numbers below {self.first} never arrived here"
-        if self.ok:
-            return head + ": verified, no gaps"
-        return head + f": {len(self.findings)} problem(s), {self.missing} number(s) missing"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"serial": self.serial, "ok": self.ok, "nodes": self.nodes, "transactions": self.transactions,
-                "first": self.first, "last": self.last, "counts": self.counts, "changed": self.changed,
-                "gaps": [list(g) for g in self.gaps], "findings": [f.to_json() for f in self.findings]}  # fmt: skip
-
-
-class UnknownTse(Exception):
-    def __init__(self, serial: str) -> None:
-        self.serial = serial
-        super().__init__(f"no transactions of TSE {serial!r} are held")
-
-
-def sweep(sessions: sessionmaker[Session], serial: str | None = None, *, now: datetime | None = None
-          ) -> list[TseReport]:  # fmt: skip
-    """Re-verify every row of TSE ``serial`` (None: of every TSE) from scratch, rebuild the gap marks, and report.
-    Raises UnknownTse when ``serial`` has no rows."""
-    now = now or datetime.now(UTC)
-    with sessions() as session:
-        q = select(TseTransaction.tse_serial).where(TseTransaction.tse_serial.is_not(None)).distinct()
-        serials = sorted(s for s in session.execute(q).scalars() if s is not None)
-    if serial is not None:
-        serial = serial.lower()
-        if serial not in serials:
-            raise UnknownTse(serial)
-        serials = [serial]
-    return [_sweep_one(sessions, s, now) for s in serials]
-
-
-def _sweep_one(sessions: sessionmaker[Session], serial: str, now: datetime) -> TseReport:
-    report = TseReport(serial)
-    t = TseTransaction
-    with sessions() as session:
-        numbered = [_seq(r) for r in session.execute(
-            select(*_SEQ_COLUMNS).where(t.tse_serial == serial, t.tx_number.is_not(None)).order_by(t.tx_number))]
-        report.nodes = sorted(n for n in session.execute(select(t.node_id).where(t.tse_serial == serial).distinct())
-                              .scalars())  # fmt: skip
-    sequence = _sequence_of(numbered)
-    marks = _gap_marks(numbered, report)
-    report.findings += _regressions(numbered) + _duplicates(numbered)
-    invalid: list[Finding] = []
-    for batch in _batches(sessions, serial):
-        with sessions.begin() as session:
-            for row in session.execute(select(t).where(t.id.in_(batch))).scalars():
-                before = (row.verified, row.verify_error, row.gap_before, row.gap_since)
-                if not row.tse_failed and row.tx_number is not None:
-                    checks = row_checks(row, node_ahead_s=_node_ahead_s(session, row.node_id))
-                    row.verified, row.verify_error = verdict(checks + sequence.get(row.id, []))
-                elif not row.tse_failed:  # a signed row without a number cannot be placed or verified
-                    row.verified, row.verify_error = INVALID, "tx_number: missing"
-                gap = marks.get(row.id)
-                if gap is None:
-                    row.gap_before, row.gap_since = None, None
-                else:
-                    kept = row.gap_since if row.gap_before is not None else None  # the gap was seen before
-                    row.gap_before, row.gap_since = gap, kept or now
-                if (row.verified, row.verify_error, row.gap_before, row.gap_since) != before:
-                    report.changed += 1
-                report.counts[row.verified] = report.counts.get(row.verified, 0) + 1
-                report.transactions += 1
-                if row.verified == INVALID and len(invalid) < MAX_LISTED:
-                    number = row.tx_number if row.tx_number is not None else -1
-                    invalid.append(Finding("invalid", (number,), f"transaction {number} (id {row.id}, client "
-                                                                 f"{row.client_id}): {row.verify_error}"))
-    report.findings = sorted(invalid + report.findings, key=lambda f: (f.numbers[0] if f.numbers else 0, f.kind))
-    return report
-
-
-def _batches(sessions: sessionmaker[Session], serial: str) -> Iterator[list[int]]:
-    last = 0
-    while True:
-        with sessions() as session:
-            ids = list(session.execute(select(TseTransaction.id).where(
-                TseTransaction.tse_serial == serial, TseTransaction.id > last)
-                .order_by(TseTransaction.id).limit(SWEEP_BATCH)).scalars())  # fmt: skip
-        if not ids:
-            return
-        yield ids
-        last = ids[-1]
-
-
-def _sequence_of(numbered: list[SeqRow]) -> dict[int, list[Check]]:
-    """The sequence checks of every row, the same as at apply time, from the rows in memory."""
-    counted = [r for r in numbered if r.start_counter is not None]
-    position = {r.id: i for i, r in enumerate(counted)}
-    by_counter: dict[int, list[SeqRow]] = defaultdict(list)
-    for r in numbered:
-        for c in set(r.counters):
-            by_counter[c].append(r)
-    out: dict[int, list[Check]] = {}
-    for r in numbered:
-        i = position.get(r.id)
-        previous = counted[i - 1] if i is not None and i > 0 else None  # (only rows with a start counter compare)
-        following = counted[i + 1] if i is not None and i + 1 < len(counted) else None
-        twins = {t.id: t for c in r.counters for t in by_counter[c] if t.id != r.id}
-        out[r.id] = sequence_checks(r, previous, following, twins.values())
-    return out
-
-
-def _gap_marks(numbered: list[SeqRow], report: TseReport) -> dict[int, int]:
-    """row id → numbers missing right below it; fills ``report`` with the span and the gaps."""
-    marks: dict[int, int] = {}
-    if numbered:
-        report.first, report.last = numbered[0].tx_number, numbered[-1].tx_number
-    for below, above in pairwise(numbered):
-        if above.tx_number - below.tx_number > 1:
-            marks[above.id] = above.tx_number - below.tx_number - 1
-            report.gaps.append((below.tx_number + 1, above.tx_number - 1))
-    for first, last in report.gaps[:MAX_LISTED]:
-        span = str(first) if first == last else f"{first}-{last}"
-        report.findings.append(Finding("gap", (first, last), f"transaction number(s) {span} missing"))
-    return marks
-
-
-def _regressions(numbered: list[SeqRow]) -> list[Finding]:
-    counted = [r for r in numbered if r.start_counter is not None]
-    out: list[Finding] = []
-    for a, b in pairwise(counted):
-        assert a.start_counter is not None
-        assert b.start_counter is not None
-        if b.start_counter <= a.start_counter and len(out) < MAX_LISTED:
-            out.append(Finding("regression", (a.tx_number, b.tx_number),
-                               f"start counter goes back: {a.start_counter} at transaction {a.tx_number}, "
-                               f"{b.start_counter} at transaction {b.tx_number}"))
-    return out
-
-
-def _duplicates(numbered: list[SeqRow]) -> list[Finding]:
-    users: dict[int, list[int]] = defaultdict(list)
-    for r in numbered:
-        for c in set(r.counters):
-            users[c].append(r.tx_number)
-    out: list[Finding] = []
-    for counter, numbers in sorted(users.items()):
-        if len(numbers) > 1 and len(out) < MAX_LISTED:
-            out.append(Finding("duplicate", tuple(sorted(numbers)), f"signature counter {counter} used by "
-                                                                    f"transactions {', '.join(map(str, numbers))}"))
-    return out
-
-
 __all__ = [
-    "EARLIEST", "INVALID", "TIME_TOLERANCE_S", "TSE_FAILED", "VALID", "Finding", "SeqRow", "TseReport", "UnknownTse",
-    "finish_message", "row_checks", "sequence_checks", "store_transaction", "sweep", "verdict",
+    "EARLIEST", "INVALID", "SEQ_COLUMNS", "TIME_TOLERANCE_S", "TSE_FAILED", "VALID", "SeqRow", "finish_message",
+    "node_clock_ahead_s", "row_checks", "seq_row", "sequence_checks", "store_transaction", "verdict",
 ]  # fmt: skip

@@ -13,7 +13,8 @@ two processes never send one command at the same time, and a process that dies b
 the row queued — it is sent again and the node, which keeps every ``command_id`` it saw, answers it without
 executing it twice. Every command is signed with central's key (``central.fleet.signing_key``, ``sync.downlink``) and
 carries a fresh nonce: a node executes nothing else. Results arrive on ``floorgate/v1/+/cmd/result`` (ingest
-subscribes): the result must be signed by the node's registered key, name the node of its topic, and match a
+subscribes): the result must be signed by the node's registered key (with a fleet CA: a key the CA bound whose
+interval covers the result's ``finished_at_ns``, ``central.fleet.keys``), name the node of its topic, and match a
 command central sent to that node — otherwise it is quarantined like a forged batch. A result that comes after the
 timeout is kept (``result``, ``answered_at``) while the status stays ``timeout``; ``error`` then says how late, and
 with what outcome.
@@ -29,7 +30,7 @@ import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -53,7 +54,12 @@ CLAIM_BATCH = 50
 PUBLISH_TIMEOUT_S = 10.0
 
 Publish = Callable[[str, bytes], Coroutine[Any, Any, None]]  # raises when the broker cannot take it
-Authenticate = Callable[[str, bytes, str | None], None]  # node, signed body, signature; raises when not authentic
+
+
+class Authenticate(Protocol):
+    """Raises (for the quarantine) unless ``sig`` over ``body`` is ``node``'s, by the key valid at ``made_at_ns``."""
+
+    def __call__(self, node: str, body: bytes, sig: str | None, *, made_at_ns: int | None = None) -> None: ...
 
 
 class ResultRejected(Exception):
@@ -212,7 +218,7 @@ class CommandDispatcher:
         res = decode_result(payload)
         if res.node != node:
             raise DecodeError(f"payload names node {res.node!r} but was published by {node!r}", field="node")
-        authenticate(node, res.signed_body, res.sig)
+        authenticate(node, res.signed_body, res.sig, made_at_ns=res.finished_at_ns)  # the key valid when made
         return self.apply_result(res)
 
     def apply_result(self, res: CommandResult) -> str:

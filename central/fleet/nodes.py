@@ -4,11 +4,13 @@ revoke it, list the nodes.
 Two ways in:
 
 * ``floorgate central node register NODE --public-key ed25519:…`` — the key pair was made on the node (``floorgate
-  edge enrol`` or the first ``floorgate edge run``); only the public key travels.
+  edge enrol`` or the first ``floorgate edge run``); only the public key travels. With the fleet CA's key at hand
+  (``pki.dir`` holds ``ca.key``) the key is bound by the CA; without it the key is registered unbound, which
+  ``verify-alibi`` reports as ``untrusted_key`` and an ingest with a fleet CA refuses.
 * ``floorgate central node add NODE --out DIR`` — central makes everything the node needs and writes the bundle
   (``central.fleet.pki``): an X.509 client certificate from the fleet CA with CN = NODE (the broker takes it as the user
   name and allows the node only its own topics) and the node's Ed25519 signing key, whose public half is registered
-  here at once. Bundle layout (a fixed interface: the Ansible edge role copies it)::
+  here at once and bound by the CA. Bundle layout (a fixed interface: the Ansible edge role copies it)::
 
       DIR/NODE/ca.crt     the fleet CA certificate (the node checks the broker with it)
       DIR/NODE/tls.crt    the node's certificate: CN=NODE, EKU clientAuth
@@ -16,6 +18,12 @@ Two ways in:
       DIR/NODE/node.key   the Ed25519 signing key, PKCS#8 PEM, mode 0600 (what the agent reads at ``key_file``)
       DIR/NODE/central.pub  central's public signing key(s), one ``ed25519:…`` per line (the agent's
                           ``central_keys_file``: it acts only on acks, replay requests and commands signed with one)
+      DIR/NODE/bindings.json  every CA statement about the node's keys (a JSON list of the texts, oldest first:
+                          ``floorgate edge alibi`` anchors the keys of the node's alibi chain in ca.crt with them)
+
+Every key a node ever had stays in ``node_keys`` with its CA-signed interval (``central.fleet.keys``): ``--reissue``
+rotates the key (the old one ends where the new binding starts, so entries signed before still verify), ``node
+revoke`` ends it with the CA's revocation. Each of these is an audit-log row (resource ``node_key``).
 
 ``node revoke`` marks the node's certificates revoked, rewrites the CRL the broker checks, and removes the node's
 signing key: from then on everything the node sends lands in the quarantine (within ``KEY_TTL_S`` of a running
@@ -39,33 +47,61 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from central.db.models import Certificate, Node, Site
 from central.fleet import pki
+from central.fleet.keys import KeyChange, bindings_json, revoke_keys, set_key, statement_texts
 from sync.downlink import keys_file_text
 from sync.signing import fingerprint, generate_key, parse_public_key, public_key_text, save_private_key
 from sync.topics import check_node_id
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FILES = ("ca.crt", "tls.crt", "tls.key", "node.key", "central.pub")
+BUNDLE_FILES = ("ca.crt", "tls.crt", "tls.key", "node.key", "central.pub", "bindings.json")
+BINDINGS_FILE = "bindings.json"
 
 
-def register_node(sessions: sessionmaker[Session], node_id: str, public_key: str) -> tuple[str, bool]:
-    """Store ``public_key`` for ``node_id`` (SigningKeyError / DecodeError for bad input). Returns (fingerprint,
-    replaced) — replaced is True when the node had another key before."""
+def register_key(sessions: sessionmaker[Session], node_id: str, public_key: str, *,
+                 ca: pki.CertificateAuthority | None = None, actor: str = "cli:node-register") -> KeyChange:
+    """Make ``public_key`` the key of ``node_id`` (SigningKeyError / DecodeError for bad input): bound by ``ca``
+    when given, else registered unbound; the key it replaces stays in the node's key history. Audited as
+    ``actor``."""
     check_node_id(node_id)
-    key = parse_public_key(public_key)
-    text = public_key_text(key)
-    fp = fingerprint(key)
+    public_key = public_key_text(parse_public_key(public_key))  # a bad key is refused before the database
     with sessions.begin() as session:
-        node = session.get(Node, node_id)
-        replaced = node is not None and node.public_key not in (None, text)
+        node = session.get(Node, node_id, with_for_update=True)
         if node is None:
             node = Node(node_id=node_id)
             session.add(node)
-        node.public_key = text
-        node.key_fingerprint = fp
-        node.enrolled_at = datetime.now(UTC)
-    log.info("node %s enrolled with key %s%s", node_id, fp, " (replacing its previous key)" if replaced else "")
-    return fp, replaced
+            session.flush()
+        change = set_key(session, node, public_key, ca=ca, actor=actor)
+    log.info("node %s: key %s %s%s%s", node_id, change.fingerprint, change.action,
+             f" (replacing {change.previous})" if change.previous else "",
+             ", bound by the fleet CA" if change.bound else ", NOT bound by the fleet CA")
+    return change
+
+
+def register_node(sessions: sessionmaker[Session], node_id: str, public_key: str, *,
+                  ca: pki.CertificateAuthority | None = None, actor: str = "cli:node-register") -> tuple[str, bool]:
+    """``register_key``, returning (fingerprint, replaced) — replaced is True when the node had another key
+    before."""
+    change = register_key(sessions, node_id, public_key, ca=ca, actor=actor)
+    return change.fingerprint, change.previous is not None
+
+
+def node_statements(sessions: sessionmaker[Session], node_id: str) -> list[str]:
+    """Every CA statement about ``node_id``'s keys (what ``bindings.json`` holds)."""
+    with sessions() as session:
+        return statement_texts(session, node_id)
+
+
+def write_bindings(directory: Path, ca: pki.CertificateAuthority, statements: Sequence[str]) -> None:
+    """``directory/bindings.json`` and ``directory/ca.crt``: what a node needs to anchor its keys in the CA."""
+    _prepare_dir(directory)
+    try:
+        pki.write_certificate(directory / pki.CA_CERT, ca.cert)
+        tmp = directory / f".{BINDINGS_FILE}.tmp"
+        tmp.write_text(bindings_json(list(statements)), encoding="utf-8")
+        tmp.replace(directory / BINDINGS_FILE)
+    except OSError as exc:
+        raise pki.PkiError(f"{directory}: cannot write {BINDINGS_FILE}: {exc.strerror}") from None
 
 
 def list_nodes(sessions: sessionmaker[Session]) -> list[Node]:
@@ -186,11 +222,14 @@ def _find_site(session: Session, site: str) -> Site:
 
 def add_node(sessions: sessionmaker[Session], ca: pki.CertificateAuthority, node_id: str, out_dir: Path, *,
              site: str | None = None, days: int = pki.DEFAULT_CERT_DAYS, reissue: bool = False,
-             crl_days: int = pki.DEFAULT_CRL_DAYS, central_keys: Sequence[str] = ()) -> NodeBundle:
-    """Register ``node_id`` with a new Ed25519 signing key and a new certificate, and write its bundle to
-    ``out_dir/node_id``. A node that is enrolled already (a valid certificate or a registered key) is refused unless
-    ``reissue``, which revokes its old certificates (and rewrites the CRL) and replaces its key. ``central_keys``
-    (central's public signing keys, ``central.fleet.signing_key``) go to ``central.pub``."""
+             crl_days: int = pki.DEFAULT_CRL_DAYS, central_keys: Sequence[str] = (),
+             actor: str = "cli:node-add") -> NodeBundle:
+    """Register ``node_id`` with a new Ed25519 signing key bound by the fleet CA and a new certificate, and write its
+    bundle to ``out_dir/node_id``. A node that is enrolled already (a valid certificate or a registered key) is
+    refused unless ``reissue``, which revokes its old certificates (and rewrites the CRL) and rotates its key: the
+    old key stays in the node's history with its interval, so what it signed still verifies. ``central_keys``
+    (central's public signing keys, ``central.fleet.signing_key``) go to ``central.pub``; every CA statement about
+    the node's keys to ``bindings.json``. The key's registration or rotation is audited as ``actor``."""
     check_node_id(node_id)
     now = datetime.now(UTC)
     issued = pki.issue(ca, kind="node", common_name=node_id, days=days, now=now)
@@ -230,13 +269,14 @@ def add_node(sessions: sessionmaker[Session], ca: pki.CertificateAuthority, node
             if node is None:
                 node = Node(node_id=node_id)
                 session.add(node)
+            session.flush()
             record_certificate(session, issued, node_id=node_id, now=now)
-            node.public_key = public_key_text(signing_key)
-            node.key_fingerprint = fingerprint(signing_key)
+            set_key(session, node, public_key_text(signing_key), ca=ca, actor=actor, cert_serial=issued.serial_hex)
             node.cert_fingerprint = issued.fingerprint
-            node.enrolled_at = now
             if site_row is not None:
                 node.site_id = site_row.id
+            session.flush()
+            (tmp / BINDINGS_FILE).write_text(bindings_json(statement_texts(session, node_id)), encoding="utf-8")
         if final.exists():
             old = out_dir / f".{node_id}.old-{uuid.uuid4().hex[:8]}"
             final.rename(old)
@@ -266,9 +306,11 @@ class RevokeResult:
 
 
 def revoke_node(sessions: sessionmaker[Session], ca: pki.CertificateAuthority, node_id: str, *,
-                reason: str | None = None, crl_days: int = pki.DEFAULT_CRL_DAYS) -> RevokeResult:
-    """Revoke every certificate of ``node_id``, remove its signing key (its messages are quarantined from then on)
-    and rewrite the CRL. Revoking a node that is revoked already changes nothing."""
+                reason: str | None = None, crl_days: int = pki.DEFAULT_CRL_DAYS,
+                actor: str = "cli:node-revoke") -> RevokeResult:
+    """Revoke every certificate of ``node_id``, end its signing key with the fleet CA's revocation (audited as
+    ``actor``; its messages are quarantined from then on) and rewrite the CRL. Revoking a node that is revoked
+    already changes nothing."""
     check_node_id(node_id)
     now = datetime.now(UTC)
     with sessions.begin() as session:
@@ -283,11 +325,10 @@ def revoke_node(sessions: sessionmaker[Session], ca: pki.CertificateAuthority, n
                 c.revoked_at = now
                 c.revoke_reason = (reason or "revoked")[:200]
                 serials.append(c.serial)
-        removed = None
+        removed = node.key_fingerprint if node is not None and node.public_key else None
+        ended = revoke_keys(session, node, node_id, ca=ca, actor=actor, reason=reason)
+        removed = removed or (ended[-1] if ended else None)
         if node is not None:
-            removed = node.key_fingerprint if node.public_key else None
-            node.public_key = None
-            node.key_fingerprint = None
             node.cert_fingerprint = None
     rewrite_crl(sessions, ca, days=crl_days)
     log.warning("node %s revoked (%s): certificates %s, signing key %s removed", node_id, reason or "no reason given",

@@ -8,8 +8,9 @@ and all unauthenticated traffic together have a budget of stored messages and by
 prefix + SHA-256 + size; old entries are pruned. One worker task per stream, so a slow or unavailable metrics store
 (readings) never holds up business records; within a stream, batches are applied in the order they arrive.
 
-Heartbeats (signed the same way) update the node's row (backlog per stream, alarms, software version, clock skew),
-go to the metrics store as ``node_backlog`` points, and drive gap repair: when central's contiguous mark of a stream
+Heartbeats (signed the same way) update the node's row (backlog per stream, alarms, software version, clock skew,
+and the heads it signed: ``central.fleet.heads``, where what central lacks of them is logged as INTEGRITY), go to
+the metrics store as ``node_backlog`` points, and drive gap repair: when central's contiguous mark of a stream
 stays behind the node's head for ``ingest.replay_after_s`` without moving, central asks the node to replay from the
 mark. Acks and replay requests are signed with central's key (``central.fleet.signing_key``,
 ``sync.downlink``): a node acts
@@ -33,6 +34,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -41,9 +43,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from central.config import BrokerSettings, IngestSettings
 from central.db.models import Certificate, Node, StreamMark
 from central.fleet.commands import CommandDispatcher, ResultRejected
+from central.fleet.heads import shortfalls, store_heads
+from central.fleet.keys import TrustedKeys, key_history
 from central.ingest.apply import BatchReplayed, apply_batch
 from central.ingest.quarantine import Quarantine
 from central.metrics import MetricsStore, MetricsStoreError, Point
+from central.tickets.alibi_trust import use_ca_cert
 from sync.downlink import DownlinkSigner
 from sync.envelope import (
     Ack,
@@ -111,9 +116,12 @@ class IngestService:
     def __init__(
         self, broker: BrokerSettings, sessions: sessionmaker[Session], store: MetricsStore, *,
         client_id: str | None = None, settings: IngestSettings | None = None, signer: DownlinkSigner | None = None,
+        ca_cert: x509.Certificate | None = None,
     ) -> None:
         """``signer``: central's downlink key (``central.fleet.signing_key``) for acks, replay requests and commands;
-        without it (tests that never reach a node) a throwaway key is used, which no node trusts."""
+        without it (tests that never reach a node) a throwaway key is used, which no node trusts. ``ca_cert``: the
+        fleet CA's certificate (``pki.dir``/ca.crt): only keys it bound are accepted (``central.fleet.keys``);
+        without it, the key in ``nodes.public_key`` is taken as the database says."""
         self.broker = broker
         self.sessions = sessions
         self.store = store
@@ -125,7 +133,14 @@ class IngestService:
         self._client: MqttClient | None = None
         self._keys: dict[str, tuple[Ed25519PublicKey | None, float]] = {}
         self._revoked: dict[str, bool] = {}  # node → no key because its certificates were revoked
+        self.ca_cert = ca_cert
+        self._anchored: dict[str, TrustedKeys] = {}  # node → the keys the CA vouches for (with ca_cert)
+        use_ca_cert(sessions, ca_cert)  # alibi entries arriving are checked against the key history too
+        if ca_cert is None:
+            log.warning("ingest: no fleet CA (pki.dir with ca.crt) configured: node keys are not anchored — batches "
+                        "are checked against the key in nodes.public_key, whatever put it there")
         self._gaps: dict[tuple[str, str, str], tuple[int, float]] = {}
+        self._shortfalls: dict[str, tuple[str, ...]] = {}  # node → what central lacks of its heads (logged once)
         # bounded: repeats, per-source limits, retention (central.ingest.quarantine)
         self.quarantine = Quarantine(sessions, self.settings, enrolled=self._enrolled)
         crash = os.environ.get(CRASH_ENV)
@@ -237,13 +252,14 @@ class IngestService:
         """The node's registered key, cached: an unknown node is looked up again after KEY_REFRESH_S, a known key
         after KEY_TTL_S (a key replaced or revoked with ``central node register`` takes effect then), or sooner when
         a signature does not match (``reload``; at most once per KEY_REFRESH_S so a flood of forgeries cannot
-        hammer the database)."""
+        hammer the database). With a fleet CA the node's key history is read and verified with it (``_anchored``)."""
         cached = self._keys.get(node)
         if cached is not None:
             key, loaded = cached
             age = time.monotonic() - loaded
             if age < (KEY_TTL_S if key is not None else KEY_REFRESH_S) and not (reload and age >= KEY_REFRESH_S):
                 return key
+        history = None
         with self.sessions() as session:
             row = session.get(Node, node)
             text = row.public_key if row is not None else None
@@ -252,6 +268,8 @@ class IngestService:
                     Certificate.node_id == node, Certificate.kind == "node",
                     Certificate.revoked_at.is_not(None)).limit(1)).first()
                 self._revoked[node] = revoked is not None
+            elif self.ca_cert is not None:
+                history = key_history(session, node, self.ca_cert)
         key = None
         if text:
             try:
@@ -261,6 +279,10 @@ class IngestService:
         if key is None and len(self._keys) >= MAX_CACHED_KEYS:  # names that are no node's, e.g. an anonymous flood
             self._keys = {n: v for n, v in self._keys.items() if v[0] is not None}  # forget those: memory stays
             self._revoked = {n: r for n, r in self._revoked.items() if n in self._keys or n == node}  # bounded
+        if key is not None and history is not None and text:
+            self._anchored[node] = TrustedKeys.of(history, text, row.key_fingerprint if row is not None else None)
+        else:
+            self._anchored.pop(node, None)
         self._keys[node] = (key, time.monotonic())
         return key
 
@@ -271,15 +293,18 @@ class IngestService:
 
     def forget_key(self, node: str) -> None:
         self._keys.pop(node, None)
+        self._anchored.pop(node, None)
 
-    def _authenticate(self, node: str, body: bytes, sig: str | None) -> None:
+    def _authenticate(self, node: str, body: bytes, sig: str | None, *, made_at_ns: int | None = None) -> None:
+        """Raise Rejected unless ``sig`` is the node's signature over ``body``. With a fleet CA: by a key the CA
+        bound whose interval covers ``made_at_ns`` (default: now) — a rotated key for ``ROTATION_GRACE_NS`` after
+        its end, a revoked key never after its revocation."""
         key = self._node_key(node)
         if key is None:
-            if self._revoked.get(node):
-                raise Rejected(f"node {node!r} is revoked (`floorgate central node revoke`); its batches are not "
-                               f"accepted until it is added again (`floorgate central node add {node} --reissue`)")
-            raise Rejected(f"node {node!r} is not enrolled (no public key registered; "
-                           f"`floorgate central node register {node} --public-key …`)")
+            raise self._not_enrolled(node)
+        if self.ca_cert is not None:
+            self._authenticate_anchored(node, body, sig, made_at_ns)
+            return
         problem = verify(key, body, sig)
         if problem is not None and sig is not None:  # perhaps the key was replaced since we cached it
             fresh = self._node_key(node, reload=True)
@@ -287,6 +312,29 @@ class IngestService:
                 problem = verify(fresh, body, sig)
         if problem is not None:
             raise Rejected(f"node {node!r}: {problem}")
+
+    def _not_enrolled(self, node: str) -> Rejected:
+        if self._revoked.get(node):
+            return Rejected(f"node {node!r} is revoked (`floorgate central node revoke`); its batches are not "
+                            f"accepted until it is added again (`floorgate central node add {node} --reissue`)")
+        return Rejected(f"node {node!r} is not enrolled (no public key registered; "
+                        f"`floorgate central node register {node} --public-key …`)")
+
+    def _authenticate_anchored(self, node: str, body: bytes, sig: str | None, made_at_ns: int | None) -> None:
+        now = time.time_ns()
+        at = now if made_at_ns is None else min(made_at_ns, now)
+        anchored = self._anchored.get(node)
+        problem = anchored.verify(body, sig, at, now) if anchored is not None else "no key history"
+        if problem is not None and sig is not None:  # perhaps the key was replaced or rotated since we cached it
+            if self._node_key(node, reload=True) is None:
+                raise self._not_enrolled(node)
+            anchored = self._anchored.get(node)
+            problem = anchored.verify(body, sig, at, now) if anchored is not None else "no key history"
+        if problem is None:
+            return
+        if anchored is not None and sig:
+            problem = anchored.explain(body, sig, at) or problem
+        raise Rejected(f"node {node!r}: {problem}")
 
     async def _dispatch(self, topic: str, payload: bytes) -> None:
         try:
@@ -475,9 +523,22 @@ class IngestService:
                 log.warning("ingest: node %s: %s", hb.node, node.clock_flag)
             for alarm in hb.alarms:
                 log.warning("ingest: node %s reports ALARM: %s", hb.node, alarm)
+            store_heads(session, node, hb, now)  # central.fleet.heads: kept as signed, never backwards
+            self._report_shortfalls(hb.node, shortfalls(session, node))
             rows = session.query(StreamMark.stream, StreamMark.acked_seq).filter(
                 StreamMark.node_id == hb.node, StreamMark.epoch == hb.epoch).all()
             return {stream: int(acked) for stream, acked in rows}
+
+    def _report_shortfalls(self, node: str, found: list[str]) -> None:
+        """Log what central lacks of a node's signed heads when it changes (the alert is ``integrity``'s)."""
+        now = tuple(found)
+        if now == self._shortfalls.get(node, ()):
+            return
+        for text in now:
+            log.warning("ingest: INTEGRITY: %s", text)
+        if not now:
+            log.info("ingest: node %s: central holds everything its signed heads name again", node)
+        self._shortfalls[node] = now
 
     async def _write_backlog_points(self, hb: Heartbeat) -> None:
         points = []

@@ -2,7 +2,8 @@
 
     TicketError                  base of everything raised by central.tickets
     ├── UnitMismatch             two weighings in different units: no net by difference
-    └── NumberingBlocked         no automatic ticket number can be given (blocked or used up this year)
+    ├── NumberingBlocked         no automatic ticket number can be given (blocked or used up this year)
+    └── AlreadyCancelled         a cancelled ticket is cancelled for good: not again
 """
 
 from __future__ import annotations
@@ -23,3 +24,9 @@ class NumberingBlocked(TicketError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class AlreadyCancelled(TicketError):
+    def __init__(self, number: str) -> None:
+        self.number = number
+        super().__init__(f"ticket {number} is cancelled already")

@@ -22,9 +22,10 @@ node, the order they were weighed).
 
 **Completing** orders the two weighings by the time they were weighed, not by arrival (an exit bridge's node may
 send first): ``rules.direction`` (heavier first → ``in``, lighter first → ``out``) and ``rules.difference`` (net =
-heavier − lighter, exact Decimal). Weighings in two units: the ticket keeps both but stays ``open`` without weights,
-with a note; an operator corrects (PATCH) or cancels it. Until its second weighing, an open ticket's direction is
-``in``, provisionally (the column cannot be empty).
+heavier − lighter, exact Decimal: gross and tare keep the digits their weighings delivered, the net the decimals of
+both — 24560 − 8420.5 = 16139.5, 32980 − 8420.0 = 24560.0; nothing is rounded or padded). Weighings in two units:
+the ticket keeps both but stays ``open`` without weights, with a note; an operator corrects (PATCH) or cancels it.
+Until its second weighing, an open ticket's direction is ``in``, provisionally (the column cannot be empty).
 
 **Codes** of the weigh command in either weighing's data — ``partner``, ``article``, ``lot``, ``delivery_note`` —
 go on the ticket; the first one given wins, a different one later becomes a note. Partners, articles and lots are
@@ -60,7 +61,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from central.db import audit
 from central.db.models import Article, Lot, Node, Partner, Ticket, Weighing
-from central.db.values import CODE
+from central.db.values import CODE, as_delivered
 from central.tickets import rules
 from central.tickets.config import TicketSettings
 from central.tickets.errors import UnitMismatch
@@ -179,7 +180,8 @@ def _open_by_plate(session: Session, plate: str, w: Weighing, window: timedelta)
 def _single(session: Session, w: Weighing, data: dict[str, Any], now: datetime, *, tare: Decimal, net: Decimal,
             reference: str | None, plate: str | None, notes: list[str]) -> Ticket:
     if w.gross is not None and w.gross - tare != net:  # only checked, never recomputed: the instrument's net counts
-        notes.append(f"the instrument's net {net} is not gross {w.gross} − preset tare {tare}")
+        notes.append(f"the instrument's net {as_delivered(net)} is not gross {as_delivered(w.gross)} − preset tare "
+                     f"{as_delivered(tare)}")
     direction = "out" if data.get("direction") == "out" else "in"
     ticket = Ticket(direction=direction, status="complete", vehicle=plate, site_id=_site(session, w),
                     reference=reference, paired_by="preset_tare", first_weighing_id=w.id, gross=w.gross, tare=tare,

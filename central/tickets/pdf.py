@@ -1,20 +1,27 @@
 """Printable A4 PDFs (reportlab): a weighbridge ticket (Wägeschein) and a delivery note (Lieferschein).
 
+    Mühle Hansen GmbH & Co. KG                       ┐ the issuer (tickets.issuer): company, address, VAT id —
+    Deichstraße 4 · 21680 Stade · USt-IdNr. DE…      ┘ or "Aussteller nicht eingerichtet" when not configured
     Wägeschein T-2026-000017                         ┐
     Wareneingang · abgeschlossen                     │ header: number, direction, status
-    Fahrzeug / Partner / Artikel / Charge / …        ┘ what the ticket is about
+    Fahrzeug / Partner / … / Standort (+ address)    ┘ what the ticket is about, where it was weighed
     ┌──────────────┬──────────────┬──────────────┐
-    │              │ 1. Wägung    │ 2. Wägung    │   date and time (local, zone shown), scale, weight as
-    │ …            │ …            │ …            │   delivered with unit, instrument alibi id, floorgate alibi no.
-    └──────────────┴──────────────┴──────────────┘
-    Brutto / Tara / Netto                              net by difference (or the instrument's, preset tare: PT)
+    │              │ 1. Wägung    │ 2. Wägung    │   date and time (local, zone shown), the scale by name (and
+    │ …            │ …            │ …            │   node/device, S/N), its verification mark, weight as
+    └──────────────┴──────────────┴──────────────┘   delivered with unit, instrument alibi id, floorgate alibi no.
+                                                       with the first 16 hex digits of its entry's hash
+    Brutto / Tara / Netto (berechnet)                  net by difference, marked calculated (or the instrument's
+                                                       net of a preset-tare weighing: "von der Waage")
     Hinweise                                           notes of the pairing (unknown codes, …)
     ──────────────────────────────────────────────
     Messwerte aus frei programmierbarer Zusatzeinrichtung. …   the legal notice (devices.md §4.3), on every page
 
-A cancelled ticket is stamped STORNIERT across every page and shows the reason. The delivery note lists every ticket
-with its number (both weighings with times and alibi ids, the net) and the total net of the complete ones per unit;
-cancelled ones are listed, stamped, and not counted.
+Every weight is printed as delivered (``views``: the instrument's own digits). A weighing whose instrument gives no
+alibi id of its own (MT-SICS) names floorgate's alibi number and hash prefix in its place: something on the paper
+always leads to the verified value (``floorgate central verify-alibi``). A cancelled ticket is stamped STORNIERT across
+every page and says who cancelled it, when, and why. The delivery note lists every ticket with its number (both
+weighings with times and alibi anchors, the net) and the total net of the complete ones per unit; cancelled ones are
+listed, stamped, and not counted.
 
 The font is Bitstream Vera (shipped with reportlab), embedded: umlauts and the rest of Latin-1 print and extract
 as text everywhere; characters beyond it print as a box.
@@ -36,6 +43,8 @@ from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Flowable, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+from central.tickets.config import Issuer
+from central.tickets.documents import Paper
 from central.tickets.views import DeliveryNoteView, TicketView, WeighingView, local_time, zone_of
 
 LEGAL_NOTICE = ("Messwerte aus frei programmierbarer Zusatzeinrichtung. "
@@ -50,6 +59,11 @@ MARGIN = 18 * mm
 NOTICE_SIZE_PT = 9.0
 STAMP_SIZE_PT = 96.0
 EMPTY = "—"
+NO_ISSUER = "Aussteller nicht eingerichtet (central.yaml: tickets.issuer)"
+NO_MARK = "nicht hinterlegt"
+NO_INSTRUMENT_ALIBI = "keine; floorgate-Alibi:"
+NET_CALCULATED = "Netto (berechnet)"
+NET_INSTRUMENT = "Netto (von der Waage)"
 
 _fonts_ready = False
 
@@ -75,11 +89,27 @@ def _styles() -> dict[str, ParagraphStyle]:
         "small": ParagraphStyle("small", parent=base, fontSize=8.5, leading=10.5),
         "net": ParagraphStyle("net", parent=base, fontName=FONT_BOLD, fontSize=14, leading=18),
         "cancel": ParagraphStyle("cancel", parent=base, fontName=FONT_BOLD, textColor=colors.HexColor("#b00020")),
+        "issuer": ParagraphStyle("issuer", parent=base, fontName=FONT_BOLD, fontSize=12.5, leading=15.5),
     }
 
 
 def _p(text: str | None, style: ParagraphStyle) -> Paragraph:
     return Paragraph(escape(text) if text else EMPTY, style)
+
+
+def _lines(lines: Sequence[str | None], style: ParagraphStyle) -> Paragraph:
+    """One paragraph of several lines (empty ones left out)."""
+    return Paragraph("<br/>".join(escape(x) for x in lines if x) or EMPTY, style)
+
+
+def _issuer(issuer: Issuer | None, st: dict[str, ParagraphStyle]) -> list[Flowable]:
+    if issuer is None:
+        return [_p(NO_ISSUER, st["cancel"]), Spacer(1, 3 * mm)]
+    details = [*issuer.address, *([f"USt-IdNr. {issuer.vat_id}"] if issuer.vat_id else [])]
+    out: list[Flowable] = [_p(issuer.name, st["issuer"])]
+    if details:
+        out.append(_p(" · ".join(details), st["small"]))
+    return [*out, Spacer(1, 4 * mm)]
 
 
 def _weight(value: str | None, unit: str) -> str:
@@ -133,7 +163,7 @@ def _facts(rows: Sequence[tuple[str, str | None]], st: dict[str, ParagraphStyle]
     return table
 
 
-def _weighings_table(view: TicketView, st: dict[str, ParagraphStyle], width: float) -> Table:
+def _weighings_table(view: TicketView, paper: Paper, st: dict[str, ParagraphStyle], width: float) -> Table:
     preset = view.paired_by == "preset_tare"
     ws: list[WeighingView | None] = list(view.weighings)
     if preset:
@@ -148,16 +178,28 @@ def _weighings_table(view: TicketView, st: dict[str, ParagraphStyle], width: flo
     def tare(w: WeighingView) -> str | None:
         return None if w.tare is None else _weight(w.tare, w.unit) + (" PT" if w.tare_preset else "")
 
+    def scale(w: WeighingView | None) -> Paragraph:
+        if w is None:
+            return _p(None, st["base"])
+        return _lines([paper.weighing(w.weighing_id).scale_name, w.scale], st["base"])
+
+    def instrument_alibi(w: WeighingView | None) -> Paragraph:
+        if w is None or w.instrument_alibi:
+            return _p(w.instrument_alibi if w else None, st["base"])
+        anchor = paper.weighing(w.weighing_id).anchor  # MT-SICS: no alibi id of the instrument, floorgate's instead
+        return _lines([NO_INSTRUMENT_ALIBI, anchor], st["base"]) if anchor else _p(None, st["base"])
+
     rows = [
         [Paragraph("", st["small"]), *[_p(h, st["h2"]) for h in heads]],
         row("Datum / Uhrzeit", lambda w: w.weighed_at),
-        row("Waage", lambda w: w.scale),
+        [_p("Waage", st["small"]), *[scale(w) for w in ws]],
+        row("Eichkennzeichen", lambda w: paper.weighing(w.weighing_id).verification_mark or NO_MARK),
         row("Gewicht (brutto)" if preset else "Gewicht", lambda w: _weight(w.gross, w.unit)),
     ]
     if any(w is not None and w.tare is not None for w in ws):
         rows += [row("Tara", tare), row("Netto (Waage)", lambda w: None if w.net is None else _weight(w.net, w.unit))]
-    rows += [row("Alibi-Nr. der Waage", lambda w: w.instrument_alibi),
-             row("Alibi-Nr. floorgate", lambda w: None if w.alibi_no is None else str(w.alibi_no))]
+    rows += [[_p("Alibi-Nr. der Waage", st["small"]), *[instrument_alibi(w) for w in ws]],
+             row("Alibi floorgate (Nr. · Hash)", lambda w: paper.weighing(w.weighing_id).anchor)]
     first = 38 * mm
     rest = (width - first) / len(heads)
     table = Table(rows, colWidths=[first] + [rest] * len(heads), hAlign="LEFT")
@@ -168,15 +210,21 @@ def _weighings_table(view: TicketView, st: dict[str, ParagraphStyle], width: flo
     return table
 
 
+def _net_label(view: TicketView) -> str:
+    """The net of a preset-tare ticket is the instrument's; every other one is calculated (gross − tare)."""
+    return NET_INSTRUMENT if view.paired_by == "preset_tare" else NET_CALCULATED
+
+
 def _result(view: TicketView, st: dict[str, ParagraphStyle], width: float) -> Table:
     preset = view.paired_by == "preset_tare"
     rows = [
         [_p("Brutto", st["small"]), _p(_weight(view.gross, view.unit), st["base"])],
         [_p("Tara" + (" (PT, Vorgabetara)" if preset else ""), st["small"]),
          _p(_weight(view.tare, view.unit), st["base"])],
-        [_p("Netto", st["h2"]), _p(_weight(view.net, view.unit), st["net"])],
+        [_p(_net_label(view), st["h2"]), _p(_weight(view.net, view.unit), st["net"])],
     ]
-    table = Table(rows, colWidths=[38 * mm, width - 38 * mm], hAlign="LEFT")
+    label = 54 * mm  # "Netto (von der Waage)" on one line
+    table = Table(rows, colWidths=[label, width - label], hAlign="LEFT")
     table.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "MIDDLE"), ("LEFTPADDING", (0, 0), (-1, -1), 0),
                                ("LINEABOVE", (0, 2), (-1, 2), 0.8, colors.black)]))
     return table
@@ -187,63 +235,81 @@ def _direction(view: TicketView) -> str:
     return f"{text} (vorläufig: die 2. Wägung entscheidet)" if view.direction_provisional else text
 
 
-def _ticket_story(view: TicketView, st: dict[str, ParagraphStyle], width: float, *, heading: str) -> list[Flowable]:
+def _cancelled(view: TicketView, paper: Paper, *, counted_note: str = "") -> str:
+    """``STORNIERT am <local time> von <actor> — Grund: <reason>``."""
+    who = paper.cancellations.get(view.id)
+    at = f" am {who.at}" if who is not None and who.at else ""
+    by = f" von {who.by}" if who is not None and who.by else " (wer: nicht erfasst)"
+    return f"STORNIERT{at}{by} — Grund: {view.cancel_reason or EMPTY}{counted_note}"
+
+
+def _site(view: TicketView, paper: Paper) -> str | None:
+    address = paper.site_address.get(view.id, ())
+    return ", ".join([view.site, *address]) if view.site else None
+
+
+def _ticket_story(view: TicketView, paper: Paper, st: dict[str, ParagraphStyle], width: float, *,
+                  heading: str) -> list[Flowable]:
     story: list[Flowable] = [
+        *_issuer(paper.issuer, st),
         _p(f"{heading} {view.number}", st["title"]),
         _p(f"{_direction(view)} · {STATUSES.get(view.status, view.status)}", st["sub"]),
         Spacer(1, 4 * mm),
         _facts([("Fahrzeug", view.vehicle), ("Partner", view.partner), ("Artikel", view.article),
                 ("Charge", view.lot), ("Lieferschein", view.delivery_note), ("Referenz", view.reference),
-                ("Standort", view.site),
+                ("Standort", _site(view, paper)),
                 ("Paarung", PAIRED_BY.get(view.paired_by or "", "von Hand")),
                 ("Angelegt", view.created_at)], st, width),
         Spacer(1, 4 * mm),
-        _weighings_table(view, st, width),
+        _weighings_table(view, paper, st, width),
         Spacer(1, 4 * mm),
         _result(view, st, width),
     ]
     if view.status == "cancelled":
-        story += [Spacer(1, 3 * mm), _p(f"STORNIERT — Grund: {view.cancel_reason or EMPTY}", st["cancel"])]
+        story += [Spacer(1, 3 * mm), _p(_cancelled(view, paper), st["cancel"])]
     if view.notes:
         story += [Spacer(1, 3 * mm), _p("Hinweise", st["h2"]),
                   *[_p(line, st["small"]) for line in view.notes.splitlines() if line.strip()]]
     return story
 
 
-def _ticket_summary(view: TicketView, st: dict[str, ParagraphStyle], width: float) -> list[Flowable]:
+def _ticket_summary(view: TicketView, paper: Paper, st: dict[str, ParagraphStyle], width: float) -> list[Flowable]:
     """A ticket on a delivery note: what it is about in one line, both weighings, the net."""
     about = " · ".join(f"{k} {v}" for k, v in (("Fahrzeug", view.vehicle), ("Partner", view.partner),
                                                 ("Artikel", view.article), ("Charge", view.lot),
                                                 ("Referenz", view.reference)) if v)
     block: list[Flowable] = [
         _p(f"Wägeschein {view.number} · {_direction(view)} · {STATUSES.get(view.status, view.status)}", st["h2"]),
-        _p(about or None, st["small"]), Spacer(1, 1.5 * mm), _weighings_table(view, st, width), Spacer(1, 1.5 * mm),
+        _p(about or None, st["small"]), Spacer(1, 1.5 * mm), _weighings_table(view, paper, st, width),
+        Spacer(1, 1.5 * mm),
     ]
     if view.paired_by == "preset_tare":
         block.append(_p(f"Brutto {_weight(view.gross, view.unit)} · Tara (PT) {_weight(view.tare, view.unit)}",
                         st["base"]))
-    block.append(_p(f"Netto {_weight(view.net, view.unit)}", st["h2"]))
+    block.append(_p(f"{_net_label(view)} {_weight(view.net, view.unit)}", st["h2"]))
     if view.status == "cancelled":
-        block.append(_p(f"STORNIERT — Grund: {view.cancel_reason or EMPTY} (nicht mitgezählt)", st["cancel"]))
+        block.append(_p(_cancelled(view, paper, counted_note=" (nicht mitgezählt)"), st["cancel"]))
     return block
 
 
-def ticket_pdf(view: TicketView, *, printed_at: str) -> bytes:
-    """The ticket as a one-page (rarely more) A4 PDF; ``printed_at`` goes into the footer."""
+def ticket_pdf(view: TicketView, paper: Paper, *, printed_at: str) -> bytes:
+    """The ticket as a one-page (rarely more) A4 PDF; ``paper`` (``documents.paper``) holds the issuer, the site's
+    address, the scales, the alibi anchors and the cancellation; ``printed_at`` goes into the footer."""
     st = _styles()
     width = A4[0] - 2 * MARGIN
-    story = _ticket_story(view, st, width, heading="Wägeschein")
+    story = _ticket_story(view, paper, st, width, heading="Wägeschein")
     return _render(story, title=f"Wägeschein {view.number}", cancelled=view.status == "cancelled",
                    footer=f"Wägeschein {view.number} · gedruckt {printed_at} · floorgate")
 
 
-def delivery_note_pdf(view: DeliveryNoteView, *, printed_at: str) -> bytes:
+def delivery_note_pdf(view: DeliveryNoteView, paper: Paper, *, printed_at: str) -> bytes:
     """The delivery note: every ticket with its number, the total net of the complete ones per unit."""
     st = _styles()
     width = A4[0] - 2 * MARGIN
     totals = ", ".join(f"{total} {unit}" for unit, total in view.totals) or EMPTY
     counted = sum(1 for t in view.tickets if t.status == "complete")
     story: list[Flowable] = [
+        *_issuer(paper.issuer, st),
         _p(f"Lieferschein {view.number}", st["title"]),
         _p(f"{len(view.tickets)} Wägeschein(e), davon {counted} abgeschlossen", st["sub"]),
         Spacer(1, 4 * mm),
@@ -251,7 +317,7 @@ def delivery_note_pdf(view: DeliveryNoteView, *, printed_at: str) -> bytes:
         Spacer(1, 2 * mm),
     ]
     for ticket in view.tickets:
-        story += [Spacer(1, 5 * mm), KeepTogether(_ticket_summary(ticket, st, width))]
+        story += [Spacer(1, 5 * mm), KeepTogether(_ticket_summary(ticket, paper, st, width))]
     story += [Spacer(1, 6 * mm), _p(f"Summe Netto (abgeschlossene Wägescheine): {totals}", st["net"])]
     if any(t.status == "cancelled" for t in view.tickets):
         story.append(_p("Stornierte Wägescheine sind aufgeführt, aber nicht mitgezählt.", st["small"]))

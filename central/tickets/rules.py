@@ -40,8 +40,8 @@ def difference(first: Weighing, second: Weighing) -> Weights:
     if first.unit != second.unit:
         raise UnitMismatch(first.unit, second.unit)
     a, b = measured(first), measured(second)
-    gross, tare = max(a, b), min(a, b)
-    return Weights(gross=gross, tare=tare, net=gross - tare, unit=first.unit)
+    gross, tare = (a, b) if a >= b else (b, a)  # not max/min: two equal values keep their own digits (24560, 24560.0)
+    return Weights(gross=gross, tare=tare, net=gross - tare, unit=first.unit)  # exact: the decimals of both
 
 
 def measured(w: Weighing) -> Decimal:

@@ -1,8 +1,10 @@
 """A ticket or a delivery note with everything that is printed on it, read from the database (``pdf`` renders it).
 
-Values are shown **as delivered**, never rounded: a weighing's weights with the decimals its scale sent
-(``Weighing.decimals``: ``24560`` kg, ``100.00`` g), a net by difference with the decimals of the finer of its two
-weighings (24560 − 8420.5 → ``16139.5``). Padding zeros are added up to those decimals, digits are never cut.
+Values are shown **as delivered** (``central.db.values.as_delivered``), never rounded: every weight with exactly its
+own digits — a weighing's gross, tare and net as its scale wrote them (``24560``, ``24560.0``, ``8.425``, ``100.00``),
+never with another value's decimals, nothing padded, nothing cut; a ticket's net by difference and a delivery note's
+total are exact sums and keep the decimals of their operands (24560 − 8420.5 → ``16139.5``; 16139.5 + 100 →
+``16239.5``).
 Times are local to the ticket's site (its time zone), else ``tickets.timezone``, with the zone shown:
 ``04.03.2025 08:12:09 CET (UTC+01:00)``.
 """
@@ -20,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from central.db.models import Article, Lot, Partner, Site, Ticket, Weighing
-from central.db.values import plain
+from central.db.values import as_delivered
 
 
 @dataclass(frozen=True)
@@ -71,17 +73,6 @@ class DeliveryNoteView:
     partners: tuple[str, ...]  # the distinct partners of its tickets
 
 
-def shown(value: Decimal | None, decimals: int) -> str | None:
-    """``value`` exactly, with at least ``decimals`` decimals (zeros added, nothing cut): 16139.5, 1 → "16139.5"."""
-    text = plain(value)
-    if text is None:
-        return None
-    have = len(text.partition(".")[2])
-    if have >= decimals:
-        return text
-    return text + ("." if have == 0 else "") + "0" * (decimals - have)
-
-
 def local_time(dt: datetime, zone: ZoneInfo) -> str:
     local = dt.astimezone(zone)
     offset = local.strftime("%z")
@@ -101,8 +92,8 @@ def zone_of(site: Site | None, default: str) -> ZoneInfo:
 def _weighing_view(w: Weighing, zone: ZoneInfo) -> WeighingView:
     scale = f"{w.node_id}/{w.device_id}" + (f" (S/N {w.scale_serial})" if w.scale_serial else "")
     return WeighingView(
-        weighing_id=w.id, weighed_at=local_time(w.weighed_at, zone), scale=scale, gross=w.gross_as_delivered,
-        tare=shown(w.tare, w.decimals), tare_preset=bool(w.tare_preset), net=shown(w.net, w.decimals), unit=w.unit,
+        weighing_id=w.id, weighed_at=local_time(w.weighed_at, zone), scale=scale, gross=as_delivered(w.gross),
+        tare=as_delivered(w.tare), tare_preset=bool(w.tare_preset), net=as_delivered(w.net), unit=w.unit,
         instrument_alibi=w.instrument_alibi, alibi_no=w.alibi_no)
 
 
@@ -132,7 +123,6 @@ def ticket_views(session: Session, tickets: Sequence[Ticket], default_zone: str)
         site = sites.get(t.site_id) if t.site_id is not None else None
         zone = zone_of(site, default_zone)
         ws = [weighings[i] for i in (t.first_weighing_id, t.second_weighing_id) if i is not None and i in weighings]
-        decimals = max((w.decimals for w in ws), default=0)
         partner = partners.get(t.partner_id) if t.partner_id is not None else None
         article = articles.get(t.article_id) if t.article_id is not None else None
         lot = lots.get(t.lot_id) if t.lot_id is not None else None
@@ -144,7 +134,7 @@ def ticket_views(session: Session, tickets: Sequence[Ticket], default_zone: str)
             delivery_note=t.delivery_note, reference=t.reference,
             site=_label(site.code, site.name) if site else None, paired_by=t.paired_by,
             weighings=tuple(_weighing_view(w, zone) for w in ws),
-            gross=shown(t.gross, decimals), tare=shown(t.tare, decimals), net=shown(t.net, decimals),
+            gross=as_delivered(t.gross), tare=as_delivered(t.tare), net=as_delivered(t.net),
             net_value=t.net, unit=t.unit, cancel_reason=t.cancel_reason, notes=t.notes,
             created_at=local_time(t.created_at, zone)))
     return out
@@ -162,12 +152,11 @@ def delivery_note_view(session: Session, number: str, default_zone: str) -> Deli
     if not tickets:
         return None
     views = ticket_views(session, tickets, default_zone)
-    totals: dict[str, tuple[Decimal, int]] = {}
+    totals: dict[str, Decimal] = {}
     for v in views:
         if v.status == "complete" and v.net_value is not None:
-            total, decimals = totals.get(v.unit, (Decimal(0), 0))
-            have = len((v.net or "").partition(".")[2])
-            totals[v.unit] = (total + v.net_value, max(decimals, have))
-    shown_totals = tuple((unit, shown(total, decimals) or "0") for unit, (total, decimals) in totals.items())
+            # exact sum: it keeps the decimals of its finest net (16139.5 + 100 = 16239.5), nothing padded or cut
+            totals[v.unit] = totals[v.unit] + v.net_value if v.unit in totals else v.net_value
+    shown_totals = tuple((unit, as_delivered(total) or "0") for unit, total in totals.items())
     partners = tuple(dict.fromkeys(v.partner for v in views if v.partner))
     return DeliveryNoteView(number=number, tickets=tuple(views), totals=shown_totals, partners=partners)

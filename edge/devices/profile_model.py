@@ -7,13 +7,20 @@ the address base applied and the profile's default word order filled in; ``read_
 
 Profiles are read from YAML and validated by ``edge.devices.profiles``; the driver of a profile's protocol is found
 in ``edge.devices.registry``.
+
+**Legal weights** (devices.md §4: never recompute or round a legal value): a point named ``gross``, ``net``, ``tare``
+or ``preset_tare`` (:data:`LEGAL_WEIGHT_POINTS`) is a weight a weighing terminal delivers as a legal value
+(``edge.devices.terminal``: Laumas' display counts). It is taken exactly as the register holds it, so ``scale`` and
+``offset`` — which turn the count into a rounded float — are refused on it (:func:`legal_point_problems`), whatever
+their value. A terminal's weights in another unit or with a decimal point are its display's business, not a factor's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal, get_args
+from typing import Any, Final, Literal, get_args
 
 from protocols.modbus import DEFAULT_MAX_GAP, AddressBase, Point, ReadBlock, WordOrder, plan_reads
 
@@ -36,6 +43,20 @@ POLL_COMMANDS: Final[dict[str, tuple[str, ...]]] = {
 }
 DEFAULT_POLL_GROUP: Final = "default"
 DEFAULT_SBI_FORM: Final = 16
+# points whose value a weighing terminal delivers as a legal weight: taken exactly as the register holds it
+LEGAL_WEIGHT_POINTS: Final = ("gross", "net", "tare", "preset_tare")
+NOT_ON_LEGAL_WEIGHTS: Final = ("scale", "offset")  # both make the codec compute a rounded float
+
+
+def legal_point_problems(where: str, raw: Mapping[str, Any]) -> list[str]:
+    """One line per key a legal weight point (``raw``, a profile's point as written, at ``where`` such as
+    ``points[13]``) must not have: ``points[13].scale: not allowed on 'gross', a legal weight …``."""
+    name = raw.get("name")
+    if name not in LEGAL_WEIGHT_POINTS:
+        return []
+    return [f"{where}.{key}: not allowed on {name!r}, a legal weight: it is taken exactly as the instrument delivers "
+            f"it, and {key} would turn it into a computed, rounded float (got {key}: {raw[key]!r}; remove the key)"
+            for key in NOT_ON_LEGAL_WEIGHTS if key in raw]
 
 
 @dataclass(frozen=True)
@@ -152,6 +173,8 @@ class Profile:
 
 __all__ = [
     "DEFAULT_POLL_GROUP",
+    "LEGAL_WEIGHT_POINTS",
+    "NOT_ON_LEGAL_WEIGHTS",
     "PROTOCOLS",
     "SCALE_PROTOCOLS",
     "ModbusOptions",
@@ -160,4 +183,5 @@ __all__ = [
     "ProfilePoint",
     "ScaleOptions",
     "TransportDefaults",
+    "legal_point_problems",
 ]

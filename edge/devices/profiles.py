@@ -21,7 +21,8 @@ Validation runs in two steps and reports every problem, one line each, in the sh
    'float32'?)``;
 2. what a schema cannot say: the profile name equals the file name, the sections fit the protocol, point names
    are unique, poll groups exist, ``bit`` / ``length`` / ``mask`` fit the data type, addresses are not below the
-   address base and their registers end by 65535, a point fits ``max_registers``.
+   address base and their registers end by 65535, a point fits ``max_registers``, a legal weight (``gross``,
+   ``net``, ``tare``, ``preset_tare``) has no ``scale`` or ``offset`` (``profile_model.legal_point_problems``).
 
 Then the profile becomes the frozen dataclasses of ``edge.devices.profile_model``; ``Profile.modbus_points()`` gives
 ``protocols.modbus.Point`` records with wire addresses (the address base applied) and the profile's default word
@@ -57,6 +58,7 @@ from edge.devices.profile_model import (
     ScaleOptions,
     TransportDefaults,
     TransportKind,
+    legal_point_problems,
 )
 from protocols.modbus import MAX_ADDRESS, AddressBase, Point, wire_address
 from protocols.modbus.points import BIT_REGISTER_TYPES, MASKABLE_TYPES, NUMBER_TYPES, REGISTERS_OF_TYPE, VALUE_BITS
@@ -259,6 +261,7 @@ def _check_point_fields(where: str, raw: dict[str, Any]) -> list[str]:
             problems.append(f"{where}.mask: 0x{raw['mask']:X} is wider than {data_type} (expected 1..0x{top:X})")
     if raw.get("scale") == 0:
         problems.append(f"{where}.scale: must not be 0")
+    problems += legal_point_problems(where, raw)  # no scale / offset on a legal weight
     if data_type not in NUMBER_TYPES:
         for key in ("scale", "offset", "deadband"):
             if key in raw:

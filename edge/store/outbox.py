@@ -38,6 +38,7 @@ from typing import Any, Protocol, TypeVar
 
 from edge.errors import OutboxError, OutboxFull
 from edge.store.alibi import AlibiMirror
+from edge.store.heads import note_acked_tse_heads
 from edge.store.schema import migrate
 from sync.envelope import Record
 from sync.records import LOSS, LossPayload
@@ -124,6 +125,8 @@ class Outbox:
             self._db.execute("PRAGMA journal_size_limit=4194304")
             migrate(self._db, node_id=node_id, where=self.path)
             self.start_no = self._register_start(boot_id or os_boot_id())
+            if alibi is not None:
+                alibi.open(self._db)  # signs the alibi mirror's head row of a new or migrated outbox
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox {self.path}: cannot open: {exc}") from exc
         self.node_id = node_id
@@ -397,6 +400,7 @@ class Outbox:
             )
             released = 0
             if cur.rowcount:
+                note_acked_tse_heads(self._db, stream, acked_seq)  # the TSE heads central now holds, then forget
                 released = self._db.execute(
                     "DELETE FROM outbox WHERE stream=? AND seq<=?", (stream, acked_seq)
                 ).rowcount

@@ -7,6 +7,7 @@ by step when it is opened (``migrate``), all steps in one transaction. A release
 the field may still have a file of any earlier version — a change to the schema is a new step::
 
     1  meta    (key PRIMARY KEY, value)                          epoch, node_id, created_ns
+                                                                  (and tse_head:<serial>, edge.store.heads)
        streams (stream PRIMARY KEY, next_seq, acked_seq)         one row per stream
        outbox  (stream, seq, record_id, kind, device, ts_ns, data, created_ns)   PRIMARY KEY (stream, seq)
     2  streams + lost                                             records given up to the disk quota
@@ -16,6 +17,10 @@ the field may still have a file of any earlier version — a change to the schem
                the alibi mirror: one entry per weighing, written in the transaction of its record
     4  pos_receipts (client_id, receipt_id PRIMARY KEY, digest, answer, record_id, created_ns)
                the POS API's answers, written in the transaction of the sale's record
+    5  alibi_meta (id = 1 PRIMARY KEY, body, sig)
+               the alibi mirror's signed head and retention boundary (edge.store.alibi): one row, made here with
+               body NULL — the agent signs it from the alibi table when it opens the outbox — then rewritten in
+               the transaction of every entry and of every prune
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from sync.streams import STREAMS
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 
 _V1_RECORDS: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -91,7 +96,17 @@ CREATE TABLE IF NOT EXISTS pos_receipts (
 CREATE INDEX IF NOT EXISTS pos_receipts_by_age ON pos_receipts (created_ns)
 """
 
-MIGRATIONS: Final[dict[int, str]] = {1: _V1_RECORDS, 2: _V2_QUOTA_AND_STARTS, 3: _V3_ALIBI, 4: _V4_POS_RECEIPTS}
+_V5_ALIBI_META: Final = """
+CREATE TABLE IF NOT EXISTS alibi_meta (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    body TEXT,
+    sig TEXT
+);
+INSERT OR IGNORE INTO alibi_meta(id, body, sig) VALUES (1, NULL, NULL)
+"""
+
+MIGRATIONS: Final[dict[int, str]] = {1: _V1_RECORDS, 2: _V2_QUOTA_AND_STARTS, 3: _V3_ALIBI, 4: _V4_POS_RECEIPTS,
+                                     5: _V5_ALIBI_META}
 """version → the SQL that brings a database of the version before it to this one (1: a new database)"""
 
 

@@ -8,9 +8,10 @@ Sequence numbers central reports as ``held`` beyond a gap are not sent again. St
 order: business, health, readings.
 
 Every batch carries a batch number (``bno`` = agent start × 2³² + counter, so it only grows) and is signed with
-the node's Ed25519 key. A heartbeat with the backlog of every stream, the alarms and the clocks goes to central
-every ``heartbeat_interval_s``; central answers a gap that stays open with a replay request, which moves the send
-cursor back.
+the node's Ed25519 key. A heartbeat with the backlog of every stream, the alarms, the clocks and the node's heads
+(its alibi head and per TSE the highest transaction number and signature counter stored, ``edge.store.heads``) goes
+to central every ``heartbeat_interval_s``; central answers a gap that stays open with a replay request, which moves
+the send cursor back.
 
 The same connection carries device commands: messages on ``…/cmd`` go to ``on_command``
 (``edge.uplink.commands``), whose
@@ -40,7 +41,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from edge import __version__
 from edge.config import NodeConfig
+from edge.errors import OutboxError
 from edge.runtime.aio import cancel_and_wait, raise_if_cancelled, wait_for
+from edge.store.heads import read_heads
 from edge.store.outbox import Outbox, os_boot_id
 from sync.downlink import DownlinkRejected, DownlinkVerifier, counts_json, load_trusted_keys, parse_trusted_keys
 from sync.envelope import (
@@ -55,6 +58,7 @@ from sync.envelope import (
     encode_heartbeat,
 )
 from sync.errors import DecodeError
+from sync.heads import Heads
 from sync.runtime.config import ConfigError
 from sync.runtime.mqtt import MqttClient, MqttError, make_client
 from sync.signing import SigningKeyError, sign
@@ -370,6 +374,7 @@ class Uplink:
 
     def heartbeat(self) -> Heartbeat:
         now = time.time_ns()
+        heads = self.heads()  # before the stats: every sale or weighing it names is within the heads of the streams
         stats = self.outbox.stats()
         streams = {
             name: StreamBacklog(head=s.produced, acked=s.acked, pending=s.pending, oldest_age_s=s.oldest_age_s(now),
@@ -378,7 +383,16 @@ class Uplink:
         }
         return Heartbeat(node=self.cfg.node_id, epoch=self.outbox.epoch, bno=self._next_bno(), sent_at_ns=now,
                          mono_ns=time.monotonic_ns(), boot_id=self.boot_id, version=__version__, streams=streams,
-                         alarms=tuple(self.alarms()), downlink_rejected=self.downlink_rejected())
+                         alarms=tuple(self.alarms()), downlink_rejected=self.downlink_rejected(), heads=heads)
+
+    def heads(self) -> Heads | None:
+        """The alibi and TSE heads the heartbeat signs (``edge.store.heads``); None, logged, if the outbox cannot
+        be read — the heartbeat goes out all the same."""
+        try:
+            return self.outbox.use("read the heads", read_heads)
+        except OutboxError as exc:
+            log.error("uplink: heartbeat without heads: %s", exc)
+            return None
 
     def downlink_rejected(self) -> dict[str, int]:
         """Downlink messages refused since the agent started, by reason (every reason, 0 when none)."""

@@ -27,6 +27,15 @@ A truck heavier than ``capacity_kg`` answers ``S +`` while the load on the bridg
 settled phase, and the part of the ramps above capacity). ``garbage_every=N`` replaces every Nth reply line with
 ``GARBAGE_LINE`` so that clients exercise their error handling.
 
+``mixed_decimals=True`` makes it a **multi-interval** instrument (Mehrteilungswaage, EN 45501 / OIML R76; Mettler's
+DeltaRange works alike): below ``fine_below_kg`` (default 30,000 kg) every value is shown in steps of
+``fine_increment_kg`` (default 0.5 kg: one decimal, ``S S    24560.0 kg``, ``TA A     8420.5 kg``), from there in
+steps of ``increment_kg`` (``S S      32980 kg``). The interval follows the value shown — a net after a tare, a tare
+— so one weighing's frames may carry different decimals (``S S      31580 kg`` net beside ``TA A     8420.5 kg``
+preset tare), and a trailing zero is a digit the scale wrote (``8420.0``). Every frame stays within MT-SICS: the
+weight field is 10 characters, right-aligned, whatever its decimals. Loads (and a preset tare) are rounded to the
+fine step; end-to-end tests use it to show that every value travels with exactly its own digits.
+
 At power-up a scale sends ``I4 A "<serial>"`` once, unasked. ``serve_tcp`` sends it to each client when it
 connects. ``PtyServer`` writes it when it starts; since serial libraries flush the input when they open a port
 (pyserial does), it writes it once more right after the first such flush, which it sees on the master side of the
@@ -64,6 +73,8 @@ SOFTWARE_VERSION: Final = "floorgate-sim 1.0"
 RANDOM_TRUCK_MIN_KG: Final = 8_000
 RANDOM_TRUCK_MAX_KG: Final = 40_000
 ZERO_RANGE_FRACTION: Final = Decimal("0.02")  # Z works within +-2 % of capacity
+DEFAULT_FINE_INCREMENT_KG: Final = Decimal("0.5")  # mixed_decimals: the fine partial range's step
+DEFAULT_FINE_BELOW_KG: Final = 30_000  # mixed_decimals: where the coarse partial range (increment_kg) begins
 GARBAGE_LINE: Final = b"\x15#?!garbage\r\n"
 
 _UNIT_PER_KG: Final[dict[str, Decimal]] = {"g": Decimal(1000), "kg": Decimal(1), "t": Decimal("0.001")}
@@ -76,7 +87,8 @@ class Weighbridge:
     twice, loaded then empty (incoming goods) or empty then loaded (outgoing); with a clock in the caller's hand,
     ``time_of(visit, phase)`` puts the bridge where a scenario needs it. After them come random trucks of
     8,000-40,000 kg from ``random.Random(seed)``. All weights are rounded to ``increment_kg`` (the display
-    resolution). ``unit`` is the display unit: ``kg`` (default), ``t`` or ``g``.
+    resolution). ``unit`` is the display unit: ``kg`` (default), ``t`` or ``g``. ``mixed_decimals``: a
+    multi-interval display (see the module), fine steps of ``fine_increment_kg`` below ``fine_below_kg``.
     """
 
     def __init__(
@@ -95,7 +107,14 @@ class Weighbridge:
         model: str = DEFAULT_MODEL,
         garbage_every: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        mixed_decimals: bool = False,
+        fine_increment_kg: int | Decimal = DEFAULT_FINE_INCREMENT_KG,
+        fine_below_kg: int | Decimal = DEFAULT_FINE_BELOW_KG,
     ) -> None:
+        self.fine: tuple[Decimal, Decimal] | None = None  # mixed_decimals: (fine step, fine range below) in kg
+        if mixed_decimals:
+            self.fine = _fine_range(Decimal(increment_kg), Decimal(fine_increment_kg), Decimal(fine_below_kg),
+                                    Decimal(capacity_kg))
         if unit not in _UNIT_PER_KG:
             raise ValueError(f"weighbridge: unit {unit!r}, expected one of {sorted(_UNIT_PER_KG)}")
         if garbage_every < 0:
@@ -105,7 +124,7 @@ class Weighbridge:
         self.cycle = LoadCycle(
             loads=trucks,
             seed=seed,
-            increment_kg=increment_kg,
+            increment_kg=increment_kg if self.fine is None else self.fine[0],  # loads in the finest step
             capacity_kg=capacity_kg,
             time_scale=time_scale,
             empty_s=empty_s,
@@ -116,7 +135,8 @@ class Weighbridge:
             name="weighbridge",
             load_name="truck",
         )
-        self.increment_kg = self.cycle.increment_kg
+        self.increment_kg = Decimal(increment_kg)
+        self.mixed_decimals = mixed_decimals
         self.capacity_kg = self.cycle.capacity_kg
         self.unit = unit
         self.time_scale = time_scale
@@ -132,8 +152,7 @@ class Weighbridge:
         self._reply_count = 0
         factor = _UNIT_PER_KG[unit]
         self._factor = factor
-        exponent = (self.increment_kg * factor).normalize().as_tuple().exponent
-        self._display_quantum = Decimal(1).scaleb(min(0, exponent if isinstance(exponent, int) else 0))
+        self._display_quantum = self._quantum(self.increment_kg)
         self._handlers: dict[str, Callable[[list[str]], list[bytes]]] = {
             "S": self._cmd_s,
             "SI": self._cmd_si,
@@ -185,8 +204,18 @@ class Weighbridge:
         """The load on the bridge now."""
         return self.cycle.at(self._elapsed())
 
+    def _quantum(self, step_kg: Decimal) -> Decimal:
+        """The display's last digit for a step: 20 kg → 1, 0.5 kg → 0.1, 5 kg in t → 0.001."""
+        exponent = (step_kg * self._factor).normalize().as_tuple().exponent
+        return Decimal(1).scaleb(min(0, exponent if isinstance(exponent, int) else 0))
+
     def _display(self, kg: Decimal) -> Decimal:
-        return (kg * self._factor).quantize(self._display_quantum, rounding=ROUND_HALF_EVEN)
+        if self.fine is None:
+            return (kg * self._factor).quantize(self._display_quantum, rounding=ROUND_HALF_EVEN)
+        fine_step, fine_below = self.fine
+        step = fine_step if abs(kg) < fine_below else self.increment_kg  # the partial range of the value shown
+        shown = (kg / step).to_integral_value(rounding=ROUND_HALF_EVEN) * step
+        return (shown * self._factor).quantize(self._quantum(step), rounding=ROUND_HALF_EVEN)
 
     # ---------------------------------------------------------------------------------------------- lines
     def power_up_line(self) -> bytes:
@@ -290,6 +319,17 @@ class Weighbridge:
             return [mtsics.encode_error("ES")]
         texts = {"I2": self.model, "I3": SOFTWARE_VERSION, "I4": self.serial}
         return [mtsics.encode_ident_response(command, texts[command])]
+
+
+def _fine_range(increment: Decimal, fine: Decimal, below: Decimal, capacity: Decimal) -> tuple[Decimal, Decimal]:
+    """``(fine step, fine range below)`` of a multi-interval display; ``ValueError`` naming the option."""
+    if not (fine.is_finite() and fine > 0 and increment.is_finite() and increment > 0):
+        raise ValueError(f"weighbridge: fine_increment_kg must be > 0, got {fine}")
+    if fine >= increment or increment % fine != 0:
+        raise ValueError(f"weighbridge: fine_increment_kg {fine} must divide increment_kg {increment} (a finer step)")
+    if not (below.is_finite() and 0 < below <= capacity):
+        raise ValueError(f"weighbridge: fine_below_kg must be within (0, capacity_kg {capacity}], got {below}")
+    return fine, below
 
 
 # --------------------------------------------------------------------------------------------------------------

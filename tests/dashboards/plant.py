@@ -31,6 +31,7 @@ the URLs and names the dashboard checker needs.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from protocols.tse.software import SoftwareTse
 from sync.signing import generate_key, public_key_text
 from tests.api_support import TEST_JWT_SECRET
 from tests.dashboards.prometheus_server import PrometheusServer
+from tests.fiscal_support import confirm_tse
 from tests.procs import Proc, create_admin, enrol, floorgate, login, wait_until, write_yaml
 from tests.weighbridge_support import BridgeThread
 from tools.devservers import free_port
@@ -230,6 +232,9 @@ class Plant:
 
             # another process holds the TSE: the first sales complete without a signature ("TSE ausgefallen")
             holder = SoftwareTse(edge_dir / "tse", curve="P-256")
+            made = holder.info()  # the admin confirms the TSE in central's registry: its sales are trusted
+            confirm_tse(central_cfg, {"serial": made.serial_hex,
+                                      "public_key": base64.b64encode(made.public_key).decode()})
             edge = self._start("edge", ["edge", "run", "--config", str(node_cfg)])
             token_file = edge_dir / "pos-token"
             wait_until("the POS token", lambda: token_file.exists() and token_file.read_text().strip(),

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.procs import wait_until
+from tests.procs import floorgate, wait_until
 from tests.services import free_port
 
 pytestmark = pytest.mark.e2e
@@ -51,6 +51,11 @@ def test_demo_shows_weighings_reaching_central(tmp_path: Path, broker: str) -> N
                                                          "every": "1m", "fn": "count"}).json()
             assert sum(b["value"] for s in ranged["series"] for b in s["points"]) >= 1, ranged
             assert "floorgate_ingest_batches_total" in api.get("/metrics").text
+            # the demo's fleet CA binds the node's key: its alibi chain verifies with a trusted key
+            cfg = str(tmp_path / "data" / "central.yaml")
+            for check in (["verify-alibi", "--node", "demo-node"], ["node", "keys", "demo-node"]):
+                done = floorgate(["central", *check, "--config", cfg])
+                assert done.returncode == 0, done.stdout + done.stderr
             time.sleep(1.5)  # let the live view print at least once more
     finally:
         demo.terminate()

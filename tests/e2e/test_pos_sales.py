@@ -27,6 +27,7 @@ from central.db.engine import make_engine, make_session_factory
 from edge.store.outbox import read_stats
 from protocols.tse.qr import parse_receipt_qr, verify_receipt_qr
 from tests.api_support import TEST_JWT_SECRET, add_api_key
+from tests.fiscal_support import confirm_tse
 from tests.netcut import NetCut
 from tests.procs import Proc, enrol, floorgate, wait_until
 from tests.services import MosquittoServer, free_port
@@ -110,6 +111,7 @@ def test_500_sales_with_the_network_cut_reach_central_verified_and_without_gaps(
                          timeout_s=30, procs=procs)
         pos.close()
         assert (tse["failing"], tse["certified"]) == (None, False)
+        confirm_tse(central_cfg, tse)  # the admin confirms the TSE in central's registry: its sales are trusted
 
         def rows_at_central() -> int:
             with engine.connect() as c:

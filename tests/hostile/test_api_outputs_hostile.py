@@ -147,7 +147,7 @@ def test_formula_cells_are_neutralised_unless_raw(central: dict[str, Any]) -> No
     assert (tx_raw["BON_ID"], tx_raw["Z_KASSE_ID"]) == (FORMULA, "+KASSE-01")
 
     doc = api.get("/openapi.json").json()
-    for path in ("/api/v1/tickets.csv", "/api/v1/tse-transactions.csv"):
+    for path in ("/api/v1/tickets.csv", "/api/v1/tse-transactions.csv", "/api/v1/weighings.csv"):
         op = doc["paths"][path]["get"]
         assert "raw" in {p["name"] for p in op["parameters"]}
         assert "OWASP CSV injection" in op["responses"]["200"]["description"]

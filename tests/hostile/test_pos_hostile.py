@@ -28,6 +28,7 @@ import pytest
 import sqlalchemy as sa
 
 from central.db.engine import make_engine
+from tests.fiscal_support import confirm_tse
 from tests.procs import Proc, central_yaml, enrol, floorgate, node_yaml, wait_until
 from tests.raw_http import stream_post
 from tests.services import MosquittoServer, free_port
@@ -131,6 +132,7 @@ def plant(tmp_path: Path, pg_url: str, mosquitto: MosquittoServer, unique_id: st
         wait_until("central API", lambda: _get(f"http://127.0.0.1:{api_port}/health") in (200, 503), timeout_s=30,
                    procs=procs)
         p.start_edge()
+        confirm_tse(central_cfg, p.api.get("/pos/v1/tse").json())  # central trusts the node's TSE from its first sale
         yield p
     finally:
         if p.pos is not None:

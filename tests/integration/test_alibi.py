@@ -1,6 +1,6 @@
 """The alibi mirror end to end on real databases: chains made by the real edge code (AlibiMirror on a SQLite outbox,
-the node key registered at central), applied with central's real ``apply_batch``, then re-checked by
-``floorgate central verify-alibi`` (a subprocess) and ``GET /api/v1/nodes/{node_id}/alibi/verify``.
+the node key registered at central and bound by a fleet CA), applied with central's real ``apply_batch``, then
+re-checked by ``floorgate central verify-alibi`` (a subprocess) and ``GET /api/v1/nodes/{node_id}/alibi/verify``.
 
 Central stores every weighing field exactly as delivered and the entry in the same transaction; an untouched chain
 verifies; altering, deleting, inserting or reordering one entry in central's copy, or altering a weighing row, is
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -26,18 +25,27 @@ from central.db import migrate
 from central.db.engine import make_engine, make_session_factory
 from central.db.models import AlibiEntry, QuarantineEntry, Weighing
 from central.fleet.nodes import register_node
+from central.fleet.pki import CertificateAuthority
 from central.ingest.apply import ApplyResult, apply_batch
-from central.tickets.alibi import verify_chain
+from central.tickets.alibi import Report, verify_chain
 from edge.store.alibi import AlibiMirror
 from edge.store.outbox import NewRecord, Outbox
 from sync.alibi import body_hash
 from sync.envelope import Batch, Record
 from sync.signing import canonical_json, generate_key, public_key_text, sign
-from tests.api_support import ApiHarness
+from tests.alibi_support import central_yaml, fleet_ca, verify_cli
+from tests.api_support import ApiHarness, build_api
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
+FLEET: dict[str, CertificateAuthority] = {}  # the fleet CA of this module's tests (``_fleet_ca``)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fleet_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CertificateAuthority]:
+    FLEET["ca"] = fleet_ca(tmp_path_factory.mktemp("pki"))
+    yield FLEET["ca"]
+    FLEET.clear()
 
 DATA: list[dict[str, Any]] = [
     {"gross": "24560", "unit": "kg", "scale_serial": "B123456", "instrument_alibi": "004711", "trigger": "auto"},
@@ -72,7 +80,7 @@ def build_chain(tmp_path: Path, sessions: sessionmaker[Session], node: str, n: i
     epoch = box.epoch
     box.close()
     if register:
-        register_node(sessions, node, public_key_text(key))
+        register_node(sessions, node, public_key_text(key), ca=FLEET["ca"])
     result = apply_batch(sessions, Batch(node=node, epoch=epoch, stream="business", records=tuple(records)))
     return Chain(node, key, sessions, records, result, epoch)
 
@@ -94,21 +102,28 @@ def sessions(pg_url: str) -> Iterator[sessionmaker[Session]]:
     engine.dispose()
 
 
+@pytest.fixture
+def api(pg_url: str, tmp_path: Path) -> Iterator[ApiHarness]:
+    """Central's API on Postgres with the module's fleet CA (``pki.dir``): the verify route checks keys with it."""
+    yield from build_api(pg_url, {"kind": "sqlite", "path": str(tmp_path / "metrics.db")},
+                         pki={"dir": str(FLEET["ca"].directory)})
+
+
 def sql(sessions: sessionmaker[Session], statement: str, **params: object) -> None:
     with sessions.begin() as s:
         s.execute(text(statement), params)
 
 
+def verify(sessions: sessionmaker[Session], node: str) -> Report:
+    return verify_chain(sessions, node, ca_cert=FLEET["ca"].cert)
+
+
 def problems(sessions: sessionmaker[Session], node: str) -> list[tuple[str, tuple[int, ...]]]:
-    return [(p.kind, p.entries) for p in verify_chain(sessions, node).problems]
+    return [(p.kind, p.entries) for p in verify(sessions, node).problems]
 
 
 def cli(tmp_path: Path, url: str, node: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    cfg = tmp_path / "central.yaml"
-    cfg.write_text(f"database_url: {url}\nmetrics: {{kind: sqlite, path: {tmp_path / 'm.db'}}}\n")
-    return subprocess.run([sys.executable, "-m", "floorgate_cli", "central", "verify-alibi", "--node", node,
-                           "--config", str(cfg), *extra], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          check=False)
+    return verify_cli(central_yaml(tmp_path, url, FLEET["ca"].directory), node, *extra)
 
 
 # -- storing ----------------------------------------------------------------------------------------------------------
@@ -122,10 +137,10 @@ def test_apply_stores_the_weighing_fields_exactly_and_the_alibi_entry(
         ws = s.execute(select(Weighing).order_by(Weighing.seq)).scalars().all()
         entries = s.execute(select(AlibiEntry).order_by(AlibiEntry.alibi_no)).scalars().all()
     w1, w2, w3, _ = ws
-    assert (w1.gross_as_delivered, w1.decimals, w1.tare, w1.net, w1.tare_preset) == ("24560", 0, None, None, None)
+    assert (w1.gross_as_delivered, w1.tare, w1.net, w1.tare_preset) == ("24560", None, None, None)
     assert (w1.instrument_alibi, w1.scale_serial, w1.trigger, w1.alibi_no) == ("004711", "B123456", "auto", 1)
-    assert (w2.gross_as_delivered, w2.decimals) == ("32980.5", 1)
-    assert (w2.tare, w2.net, w2.tare_preset) == (Decimal("8420.5"), Decimal("24560.0"), True)
+    assert w2.gross_as_delivered == "32980.5"
+    assert (w2.tare_as_delivered, w2.net_as_delivered, w2.tare_preset) == ("8420.5", "24560.0", True)  # own digits
     assert (w2.reference, w2.vehicle, w2.trigger, w2.alibi_no) == ("T-000123", "B-AB 1234", "command", 2)
     assert (w3.tare, w3.net, w3.tare_preset, w3.trigger) == (Decimal("8420"), Decimal("10000"), False, "auto")
     assert [e.alibi_no for e in entries] == [1, 2, 3, 4]
@@ -139,7 +154,7 @@ def test_apply_stores_the_weighing_fields_exactly_and_the_alibi_entry(
     again = apply_batch(any_sessions, Batch(node="mill-01", epoch=chain.epoch, stream="business",
                                             records=tuple(chain.records)))
     assert (again.applied, again.duplicates) == (0, 4)
-    assert verify_chain(any_sessions, "mill-01").ok
+    assert verify(any_sessions, "mill-01").ok
 
 
 def test_a_record_without_alibi_from_an_older_node_is_still_accepted(sessions: sessionmaker[Session]) -> None:
@@ -177,7 +192,7 @@ def test_a_malformed_alibi_part_keeps_the_weighing_and_quarantines_a_copy(
         two = replace(two, data={**two.data, "gross": "32981.5"})
     else:
         two = replace(two, data={**two.data, "alibi": tamper(dict(two.data["alibi"]))})
-    register_node(sessions, "mill-01", public_key_text(key))
+    register_node(sessions, "mill-01", public_key_text(key), ca=FLEET["ca"])
     r = apply_batch(sessions, Batch(node="mill-01", epoch="e1", stream="business", records=(one, two)))
     assert (r.applied, r.rejected, r.alibi_rejected, r.acked_seq) == (2, [], [2], 2)
     with sessions() as s:
@@ -190,7 +205,7 @@ def test_a_malformed_alibi_part_keeps_the_weighing_and_quarantines_a_copy(
     assert q.reason.endswith("the weighing itself was applied")
     assert json.loads(q.payload)["id"] == two.record_id
     # central's copy now lacks entry 2, and verify says so
-    found = verify_chain(sessions, "mill-01").problems
+    found = verify(sessions, "mill-01").problems
     assert [(p.kind, p.entries) for p in found] == [("removed", (2,))]
     assert f"record {two.record_id}" in found[0].message
 
@@ -206,7 +221,7 @@ def test_a_weighing_central_cannot_store_keeps_its_alibi_entry(tmp_path: Path, s
     ])
     records = box.pending("business", after_seq=0, limit=10)
     box.close()
-    register_node(sessions, "mill-01", public_key_text(key))
+    register_node(sessions, "mill-01", public_key_text(key), ca=FLEET["ca"])
     r = apply_batch(sessions, Batch(node="mill-01", epoch="e1", stream="business", records=tuple(records)))
     assert (r.rejected, r.acked_seq) == ([3], 3)
     with sessions() as s:
@@ -280,7 +295,7 @@ def test_an_altered_entry_with_its_hash_recomputed_is_named(tmp_path: Path, sess
 def test_a_deleted_entry_is_named(tmp_path: Path, sessions: sessionmaker[Session]) -> None:
     build_chain(tmp_path, sessions, "mill-01", n=8)
     sql(sessions, "DELETE FROM alibi_entries WHERE node_id = 'mill-01' AND alibi_no = 4")
-    report = verify_chain(sessions, "mill-01")
+    report = verify(sessions, "mill-01")
     assert [(p.kind, p.entries) for p in report.problems] == [("removed", (4,))]
     assert report.problems[0].message == ("entry 4 missing: entry 5's prev_hash is the hash of an entry central does "
                                           "not have")
@@ -298,7 +313,7 @@ def test_a_forged_inserted_entry_is_named(tmp_path: Path, sessions: sessionmaker
         s.add(AlibiEntry(node_id=chain.node, alibi_no=9, record_id="forged-1", body=body, prev_hash=head.hash,
                          hash=body_hash(body), sig=sign(forger, body.encode()), weighed_at=head.weighed_at,
                          received_at=head.received_at))
-    report = verify_chain(sessions, "mill-01")
+    report = verify(sessions, "mill-01")
     assert [(p.kind, p.entries) for p in report.problems] == [("inserted", (9,))]
     assert "entry 9 is not signed by the node (forged) and follows entry 8" in report.problems[0].message
 
@@ -317,7 +332,7 @@ def test_a_forged_entry_inserted_in_the_middle_is_named(tmp_path: Path, sessions
         s.add(AlibiEntry(node_id=chain.node, alibi_no=4, record_id="forged-1", body=body, prev_hash=three.hash,
                          hash=body_hash(body), sig=sign(forger, body.encode()), weighed_at=three.weighed_at,
                          received_at=three.received_at))
-    found = verify_chain(sessions, "mill-01").problems
+    found = verify(sessions, "mill-01").problems
     assert [(p.kind, p.entries) for p in found] == [("inserted", (4,)), ("reordered", (4, 5, 6))]
     assert found[0].message == ("entry 4 is not signed by the node: inserted between entries 3 and 4, which link to "
                                 "each other")
@@ -342,7 +357,7 @@ def test_swapped_entries_are_named_by_the_api(tmp_path: Path, api: ApiHarness) -
 def test_an_altered_weighing_row_is_named(tmp_path: Path, sessions: sessionmaker[Session]) -> None:
     build_chain(tmp_path, sessions, "mill-01", n=8)
     sql(sessions, "UPDATE weighings SET gross = 32000.5 WHERE node_id = 'mill-01' AND alibi_no = 2")
-    report = verify_chain(sessions, "mill-01")
+    report = verify(sessions, "mill-01")
     assert [(p.kind, p.entries) for p in report.problems] == [("weighing_altered", (2,))]
     assert "gross is 32000.5 in the weighings table, 32980.5 in the entry" in report.problems[0].message
     sql(sessions, "DELETE FROM weighings WHERE node_id = 'mill-01' AND alibi_no = 7")

@@ -81,6 +81,7 @@ MATRIX: dict[tuple[str, str], frozenset[str] | None] = {
     # business records
     ("GET", "/api/v1/weighings"): ALL,
     ("GET", "/api/v1/weighings/{weighing_id}"): ALL,
+    ("GET", "/api/v1/weighings.csv"): FISCAL,
     ("GET", "/api/v1/tickets"): ALL,
     ("POST", "/api/v1/tickets"): WRITE,
     ("GET", "/api/v1/tickets/{ticket_id}"): ALL,

@@ -326,6 +326,7 @@ def test_a_viewer_reads_but_may_not_write_export_or_see_fiscal_and_audit_data(ap
                          ("POST", "/api/v1/sites"), ("PATCH", "/api/v1/nodes/n1"),
                          ("GET", "/api/v1/tse-transactions"), ("GET", "/api/v1/tse-transactions/1"),
                          ("GET", "/api/v1/tse-transactions.csv"), ("GET", "/api/v1/tickets.csv"),
+                         ("GET", "/api/v1/weighings.csv"),
                          ("GET", "/api/v1/audit-log")):
         kwargs: dict[str, Any] = {"json": {}} if method != "GET" else {}
         failed(api.client.request(method, path, headers=viewer, **kwargs), 403, "forbidden")

@@ -69,12 +69,14 @@ def test_the_ticket_pdf_shows_both_weighings_their_alibi_ids_the_net_and_the_leg
     for expected in (f"Wägeschein {t['number']}", "Wareneingang", "STD-AB 123", "P-1042", "Hof Meyer & Söhne GbR",
                      "WHEAT-B", "L-2025-0042", "LS-88812", "WB-4711",
                      "A-mill-01-1001", "A-mill-01-1002",  # the instrument's alibi ids
-                     "Alibi-Nr. floorgate 1 2",  # the alibi mirror numbers of both weighings, side by side
-                     "24560 kg", "8420.5 kg", "Netto 16139.5 kg",
+                     "Alibi floorgate (Nr. · Hash) 1 · ",  # the alibi mirror numbers with their hash prefixes
+                     "24560 kg", "8420.5 kg", "Netto (berechnet) 16139.5 kg",
                      "04.03.2025 08:12:09 CET (UTC+01:00)", "04.03.2025 08:42:09 CET (UTC+01:00)",  # Berlin time
                      LEGAL_NOTICE):
         assert expected in text, (expected, text)
     assert "STORNIERT" not in text
+    assert "Aussteller nicht eingerichtet (central.yaml: tickets.issuer)" in text  # no issuer configured: it shows
+    assert "Eichkennzeichen nicht hinterlegt nicht hinterlegt" in text  # no scale configured either
     png = tmp_path / "ticket.png"
     doc = pdfium.PdfDocument(pdf)
     doc[0].render(scale=2).to_pil().save(png)
@@ -101,7 +103,7 @@ def test_a_cancelled_ticket_is_stamped_keeps_its_weighings_and_is_not_paired_aga
 
     text, _ = _pdf(api, f"/api/v1/tickets/{t['id']}/pdf")
     assert "STORNIERT" in text
-    assert "Grund: falscher LKW gewogen" in text
+    assert f"von user:{api.auth_names['operator']} — Grund: falscher LKW gewogen" in text
     assert LEGAL_NOTICE in text
 
     bridge.send(bridge.weigh("12000", at=later(1), vehicle="HH-X 1"))  # not paired with the cancelled ticket
@@ -120,14 +122,15 @@ def test_the_delivery_note_pdf_lists_its_tickets_and_the_total_net(api: ApiHarne
                 bridge.weigh("25000", at=later(2), reference="R-3", delivery_note=note),
                 bridge.weigh("9000", at=later(2.5), reference="R-3"))
     first, second, third = (_by_reference(api, r) for r in ("R-1", "R-2", "R-3"))
-    assert (first["net"], second["net"], second["direction"]) == ("16139.5", "18000", "out")
+    assert (first["net"], second["net"], second["direction"]) == ("16139.5", "18000.0", "out")  # 30000.0 − 12000.0
     r = api.client.post(f"/api/v1/tickets/{third['id']}/cancel", headers=api.auth("operator"),
                         json={"reason": "doppelt"})
     assert r.status_code == 200, r.text
 
     text, pdf = _pdf(api, "/api/v1/delivery-notes/LS/2025/001/pdf")
     for expected in (f"Lieferschein {note}", first["number"], second["number"], third["number"],
-                     "Netto 16139.5 kg", "Netto 18000.0 kg",  # as delivered: the second pair has one decimal
+                     "Netto (berechnet) 16139.5 kg",
+                     "Netto (berechnet) 18000.0 kg",  # as delivered: the second pair has one decimal
                      "Summe Netto (abgeschlossene Wägescheine): 34139.5 kg",  # the cancelled one is not counted
                      "Grund: doppelt", "A-mill-01-1001", "A-mill-01-1004", LEGAL_NOTICE):
         assert expected in text, (expected, text)

@@ -23,10 +23,9 @@ pytestmark = pytest.mark.integration
 
 def _weighing(api: ApiHarness, gross: str, unit: str = "kg") -> int:
     now = datetime.now(UTC)
-    decimals = len(gross.partition(".")[2])
     with api.sessions.begin() as s:
         w = Weighing(node_id="bridge-1", record_id=uuid.uuid4().hex, epoch="e1", seq=1, device_id="scale-1",
-                     gross=Decimal(gross), decimals=decimals, unit=unit, weighed_at=now, received_at=now)
+                     gross=Decimal(gross), unit=unit, weighed_at=now, received_at=now)
         s.add(w)
         s.flush()
         return w.id
@@ -230,7 +229,10 @@ def test_ticket_csv_export_is_exact_and_survives_commas_and_quotes(api: ApiHarne
     assert text.splitlines()[0] == (
         "id,number,status,direction,created_at,updated_at,site_id,site_code,partner_id,partner_code,partner_name,"
         "article_id,article_code,article_name,lot_id,lot_code,vehicle,delivery_note,first_weighing_id,"
-        "second_weighing_id,gross,tare,net,unit,cancel_reason,notes")
+        "second_weighing_id,gross,tare,net,unit,cancel_reason,notes,cancelled_by,cancelled_at,timezone,"
+        + ",".join(f"{n}_{c}" for n in ("first", "second") for c in (
+            "weighed_at_local", "weighed_at_utc", "gross", "tare", "tare_preset", "net", "scale", "scale_serial",
+            "instrument_alibi", "alibi_no", "alibi_hash")))
     rows = _csv(r)
     assert [row["id"] for row in rows] == [str(t["id"]), str(other["id"])]  # oldest first
     row = rows[0]
@@ -339,7 +341,7 @@ def test_tse_csv_has_the_dsfinvk_tse_transaktionen_columns(api: ApiHarness) -> N
 
 def test_openapi_documents_the_csv_exports_and_every_error(api: ApiHarness) -> None:
     doc = api.app.openapi()
-    for path in ("/api/v1/tickets.csv", "/api/v1/tse-transactions.csv"):
+    for path in ("/api/v1/tickets.csv", "/api/v1/tse-transactions.csv", "/api/v1/weighings.csv"):
         responses = doc["paths"][path]["get"]["responses"]
         assert list(responses["200"]["content"]) == ["text/csv"]
         assert responses["200"]["content"]["text/csv"]["example"].count("\r\n") == 2

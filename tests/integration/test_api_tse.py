@@ -10,16 +10,20 @@ import hashlib
 import io
 import tarfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from central.db.models import TseExport
 from protocols.tse.processdata import PROCESS_TYPE
 from protocols.tse.tarexport import build_tar
+from protocols.tse.verify_tar import verify_tar
 from tests.api_support import ApiHarness
 from tests.business_support import failed, walk
 from tests.fiscal_support import Register, beleg
+from tests.procs import wait_until
 
 pytestmark = pytest.mark.integration
 TAR = {"Content-Type": "application/x-tar"}
@@ -138,18 +142,121 @@ def test_a_tampered_or_foreign_upload_is_refused_and_nothing_is_kept(api: ApiHar
         assert s.query(TseExport).count() == 0
 
 
-def test_a_filtered_export_needs_partial(api: ApiHarness, register: Register) -> None:
+def _without(export: bytes, drop: Any) -> bytes:
+    """The export rebuilt without the log messages whose signature counter ``drop`` picks (a valid TAR still)."""
+    counters = {e.name: e.signature_counter for e in verify_tar(export).entries if e.kind == "log"}
+    members = []
+    with tarfile.open(fileobj=io.BytesIO(export)) as tar:
+        for m in tar.getmembers():
+            if m.name in counters and drop(counters[m.name]):
+                continue
+            members.append((m.name, tar.extractfile(m).read(), int(m.mtime)))  # type: ignore[union-attr]
+    return build_tar(members)
+
+
+def _upload(api: ApiHarness, export: bytes, **params: Any) -> Any:
+    return api.client.post("/api/v1/tse-exports", headers={**api.auth("operator"), **TAR}, content=export,
+                           params=params)
+
+
+def test_partial_is_no_switch_it_follows_from_the_stated_range(api: ApiHarness, register: Register) -> None:
     register.tse.register_client("KASSE-02")
     for client in ("KASSE-01", "KASSE-02", "KASSE-01"):
         start = register.tse.start_transaction(client, b"", PROCESS_TYPE)
         register.tse.finish_transaction(client, start.transaction_number, beleg("1.00"), PROCESS_TYPE)
     only_one = register.tse.export(client_id="KASSE-01")  # counters 1, 2, 5, 6: a gap, legitimately
-    operator = api.auth("operator")
-    body = failed(api.client.post("/api/v1/tse-exports", headers={**operator, **TAR}, content=only_one),
-                  422, "invalid_tse_export", "body")
+    body = failed(_upload(api, only_one), 422, "invalid_tse_export", "body")  # said to be the whole TSE
     assert "signature_counters: 1..6 with gaps: 3-4 missing" in body["message"]
-    r = api.client.post("/api/v1/tse-exports", headers={**operator, "Content-Type": "application/octet-stream"},
-                        content=only_one, params={"partial": "true"})
+    body = failed(_upload(api, only_one, partial="true"), 422, "invalid_request", "partial")
+    assert body["message"].startswith("partial is not a switch any more: state what the export covers")
+    body = failed(_upload(api, only_one, client_id="KASSE-02"), 422, "invalid_tse_export", "body")
+    assert "transactions of client(s) KASSE-01, not only of KASSE-02" in body["message"]
+    r = _upload(api, only_one, client_id="KASSE-01")
     assert r.status_code == 201, r.text
-    assert (r.json()["partial"], r.json()["log_messages"], r.json()["first_tx"], r.json()["last_tx"]) == (
-        True, 4, 1, 3)
+    stored = r.json()
+    assert (stored["partial"], stored["log_messages"], stored["first_tx"], stored["last_tx"]) == (True, 4, 1, 3)
+    assert (stored["stated_range"], stored["findings"]) == ({"client_id": "KASSE-01"}, [])
+    with api.sessions() as s:
+        assert s.get(TseExport, stored["id"]).stated_range == {"client_id": "KASSE-01"}  # type: ignore[union-attr]
+
+
+def test_an_export_with_a_range_must_cover_it_gap_detection_stays_on_inside(api: ApiHarness,
+                                                                            register: Register) -> None:
+    register.send(*[register.sale(f"{i}.00") for i in range(1, 6)])  # transactions 1..5, counters 1..10
+    two_to_four = register.tse.export(tx_range=(2, 4))
+    r = _upload(api, two_to_four, first_tx=2, last_tx=4)
+    assert r.status_code == 201, r.text
+    assert (r.json()["partial"], r.json()["stated_range"], r.json()["findings"]) == (
+        True, {"first_tx": 2, "last_tx": 4}, [])
+    body = failed(_upload(api, register.tse.export(tx_range=(2, 3)), first_tx=2, last_tx=4), 422,
+                  "invalid_tse_export", "body")
+    assert "transaction(s) 4 of the stated range 2-4 are missing" in body["message"]
+    body = failed(_upload(api, register.tse.export(tx_range=(1, 2)), first_tx=2, last_tx=2), 422,
+                  "invalid_tse_export", "body")
+    assert "transaction(s) 1 lie outside the stated range" in body["message"]
+    failed(_upload(api, two_to_four, first_tx=4, last_tx=2), 422, "invalid_request", "last_tx")
+
+    everything = register.tse.export()
+    times = sorted({e.message.log_time.unix for e in verify_tar(everything).entries if e.message is not None})
+    since, until = (datetime.fromtimestamp(t, UTC).isoformat() for t in (times[0], times[-1]))
+    body = failed(_upload(api, _without(everything, lambda c: c == 5), since=since, until=until), 422,
+                  "invalid_tse_export", "body")  # a time range alone: its counters must not have gaps
+    assert "signature counter(s) 5 are missing inside the stated time range" in body["message"]
+
+
+def test_a_tar_missing_its_last_log_message_or_transaction_is_flagged(api: ApiHarness, register: Register) -> None:
+    register.send(*[register.sale(f"{i}.00") for i in range(1, 4)])  # transactions 1..3, counters 1..6
+    export = register.tse.export()
+    whole = _upload(api, export)
+    assert whole.status_code == 201, whole.text
+    assert (whole.json()["findings"], whole.json()["report"]["coverage"]["complete"]) == ([], True)
+
+    no_last_message = _upload(api, _without(export, lambda c: c == 6))  # the Finish of transaction 3
+    assert no_last_message.status_code == 201, no_last_message.text  # it verifies: kept, and flagged
+    stored = no_last_message.json()
+    assert stored["findings"] == [
+        "truncated: ends at transaction 3 (signature counter 5), central knows 3 (signature counter 6)",
+        "central holds transaction(s) 3 of the stated range (the whole TSE) that the export lacks"]
+    assert stored["report"]["coverage"]["complete"] is False
+    assert {c["name"]: c["ok"] for c in stored["report"]["checks"]}["coverage"] is False
+
+    no_last_sale = _upload(api, _without(export, lambda c: c >= 5)).json()
+    assert no_last_sale["findings"] == [
+        "truncated: ends at transaction 2 (signature counter 4), central knows 3 (signature counter 6)"]
+    late_start = _upload(api, register.tse.export(tx_range=(2, 3))).json()  # said to be the whole TSE
+    assert late_start["findings"] == [
+        "starts at signature counter 3, not at the TSE's first (1): log messages 1-2 are not in it (if the TSE's "
+        "older data were deleted after an earlier export, state the range: first_tx or since)",
+        "central holds transaction(s) 1 of the stated range (the whole TSE) that the export lacks"]
+
+
+def test_the_registry_lists_the_tses_and_an_admin_confirms_one_audited(api: ApiHarness, tmp_path: Path) -> None:
+    unknown = Register(api.sessions, tmp_path / "unknown", listed=False)
+    try:
+        unknown.send(unknown.sale("1.00"), unknown.sale("2.00"))
+    finally:
+        unknown.close()
+    serial, auditor, admin = unknown.serial, api.auth("auditor"), api.auth("admin")
+    r = api.client.get("/api/v1/tse-registry", headers=auditor)
+    assert r.status_code == 200, r.text
+    [pin] = r.json()["items"]
+    assert (pin["serial"], pin["status"], pin["source"], pin["trusted"], pin["transactions"]) == (
+        serial, "unconfirmed", "seen", False, 2)
+    assert "is not confirmed" in pin["problem"]
+    assert api.client.get("/api/v1/tse-registry", headers=auditor, params={"status": "confirmed"}).json() == {
+        "items": []}
+    failed(api.client.post(f"/api/v1/tse-registry/{serial}/confirm", headers=auditor, json={}), 403, "forbidden")
+    failed(api.client.post(f"/api/v1/tse-registry/{'ab' * 32}/confirm", headers=admin, json={}), 404,
+           "not_found", "serial")
+    failed(api.client.post(f"/api/v1/tse-registry/{serial}/confirm", headers=admin, json={"public_key": "QUJD"}),
+           422, "invalid_request", "public_key")
+
+    r = api.client.post(f"/api/v1/tse-registry/{serial}/confirm", headers=admin, json={"reason": "ours"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["trusted"], r.json()["decided_by"]) == (
+        "confirmed", True, f"user:{api.auth_names['admin']}")
+    wait_until("the TSE's transactions re-verified", lambda: {t["verified"] for t in walk(
+        api, "/api/v1/tse-transactions", auditor, tse_serial=serial)} == {"valid"}, timeout_s=30)
+    audit = walk(api, "/api/v1/audit-log", admin, resource="tse_pin")
+    assert [(e["action"], e["actor"], e["after"].get("reason")) for e in audit] == [  # newest first
+        ("confirm", f"user:{api.auth_names['admin']}", "ours"), ("create", "system:ingest", None)]

@@ -77,7 +77,8 @@ def test_node_add_writes_the_bundle_and_registers_the_node(
                             str(tmp_path / "bundles"), "--site", "HAM")
         assert rc == 0, err
         bundle = tmp_path / "bundles" / "mill-01"
-        assert sorted(p.name for p in bundle.iterdir()) == ["ca.crt", "central.pub", "node.key", "tls.crt", "tls.key"]
+        assert sorted(p.name for p in bundle.iterdir()) == ["bindings.json", "ca.crt", "central.pub", "node.key",
+                                                            "tls.crt", "tls.key"]
         # central.pub: the public half of central's downlink signing key, made in pki.dir on first need
         central_key = load_private_key(tmp_path / "pki" / "central-signing.key")
         trusted = [ln for ln in (bundle / "central.pub").read_text().splitlines() if not ln.startswith("#")]

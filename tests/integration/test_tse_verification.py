@@ -27,7 +27,8 @@ from central.alerts.engine import AlertEvaluator
 from central.db import migrate
 from central.db.engine import make_engine, make_session_factory
 from central.db.models import Alert, QuarantineEntry, TseTransaction
-from central.fiscal.verify import TIME_TOLERANCE_S, UnknownTse, sweep
+from central.fiscal.sweep import UnknownTse, sweep
+from central.fiscal.verify import TIME_TOLERANCE_S
 from central.ingest.apply import apply_batch
 from central.metrics import SQLiteMetricsStore
 from protocols.tse.processdata import PROCESS_TYPE
@@ -123,8 +124,8 @@ TAMPERED: list[tuple[str, Any, tuple[str, ...]]] = [
                                                                          "its signatureCounter differ")),
     ("tx_number", lambda r: r.data["tx_number"] + 1000, ("signature: does not verify",)),
     ("client_id", lambda r: "KASSE-99", ("signature: does not verify", "its clientId differ")),
-    ("tse_serial", lambda r: "ab" * 32, ("serial: abab", "is not the SHA-256 of the public key",
-                                         "signature: does not verify")),
+    ("tse_serial", lambda r: "ab" * 32, ("serial: abab", "is not the SHA-256 of the public key",  # a serial
+                                         "untrusted_key: TSE abab", "signature: not checked")),  # never pinned
     ("total", lambda r: "11.00", ("total: 11 is not the signed processData's total 10.00",)),
     ("qr", lambda r: r.data["qr"].replace("Kassenbeleg-V1", "Kassenbeleg-V2"), ("qr: does not verify on its own",)),
     ("algorithm", lambda r: "ecdsa-plain-SHA512", ("algorithm: 'ecdsa-plain-SHA512' is not one of",
@@ -396,7 +397,7 @@ def test_floorgate_central_verify_tse_names_gaps_and_regressions(register: Regis
 
     unknown = verify_tse(tmp_path, pg_url, "--tse", "ff" * 32)
     assert unknown.returncode == 2
-    assert f"no transactions of TSE '{'ff' * 32}' are held" in unknown.stderr
+    assert f"no transactions, pin or head of TSE '{'ff' * 32}' are held" in unknown.stderr
 
     clean = Register(register.sessions, tmp_path / "tse2", node="shop-2", client="KASSE-02")
     try:

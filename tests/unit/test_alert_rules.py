@@ -43,8 +43,7 @@ def test_the_example_rules_file_validates(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("FLOORGATE_ALERT_WEBHOOK_AUTH", "Bearer abc")
     monkeypatch.setenv("FLOORGATE_SMTP_PASSWORD", "pw-from-env")
     rules = load_rules(EXAMPLE)
-    assert {r.kind for r in rules.rules} == {"reading", "device_offline", "node_backlog", "node_silent", "ingest_lag",
-                                            "tse"}
+    assert {r.kind for r in rules.rules} == RULE_KINDS  # every kind is shown
     assert {c.kind for c in rules.channels.values()} == {"webhook", "email"}
     mail = rules.channels["silo-team"]
     assert isinstance(mail, EmailChannel)
@@ -82,7 +81,7 @@ def _rule(**extra: Any) -> dict[str, Any]:
     ({"rules": [_rule(treshold=3)]}, "rules[0].treshold: unknown key (check the spelling; see the example config)"),
     ({"rules": [{"name": "r1", "kind": "disk_full"}]},
      "rules[0]: Input tag 'disk_full' found using 'kind' does not match any of the expected tags: 'reading', "
-     "'device_offline', 'node_backlog', 'node_silent', 'ingest_lag', 'tse'"),
+     "'device_offline', 'node_backlog', 'node_silent', 'ingest_lag', 'tse', 'integrity'"),
     ({"rules": [{"name": "r1", "kind": "node_silent"}]}, "rules[0].after_s: Field required"),
     ({"rules": [_rule(name="has space")]},
      "rules[0].name: String should match pattern '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$' (got 'has space')"),

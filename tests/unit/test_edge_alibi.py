@@ -19,7 +19,7 @@ import yaml
 from edge.agent import OUTBOX_FILE, Agent
 from edge.config import parse_config
 from edge.errors import OutboxError
-from edge.store.alibi import DAY_NS, AlibiMirror, check_local, read_entries
+from edge.store.alibi import DAY_NS, AlibiMirror, check_local, read_entries, read_meta
 from edge.store.outbox import NewRecord, Outbox
 from floorgate_cli import main
 from sync.alibi import ZERO_HASH, body_hash
@@ -179,7 +179,7 @@ def test_a_killed_writer_leaves_weighings_and_entries_in_step(tmp_path: Path) ->
     assert len(entries) >= 40
     assert [rid for _, rid, _ in entries] == [rid for (rid,) in weighings]  # every weighing has its entry, in order
     assert [no for no, _, _ in entries] == list(range(1, len(entries) + 1))
-    assert check_local(read_entries(path), key.public_key(), NODE).ok
+    assert check_local(read_entries(path), key.public_key(), NODE, meta=read_meta(path)).ok  # the head in step too
     box = Outbox(path, node_id=NODE, alibi=AlibiMirror(NODE, key))  # and the chain goes on
     assert box.append("business", [weighing()])[0].data["alibi"]["no"] == len(entries) + 1
     box.close()

@@ -198,6 +198,7 @@ RELEASED_STEPS = {
     2: "d828d5e3465261ab9f9c7899f2e262c16fc66538e1a9fb1a59565a6d32f06d80",
     3: "06d604dfa2553222c1985f0a4bd885edf248c79865bfa1e92cd2ccdb2f713334",
     4: "8c41d9ded5a9b1fa48c76591ea1a13b7d121653b7886bbe49041b2fb04f01e21",
+    5: "4e01793f150b512b7f338cf1b9ad5fb7d59b2f5835b8285dd9c89bf570385ce6",
 }
 
 
@@ -248,11 +249,12 @@ def test_an_older_outbox_is_migrated_and_keeps_its_records(tmp_path: Path, versi
     assert box.integrity_check() == "ok"
     box.close()
     check = sqlite3.connect(path)
-    assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     cols = {row[1] for row in check.execute("PRAGMA table_info(outbox)")}
     assert {"mono_ns", "start_no", "from_seq", "thinned"} <= cols
     assert check.execute("SELECT COUNT(*) FROM alibi").fetchone()[0] == 0  # v3: the alibi mirror's table
     assert check.execute("SELECT COUNT(*) FROM pos_receipts").fetchone()[0] == 0  # v4: the POS receipt book
+    assert check.execute("SELECT body, sig FROM alibi_meta").fetchall() == [(None, None)]  # v5: signed by the agent
     assert check.execute("SELECT start_no, boot_id FROM starts").fetchall() == [(1, "boot-new")]
     check.close()
     assert read_stats(path)[0] == "0123456789abcdef"

@@ -2,8 +2,9 @@
 
 Every weighing a node takes is an entry of a hash-chained log signed with the node's key (``sync.alibi``); central
 stores the entries as they arrive (``central.tickets.alibi``). The list shows them by number (``sort=alibi_no``, cursor
-pages); ``…/verify`` walks the whole chain — signatures, hashes, links, numbering, and each entry against its
-weighing — and names every problem by entry number and kind. Permission ``fiscal:read`` (admin, operator, auditor).
+pages); ``…/verify`` walks the whole chain — signatures with the keys the fleet CA vouches for, hashes, links,
+numbering, each entry against its weighing, the chain against the head the node signed — and names every problem by
+entry number and kind. Permission ``fiscal:read`` (admin, operator, auditor).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from central.api.params import Cursor, Limit, page, sort_param
 from central.api.routes.sites import NodeIdPath
 from central.api.security import CanReadFiscal
 from central.db.models import AlibiEntry, Node
+from central.fleet.keys import CaCertError, load_ca_cert
 from central.tickets.alibi import AlibiVerifyError, verify_chain
 
 router = APIRouter(tags=["alibi mirror"])
@@ -49,11 +51,34 @@ class AlibiPage(BaseModel):
 
 
 class AlibiProblemOut(BaseModel):
-    kind: str = Field(description="altered, removed, inserted, reordered, chain_break, invalid, weighing_altered or "
-                      "weighing_missing", examples=["altered"])
-    entries: list[int] = Field(description="the entry numbers it names", examples=[[3]])
+    kind: str = Field(description="altered, removed, inserted, reordered, chain_break, invalid, untrusted_key (a key "
+                      "the fleet CA did not bind, or entries verifying only with it), truncated (entries the node's "
+                      "signed head says central acknowledged, missing here), head_invalid (central's copy of the "
+                      "signed head does not verify), weighing_altered or weighing_missing", examples=["altered"])
+    entries: list[int] = Field(description="the entry numbers it names (none: a problem of the node's keys or head)",
+                               examples=[[3]])
     message: str = Field(examples=["entry 3: body does not match its hash and the signature is invalid: changed "
                                    "after the node signed it"])
+
+
+class AlibiHeadOut(BaseModel):
+    no: int = Field(description="the entry number of the node's head", examples=[20])
+    hash: str = Field(description="its hash as the node signed it", examples=["9a3e" + "0" * 60])
+    epoch: str = Field(description="the outbox epoch of the head's record")
+    stream: str = Field(examples=["business"])
+    seq: int = Field(description="the head's record in its stream")
+    acked_seq: int = Field(description="central's contiguous mark of that stream: the head is acknowledged when seq ≤ "
+                           "acked_seq")
+    pruned_through: int = Field(description="the node has given up its entries up to this number (retention)")
+    at: datetime | None = Field(description="when central stored the head (UTC)")
+    state: str = Field(description="held (central holds it), in_transit (not acknowledged yet: not a problem), "
+                       "truncated, mismatch (another hash at its number) or invalid (its signature fails)",
+                       examples=["held"])
+
+
+class UntrustedKeyOut(BaseModel):
+    fingerprint: str = Field(examples=["3f9a0c1d2e3f4a5b"])
+    why: str = Field(examples=["not bound by the fleet CA: node mill-01: no statement of the fleet CA"])
 
 
 class AlibiReportOut(BaseModel):
@@ -65,11 +90,15 @@ class AlibiReportOut(BaseModel):
     head_hash: str | None = Field(description="hash of the highest signed entry", examples=["9a3e" + "0" * 60])
     weighings_checked: int = Field(description="intact entries compared with their weighing", examples=[20])
     problems: list[AlibiProblemOut] = Field(description="every problem found, by entry number")
+    head: AlibiHeadOut | None = Field(description="the newest head the node signed in a heartbeat, as checked "
+                                      "(null: the node has not reported one)")
+    untrusted_keys: list[UntrustedKeyOut] = Field(description="keys of the node the fleet CA does not vouch for")
 
 
 NO_KEY: dict[int | str, dict[str, object]] = {
     409: {"model": ErrorResponse, "description": "The node has no registered public key: signatures cannot be "
                                                  "checked (`floorgate central node register`)."},
+    503: {"model": ErrorResponse, "description": "The fleet CA certificate (pki.dir/ca.crt) cannot be read."},
 }
 
 
@@ -95,8 +124,13 @@ def list_alibi(
             responses={**ERROR_RESPONSES, **NOT_FOUND, **NO_KEY},
             summary="Re-check a node's alibi chain and name every altered, removed, inserted or reordered entry")
 def verify_alibi(node_id: NodeIdPath, state: StateDep, principal: CanReadFiscal) -> AlibiReportOut:
+    pki = state.settings.pki
     try:
-        report = verify_chain(state.sessions, node_id)
+        ca_cert = load_ca_cert(pki.dir if pki is not None else None)
+    except CaCertError as exc:
+        raise ApiError(503, "ca_unavailable", f"fleet CA: {exc}") from None
+    try:
+        report = verify_chain(state.sessions, node_id, ca_cert=ca_cert)
     except AlibiVerifyError as exc:
         raise ApiError(exc.status, exc.code, exc.message, field="node_id" if exc.status == 404 else None) from None
     return AlibiReportOut.model_validate(report.to_json())

@@ -1,9 +1,12 @@
 """Printable documents: ``GET /api/v1/tickets/{ticket_id}/pdf`` (Wägeschein) and
 ``GET /api/v1/delivery-notes/{number}/pdf`` (Lieferschein, every ticket with that delivery note number).
 
-A4 PDFs made on each request from what is stored (``central.tickets.views`` → ``central.tickets.pdf``): both
-weighings with their local times and alibi ids, the net as delivered, partner, article, lot, and the legal notice
-for values from the free-programmable part. Everyone who may read tickets may print them. A delivery note number may
+A4 PDFs made on each request from what is stored (``central.tickets.views`` and ``central.tickets.documents`` →
+``central.tickets.pdf``): the issuer and the site (``tickets.issuer``, ``tickets.sites`` of central.yaml), both
+weighings with their local times, the scale's name and verification mark (``tickets.scales``), the instrument's alibi
+ids and floorgate's alibi numbers with their hash prefixes, every weight as delivered, the net marked calculated,
+partner, article, lot, who cancelled it when and why, and the legal notice for values from the free-programmable
+part. Everyone who may read tickets may print them. A delivery note number may
 hold ``/`` (``LS/2025/001``): the path takes it as it is.
 """
 
@@ -15,6 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 from fastapi.responses import Response
+from sqlalchemy import select
 
 from central.api.csvexport import csv_openapi
 from central.api.deps import SessionDep, StateDep
@@ -23,7 +27,7 @@ from central.api.params import IdPath
 from central.api.security import CanRead
 from central.db.models import Ticket
 from central.db.values import NO_NUL
-from central.tickets import pdf
+from central.tickets import documents, pdf
 from central.tickets.views import delivery_note_view, ticket_view
 
 router = APIRouter(tags=["tickets"])
@@ -58,8 +62,10 @@ def ticket_pdf(ticket_id: IdPath, session: SessionDep, state: StateDep, principa
     ticket = session.get(Ticket, ticket_id)
     if ticket is None:
         raise ApiError(404, "not_found", f"no ticket with id {ticket_id}", field="ticket_id")
-    zone = state.settings.tickets.timezone
-    body = pdf.ticket_pdf(ticket_view(session, ticket, zone), printed_at=pdf.printed_now(zone, datetime.now(UTC)))
+    settings = state.settings.tickets
+    zone = settings.timezone
+    body = pdf.ticket_pdf(ticket_view(session, ticket, zone), documents.paper(session, [ticket], settings),
+                          printed_at=pdf.printed_now(zone, datetime.now(UTC)))
     return _pdf(body, ticket.number)
 
 
@@ -68,9 +74,12 @@ def ticket_pdf(ticket_id: IdPath, session: SessionDep, state: StateDep, principa
                                   "A4 PDF", {**ERROR_RESPONSES, **NOT_FOUND}),
             summary="Print a delivery note with its tickets (PDF)")
 def delivery_note_pdf(number: NoteNumber, session: SessionDep, state: StateDep, principal: CanRead) -> PdfResponse:
-    zone = state.settings.tickets.timezone
+    settings = state.settings.tickets
+    zone = settings.timezone
     view = delivery_note_view(session, number, zone)
     if view is None:
         raise ApiError(404, "not_found", f"no ticket has delivery note {number!r}", field="number")
-    body = pdf.delivery_note_pdf(view, printed_at=pdf.printed_now(zone, datetime.now(UTC)))
+    tickets = session.execute(select(Ticket).where(Ticket.id.in_([t.id for t in view.tickets]))).scalars().all()
+    body = pdf.delivery_note_pdf(view, documents.paper(session, tickets, settings),
+                                 printed_at=pdf.printed_now(zone, datetime.now(UTC)))
     return _pdf(body, f"Lieferschein-{number}")

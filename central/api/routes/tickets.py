@@ -26,7 +26,7 @@ under — ``/api/v1/tickets/{ticket_id}``, so neither can shadow the other.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -56,12 +56,14 @@ from central.api.params import (
     where_equal,
     where_time,
 )
+from central.api.routes.weighings_csv import WEIGHING_COLUMNS, WeighingCells
 from central.api.security import CanExport, CanRead, CanWriteTickets
 from central.db import audit
 from central.db.models import Article, Lot, Partner, Site, Ticket, Weighing
-from central.db.values import NO_NUL, NON_BLANK, plain, set_if_changed
-from central.tickets import rules
+from central.db.values import NO_NUL, NON_BLANK, as_delivered, set_if_changed
+from central.tickets import cancellation, rules
 from central.tickets.errors import NumberingBlocked, UnitMismatch
+from central.tickets.views import zone_of
 
 router = APIRouter(tags=["tickets"])
 Direction = Literal["in", "out"]
@@ -101,6 +103,9 @@ class TicketOut(BaseModel):
     net: str | None = Field(None, description="gross − tare, exact, never rounded", examples=["16139.5"])
     unit: str = Field(description="unit of gross, tare and net, as the scale delivered them", examples=["kg"])
     cancel_reason: str | None = None
+    cancelled_by: str | None = Field(None, description="who cancelled it: user:<name> or apikey:<prefix>",
+                                     examples=["user:anna"])
+    cancelled_at: datetime | None = Field(None, description="when it was cancelled")
     notes: str | None = None
     created_at: datetime
     updated_at: datetime
@@ -153,8 +158,10 @@ def _out(t: Ticket) -> TicketOut:
         site_id=t.site_id, partner_id=t.partner_id, article_id=t.article_id, lot_id=t.lot_id,
         delivery_note=t.delivery_note, reference=t.reference, paired_by=t.paired_by,
         first_weighing_id=t.first_weighing_id, second_weighing_id=t.second_weighing_id,
-        gross=plain(t.gross), tare=plain(t.tare), net=plain(t.net), unit=t.unit, cancel_reason=t.cancel_reason,
-        notes=t.notes, created_at=t.created_at, updated_at=t.updated_at,
+        gross=as_delivered(t.gross), tare=as_delivered(t.tare), net=as_delivered(t.net), unit=t.unit,
+        cancel_reason=t.cancel_reason,
+        cancelled_by=t.cancelled_by, cancelled_at=t.cancelled_at, notes=t.notes, created_at=t.created_at,
+        updated_at=t.updated_at,
     )
 
 
@@ -274,13 +281,22 @@ def list_tickets(
 CSV_HEADER = ("id", "number", "status", "direction", "created_at", "updated_at", "site_id", "site_code",
               "partner_id", "partner_code", "partner_name", "article_id", "article_code", "article_name", "lot_id",
               "lot_code", "vehicle", "delivery_note", "first_weighing_id", "second_weighing_id", "gross", "tare",
-              "net", "unit", "cancel_reason", "notes")
+              "net", "unit", "cancel_reason", "notes", "cancelled_by", "cancelled_at", "timezone",
+              *(f"{n}_{c}" for n in ("first", "second") for c in WEIGHING_COLUMNS))
 CSV_EXAMPLE = (",".join(CSV_HEADER) + "\r\n101,T-2025-000101,complete,in,2025-03-04T07:12:09.512000Z,"
                "2025-03-04T07:40:31.007000Z,1,HAM-1,7,P-1042,\"Hof Meyer \"\"Am Deich\"\", GbR\",3,WHEAT-B,"
-               "\"Wheat, bread quality\",12,L-2025-0042,STD-AB 123,LS-88812,5001,5007,24560,8420.5,16139.5,kg,,\r\n")
+               "\"Wheat, bread quality\",12,L-2025-0042,STD-AB 123,LS-88812,5001,5007,24560.0,8420.5,16139.5,kg,,,"
+               ",,Europe/Berlin,2025-03-04T08:12:09+01:00,2025-03-04T07:12:09Z,24560.0,,,,mill-01/bridge-1,B123456,"
+               "A-1017,17,3fa2b1c4d5e6f708,2025-03-04T08:40:12+01:00,2025-03-04T07:40:12Z,8420.5,,,,"
+               "mill-01/bridge-1,B123456,A-1018,18,9c0d2e4f6a8b1c3d\r\n")
 
-CSV_DESCRIPTION = ("Every ticket the filters select, one row each, after a header row; decimals exact, times ISO 8601 "
-                   "UTC, empty cells for none.")
+CSV_DESCRIPTION = ("Every ticket the filters select, one row each, after a header row; every weight exactly as the "
+                   "scale delivered it (its own digits: gross, tare and net of the ticket — the net calculated — and "
+                   "of each weighing), times ISO 8601 in UTC, empty cells for none. Cancelled tickets name who "
+                   "cancelled them and when. For the first and the second weighing: the weighing time local to the "
+                   "ticket's site (ISO 8601 with offset, `timezone` names the zone) and in UTC, the scale "
+                   "(node/device) and its serial number, the instrument's alibi id, floorgate's alibi number and the "
+                   "first 16 hex digits of its alibi entry's hash (as printed on the ticket).")
 
 
 def _names(session: Session, model: Any, ids: set[int], *columns: Any) -> dict[int, tuple[Any, ...]]:
@@ -290,7 +306,25 @@ def _names(session: Session, model: Any, ids: set[int], *columns: Any) -> dict[i
     return {row[0]: tuple(row[1:]) for row in rows}
 
 
-def _csv_rows(session: Session, tickets: list[Ticket]) -> Iterable[Sequence[object]]:
+def _csv_rows(default_zone: str) -> Callable[[Session, list[Ticket]], Iterable[Sequence[object]]]:
+    def render(session: Session, tickets: list[Ticket]) -> Iterable[Sequence[object]]:
+        weighing_ids = {i for t in tickets for i in (t.first_weighing_id, t.second_weighing_id) if i is not None}
+        weighings = {w.id: w for w in session.execute(select(Weighing).where(Weighing.id.in_(weighing_ids)))
+                     .scalars()} if weighing_ids else {}
+        site_rows = {s.id: s for s in session.execute(select(Site).where(
+            Site.id.in_({t.site_id for t in tickets if t.site_id}))).scalars()}
+        cells = WeighingCells(session, weighings.values())
+        for row, t in zip(_ticket_cells(session, tickets), tickets, strict=True):
+            zone = zone_of(site_rows.get(t.site_id) if t.site_id else None, default_zone)
+            first = weighings.get(t.first_weighing_id) if t.first_weighing_id else None
+            second = weighings.get(t.second_weighing_id) if t.second_weighing_id else None
+            yield (*row, t.cancelled_by or "", iso(t.cancelled_at), zone.key, *cells.cells(first, zone),
+                   *cells.cells(second, zone))
+
+    return render
+
+
+def _ticket_cells(session: Session, tickets: list[Ticket]) -> Iterable[Sequence[object]]:
     sites = _names(session, Site, {t.site_id for t in tickets if t.site_id}, Site.code)
     partners = _names(session, Partner, {t.partner_id for t in tickets if t.partner_id}, Partner.code, Partner.name)
     articles = _names(session, Article, {t.article_id for t in tickets if t.article_id}, Article.code, Article.name)
@@ -303,7 +337,8 @@ def _csv_rows(session: Session, tickets: list[Ticket]) -> Iterable[Sequence[obje
                t.article_id or "", *articles.get(t.article_id or 0, blank2),
                t.lot_id or "", *lots.get(t.lot_id or 0, ("",)),
                t.vehicle or "", t.delivery_note or "", t.first_weighing_id or "", t.second_weighing_id or "",
-               plain(t.gross) or "", plain(t.tare) or "", plain(t.net) or "", t.unit, t.cancel_reason or "",
+               as_delivered(t.gross) or "", as_delivered(t.tare) or "", as_delivered(t.net) or "", t.unit,
+               t.cancel_reason or "",
                t.notes or "")
 
 
@@ -316,7 +351,7 @@ def export_tickets(
     raw: RawCsv = False,
 ) -> CsvResponse:
     return stream_csv(session, state.sessions, query, SORTABLE, Ticket.id, sort=sort, header=CSV_HEADER,
-                      render=_csv_rows, filename="tickets.csv", raw=raw)
+                      render=_csv_rows(state.settings.tickets.timezone), filename="tickets.csv", raw=raw)
 
 
 @router.post("/api/v1/tickets", response_model=TicketOut, status_code=201,
@@ -383,11 +418,8 @@ def update_ticket(ticket_id: IdPath, body: TicketUpdate, session: SessionDep,
 def cancel_ticket(ticket_id: IdPath, body: TicketCancel, session: SessionDep,
                   principal: CanWriteTickets) -> TicketOut:
     ticket = _get(session, ticket_id)
+    session.refresh(ticket, with_for_update=True)  # two cancels at once: the second sees the first's
     _refuse_cancelled(ticket, "cancelled again")
-    before = audit.snapshot(ticket)
-    ticket.status = "cancelled"
-    ticket.cancel_reason = body.reason
-    ticket.updated_at = datetime.now(UTC)
-    audit.record(session, principal.actor, "cancel", "tickets", ticket.id, before=before, after=audit.snapshot(ticket))
+    cancellation.cancel(session, ticket, actor=principal.actor, reason=body.reason, now=datetime.now(UTC))
     session.commit()
     return _out(ticket)

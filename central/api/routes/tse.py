@@ -22,22 +22,32 @@ when the TSE failed and the sale went on without a signature, TSE_TA_VORGANGSDAT
 
 Left **empty**, because floorgate does not hold them: Z_ERSTELLUNG and Z_NR (the daily closing, Kassenabschluss,
 the transaction belongs to — there are no closings yet).
+
+``/api/v1/tse-registry``: the TSE registry (``central.fiscal.registry``) — each TSE central pinned with its key,
+``unconfirmed`` / ``confirmed`` / ``rejected``, and TSEs with transactions but no valid pin. Every transaction is
+verified against the pinned key; under an unconfirmed or rejected pin, or none, it is ``invalid`` with
+``untrusted_key: …``. Reading needs ``fiscal:read``; confirming or rejecting (signed with central's key, audited,
+then the TSE's transactions are re-verified in the background) is the admin's::
+
+    GET  /api/v1/tse-registry[?status=unconfirmed]
+    POST /api/v1/tse-registry/{serial}/confirm   {"reason": "registered with the tax office 2026-01-05"}
+    POST /api/v1/tse-registry/{serial}/reject    {"reason": "not one of ours"}
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, BackgroundTasks, Depends, Path
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from central.api.csvexport import CsvResponse, RawCsv, csv_openapi, iso, stream_csv
 from central.api.deps import SessionDep, StateDep
-from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError
+from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError, ErrorResponse
 from central.api.pagination import DEFAULT_LIMIT
 from central.api.params import (
     Cursor,
@@ -51,9 +61,11 @@ from central.api.params import (
     where_equal,
     where_time,
 )
-from central.api.security import CanExport, CanReadFiscal
+from central.api.security import CanExport, CanReadFiscal, IsAdmin
 from central.db.models import TseTransaction
-from central.db.values import plain
+from central.db.values import NO_NUL, plain
+from central.fiscal import registry
+from central.fiscal.sweep import sweep
 
 router = APIRouter(tags=["TSE transactions"])
 Verified = Literal["pending", "valid", "invalid", "tse_failed"]
@@ -182,3 +194,93 @@ def get_tse_transaction(transaction_id: IdPath, session: SessionDep, principal: 
     if row is None:
         raise ApiError(404, "not_found", f"no TSE transaction with id {transaction_id}", field="transaction_id")
     return _out(row)
+
+
+# -- the TSE registry ----------------------------------------------------------------------------------------------
+
+PinStatus = Literal["unconfirmed", "confirmed", "rejected", "not pinned"]
+SerialPath = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{64}$", description="the TSE's serial: hex SHA-256 of its "
+                                                                          "public key")]
+
+
+class TsePinOut(BaseModel):
+    serial: str = Field(description="hex SHA-256 of the TSE's public key")
+    status: str = Field(description="unconfirmed / confirmed / rejected; `not pinned` for a TSE with transactions "
+                                    "but no pin; `… (pin invalid)` for a pin central did not sign or that was changed")
+    source: str | None = Field(description="seen (pinned on first sight), config (fiscal.tse), admin")
+    trusted: bool = Field(description="its transactions are verified as trusted (confirmed, or listed in the config)")
+    problem: str | None = Field(description="why not trusted, or what is wrong with the pin")
+    node_id: str | None = Field(description="where it was first seen")
+    device_id: str | None
+    algorithm: str | None
+    first_seen_at: datetime | None
+    decided_at: datetime | None = Field(description="when it was last confirmed or rejected")
+    decided_by: str | None = Field(examples=["user:anna", "cli:tse-confirm", "system:config"])
+    transactions: int = Field(description="transactions held of it")
+    key_sha256: str | None = Field(description="SHA-256 of the pinned key (the serial, for an intact pin)")
+
+
+class TseRegistryPage(BaseModel):
+    items: list[TsePinOut]
+
+
+class TseDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(None, max_length=500, pattern=NO_NUL, description="kept in the audit log")
+    public_key: str | None = Field(None, max_length=200, pattern=r"^[A-Za-z0-9+/=]+$",
+                                   description="base64 of the TSE's uncompressed point, to pin a TSE central holds "
+                                               "no transaction of (its SHA-256 must be the serial)")
+
+
+def _pin_out(state: registry.PinState) -> TsePinOut:
+    return TsePinOut(**{k: getattr(state, k) for k in TsePinOut.model_fields})
+
+
+@router.get("/api/v1/tse-registry", response_model=TseRegistryPage, responses=ERROR_RESPONSES,
+            summary="List the TSE registry: pinned TSEs and TSEs seen without a pin")
+def list_tse_registry(session: SessionDep, principal: CanReadFiscal, status: PinStatus | None = None
+                      ) -> TseRegistryPage:  # fmt: skip
+    return TseRegistryPage(items=[_pin_out(s) for s in registry.states(session, registry.registry_of(session),
+                                                                      status=status)])
+
+
+def _decide(serial: str, status: str, body: TseDecision | None, session: Session, state: Any, principal: Any,
+            tasks: BackgroundTasks) -> TsePinOut:  # fmt: skip
+    serial = serial.lower()
+    try:
+        registry.decide(session, serial, status, actor=principal.actor, now=datetime.now(UTC),
+                        registry=registry.registry_of(session), public_key=body.public_key if body else None,
+                        reason=body.reason if body else None)
+        session.commit()
+    except registry.NoSuchTse as exc:
+        session.rollback()
+        raise ApiError(404, "not_found", str(exc), field="serial") from None
+    except registry.RegistryError as exc:  # a key that is not the serial's, no signing key
+        session.rollback()
+        raise ApiError(422, "invalid_request", str(exc), field="public_key" if body and body.public_key else "serial"
+                       ) from None
+    tasks.add_task(sweep, state.sessions, serial)  # its transactions re-verified with the decision
+    [found] = registry.states(session, registry.registry_of(session), serial=serial)
+    return _pin_out(found)
+
+
+DECISION_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    404: {"model": ErrorResponse, "description": "Central neither pinned the TSE nor holds a transaction of it (give "
+                                                 "public_key to pin it)"},
+    422: {"model": ErrorResponse, "description": "A public_key that is not the serial's, a pin whose key is not the "
+                                                 "serial's and no public_key, no signing key; or a bad parameter"}}
+
+
+@router.post("/api/v1/tse-registry/{serial}/confirm", response_model=TsePinOut, responses=DECISION_ERRORS,
+             summary="Confirm a TSE: its transactions are trusted (admin; signed, audited)")
+def confirm_tse(serial: SerialPath, session: SessionDep, state: StateDep, principal: IsAdmin, tasks: BackgroundTasks,
+                body: TseDecision | None = None) -> TsePinOut:  # fmt: skip
+    return _decide(serial, registry.CONFIRMED, body, session, state, principal, tasks)
+
+
+@router.post("/api/v1/tse-registry/{serial}/reject", response_model=TsePinOut, responses=DECISION_ERRORS,
+             summary="Reject a TSE: its transactions are invalid (admin; signed, audited)")
+def reject_tse(serial: SerialPath, session: SessionDep, state: StateDep, principal: IsAdmin, tasks: BackgroundTasks,
+               body: TseDecision | None = None) -> TsePinOut:  # fmt: skip
+    return _decide(serial, registry.REJECTED, body, session, state, principal, tasks)

@@ -1,10 +1,18 @@
 """``/api/v1/tse-exports``: the TAR exports of the TSEs, kept byte for byte as they came (``central.fiscal.exports``).
 
-    POST /api/v1/tse-exports?filename=…&partial=false   body: the TAR (Content-Type application/x-tar or
+    POST /api/v1/tse-exports?filename=…[&first_tx=…&last_tx=…][&since=…&until=…][&client_id=…]
+                                                         body: the TAR (Content-Type application/x-tar or
                                                          application/octet-stream) → 201, or 200 when the same bytes
-                                                         are held already; 422 when it does not verify (nothing kept)
+                                                         are held already; 422 when it does not verify or contradicts
+                                                         its stated range (nothing kept)
     GET  /api/v1/tse-exports                             the exports held, newest first, with their verification
     GET  /api/v1/tse-exports/{export_id}                 the TAR, byte-identical to the upload (application/x-tar)
+
+The upload states what the export covers: nothing for the whole TSE, or the filters it was made with (transaction
+numbers, a time range, a register); ``partial`` follows from that (``central.fiscal.exports``). The former
+``partial=true`` switch is refused (422 naming ``partial``): it let the uploader turn gap detection off. The export
+is compared with what central holds of the TSE; what it lacks is in ``findings`` (e.g. ``truncated: ends at
+transaction 40 (signature counter 80), central knows 41 (signature counter 82)``).
 
 Uploading is the day's work of the people who run the registers (``tickets:write``: admin, operator); reading and
 downloading need ``fiscal:read`` (admin, operator, auditor). Every upload is in the audit log.
@@ -30,12 +38,12 @@ from central.api.csvexport import csv_openapi
 from central.api.deps import SessionDep
 from central.api.errors import ERROR_RESPONSES, NOT_FOUND, ApiError, ErrorResponse
 from central.api.pagination import DEFAULT_LIMIT
-from central.api.params import Cursor, IdPath, Limit, page, sort_param, text_filter
+from central.api.params import MAX_ID, Cursor, IdPath, IsoTime, Limit, page, sort_param, text_filter, time_param
 from central.api.security import CanExport, CanReadFiscal, CanWriteTickets
 from central.db import audit
 from central.db.models import TseExport
 from central.db.values import NO_NUL
-from central.fiscal.exports import MAX_EXPORT_BYTES, MAX_FILENAME, ExportRejected, store_export
+from central.fiscal.exports import MAX_EXPORT_BYTES, MAX_FILENAME, ExportRejected, StatedRange, store_export
 
 router = APIRouter(tags=["TSE exports"])
 TAR: Final = "application/x-tar"
@@ -56,7 +64,13 @@ class TseExportOut(BaseModel):
     filename: str | None = Field(description="as given at upload", examples=["export.tar"])
     size: int = Field(description="bytes", examples=[40960])
     sha256: str = Field(description="of the bytes as uploaded (and downloaded)")
-    partial: bool = Field(description="verified as an export filtered by range, time or client (gaps tolerated)")
+    partial: bool = Field(description="the upload stated a range (filtered by transaction numbers, time or client): "
+                                      "counter gaps its filter leaves are tolerated, none inside the range")
+    stated_range: dict[str, Any] | None = Field(description="what the uploader said the export covers (first_tx, "
+                                                            "last_tx, since, until, client_id); null: the whole TSE")
+    findings: list[str] = Field(description="what central holds of the TSE that the export lacks — it starts late, "
+                                            "ends before central's known head (truncated), misses transactions of "
+                                            "its range — or an untrusted TSE; empty: none")
     log_messages: int
     first_counter: int | None = Field(description="lowest signature counter in it")
     last_counter: int | None
@@ -77,6 +91,7 @@ class TseExportPage(BaseModel):
 def _out(e: TseExport) -> TseExportOut:
     return TseExportOut(
         id=e.id, tse_serial=e.tse_serial, filename=e.filename, size=e.size, sha256=e.sha256, partial=e.partial,
+        stated_range=e.stated_range, findings=list((e.report.get("coverage") or {}).get("findings") or []),
         log_messages=e.log_messages, first_counter=e.first_counter, last_counter=e.last_counter, first_tx=e.first_tx,
         last_tx=e.last_tx, report=e.report, uploaded_at=e.uploaded_at, uploaded_by=e.uploaded_by,
     )  # fmt: skip
@@ -117,14 +132,28 @@ TarBody = Annotated[bytes, Depends(tar_body)]
     summary="Upload a TSE's TAR export (kept byte for byte, verified)",
 )  # fmt: skip
 def upload_tse_export(
-    session: SessionDep, principal: CanWriteTickets, body: TarBody, response: Response,
+    session: SessionDep, principal: CanWriteTickets, body: TarBody, response: Response, request: Request,
     filename: Annotated[str | None, Query(max_length=MAX_FILENAME, pattern=NO_NUL,
                                           description="the export's file name, kept for the download")] = None,
-    partial: Annotated[bool, Query(description="an export filtered by transaction range, time or client: counter "
-                                               "gaps and transactions started outside it are not findings")] = False,
+    first_tx: Annotated[int | None, Query(ge=1, le=MAX_ID, description="the export holds transaction numbers from "
+                                                                        "this one (a stated range)")] = None,
+    last_tx: Annotated[int | None, Query(ge=1, le=MAX_ID, description="… up to this one")] = None,
+    since: Annotated[datetime | None, IsoTime, Query(description="the export holds the log messages from this time "
+                                                                 "on (logTime; ISO 8601, without zone: UTC)")] = None,
+    until: Annotated[datetime | None, IsoTime, Query(description="… up to this time (inclusive)")] = None,
+    client_id: Annotated[str | None, text_filter("the export holds the transactions of this register only", 64)]
+    = None,
 ) -> TseExportOut:  # fmt: skip
+    if "partial" in request.query_params:
+        raise ApiError(422, "invalid_request", "partial is not a switch any more: state what the export covers "
+                                               "(first_tx / last_tx, since / until, client_id) and partial follows "
+                                               "from it; no range: the whole TSE", field="partial")
+    stated = StatedRange(first_tx, last_tx, time_param(since, "since"), time_param(until, "until"), client_id)
+    impossible = stated.problem()
+    if impossible is not None:
+        raise ApiError(422, "invalid_request", f"{impossible[0]}: {impossible[1]}", field=impossible[0])
     try:
-        stored = store_export(session, body, filename=filename, partial=partial, actor=principal.actor,
+        stored = store_export(session, body, filename=filename, stated=stated, actor=principal.actor,
                               now=datetime.now(UTC))
         if stored.created:
             snapshot = {k: v for k, v in (audit.snapshot(stored.export) or {}).items() if k != "report"}

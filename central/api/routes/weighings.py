@@ -1,5 +1,9 @@
 """``/api/v1/weighings``: completed weighings as the scales delivered them (newest first, cursor-paginated);
-``unpaired=true`` lists those still waiting for their pair on a ticket (``central.tickets.pairing``)."""
+``unpaired=true`` lists those still waiting for their pair on a ticket (``central.tickets.pairing``).
+
+Every weight (gross, tare — weighed or preset —, net) is the instrument's own digit string
+(``central.db.values.as_delivered``): ``"24560.0"`` stays ``"24560.0"``, a tare ``"8420.5"`` beside a gross ``"24560"``
+keeps its decimal, ``"8.425"`` t is never ``"8.42"``; nothing is computed, padded or cut."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from central.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, sort_values, sorted
 from central.api.params import MAX_ID, IsoTime, where_time
 from central.api.security import CanRead
 from central.db.models import Ticket, Weighing
-from central.db.values import NO_NUL
+from central.db.values import NO_NUL, as_delivered
 
 router = APIRouter(prefix="/api/v1/weighings", tags=["weighings"])
 
@@ -27,11 +31,14 @@ class WeighingOut(BaseModel):
     device_id: str
     record_id: str = Field(description="stable id given by the edge node")
     seq: int = Field(description="sequence number in the node's business stream")
-    gross: str | None = Field(description="gross weight exactly as the scale delivered it (null when the "
-                              "instrument delivered net and tare only — never computed)", examples=["24560"])
-    tare: str | None = Field(None, description="tare as delivered", examples=["8420"])
+    gross: str | None = Field(description="gross weight exactly as the scale delivered it, its own digits (trailing "
+                              "zeros kept; null when the instrument delivered net and tare only — never computed)",
+                              examples=["24560.0"])
+    tare: str | None = Field(None, description="tare as delivered, its own digits (not the gross's decimals)",
+                             examples=["8420.5"])
     tare_preset: bool | None = Field(None, description="the tare was preset (entered), not weighed")
-    net: str | None = Field(None, description="net as delivered", examples=["16140"])
+    net: str | None = Field(None, description="net as delivered, its own digits (never computed)",
+                            examples=["16139.5"])
     unit: str = Field(examples=["kg"])
     scale_serial: str | None = None
     instrument_alibi: str | None = Field(None, description="the instrument's own alibi id / checksum, as delivered")
@@ -51,7 +58,7 @@ class WeighingPage(BaseModel):
 def _out(w: Weighing) -> WeighingOut:
     return WeighingOut(
         id=w.id, node_id=w.node_id, device_id=w.device_id, record_id=w.record_id, seq=w.seq,
-        gross=w.gross_as_delivered, tare=w.tare_as_delivered, tare_preset=w.tare_preset, net=w.net_as_delivered,
+        gross=as_delivered(w.gross), tare=as_delivered(w.tare), tare_preset=w.tare_preset, net=as_delivered(w.net),
         unit=w.unit, scale_serial=w.scale_serial, instrument_alibi=w.instrument_alibi, alibi_no=w.alibi_no,
         reference=w.reference, vehicle=w.vehicle, trigger=w.trigger, weighed_at=w.weighed_at,
         received_at=w.received_at,

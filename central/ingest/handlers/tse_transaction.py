@@ -1,6 +1,7 @@
 """``tse_transaction`` records → a ``TseTransaction`` row (``central.fiscal.records``), verified together with the
-rows it affects in the batch's transaction (``central.fiscal.verify``). Payload:
-``sync.records.tse_transaction.TseTransactionPayload``.
+rows it affects in the batch's transaction (``central.fiscal.verify``) against the key the TSE registry pinned —
+a TSE seen for the first time is pinned then (``central.fiscal.registry``, with the registry ``central.runner``
+hands the sessions). Payload: ``sync.records.tse_transaction.TseTransactionPayload``.
 """
 
 from __future__ import annotations

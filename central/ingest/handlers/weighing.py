@@ -2,10 +2,10 @@
 transaction.
 
 The record's ``data`` is ``sync.records.weighing.WeighingPayload`` (the contract every driver and central code
-against). The values are stored exactly as the instrument delivered them (devices.md §4): as exact decimals, never
-recomputed or re-rounded; ``decimals`` keeps how many places the scale sent for the gross (NUMERIC pads tare and net
-with zeros: compare them as numbers). A value central cannot store as it is makes the record unusable: the payload
-model names the field and ``apply`` quarantines the record.
+against). The values are stored exactly as the instrument delivered them (devices.md §4), each with its own digits
+(``central.db.types.ExactText``: ``"24560.0"``, ``"8420.5"``, ``"8.425"`` stay those strings; no shared number of
+decimals, no float, never recomputed or re-rounded). A value central cannot store as it is makes the record
+unusable: the payload model names the field and ``apply`` quarantines the record.
 """
 
 from __future__ import annotations
