@@ -96,6 +96,9 @@ MATRIX: dict[tuple[str, str], frozenset[str] | None] = {
     ("POST", "/api/v1/tse-exports"): WRITE,
     ("GET", "/api/v1/tse-exports"): FISCAL,
     ("GET", "/api/v1/tse-exports/{export_id}"): FISCAL,
+    ("GET", "/api/v1/tse-registry"): FISCAL,
+    ("POST", "/api/v1/tse-registry/{serial}/confirm"): ADMIN,
+    ("POST", "/api/v1/tse-registry/{serial}/reject"): ADMIN,
     ("GET", "/api/v1/nodes/{node_id}/alibi"): FISCAL,
     ("GET", "/api/v1/nodes/{node_id}/alibi/verify"): FISCAL,
 }
