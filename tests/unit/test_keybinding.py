@@ -5,6 +5,7 @@ CA's or another node's statement does not count; a rotated key is accepted for t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
